@@ -134,6 +134,22 @@ install_packages() {
   "$VENV/bin/python" -m pip install --quiet "${extra[@]}" "${constraints[@]}" -e "$ROOT[convert,test]"
 }
 
+write_checked_entry_point() {
+  # The patched interpreter cannot even start without the private runtime; this wrapper says so instead of the
+  # shell's bare "bad interpreter: No such file or directory".
+  cat >"$VENV/bin/image-retrain" <<WRAPPER
+#!/bin/sh
+# Written by scripts/setup_env.sh (glibc < $MIN_GLIBC host): check the private C runtime, then run the CLI.
+if [ ! -e "$RUNTIME/lib64/ld-linux-x86-64.so.2" ] || ! "$VENV/bin/python" -c '' 2>/dev/null; then
+  echo "image-retrain: the venv's interpreter cannot start: its private glibc/libstdc++ runtime ($RUNTIME) is missing or broken." >&2
+  echo "Fix: run 'make setup' in $ROOT (it re-extracts the runtime and re-patches the interpreter)." >&2
+  exit 3
+fi
+exec "$VENV/bin/python" -m pipelines.cli "\$@"
+WRAPPER
+  chmod +x "$VENV/bin/image-retrain"
+}
+
 main() {
   create_venv
   if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(inputs_hash)" ] && [ -x "$VENV/bin/image-retrain" ] \
@@ -150,6 +166,7 @@ main() {
     log "glibc $(glibc_version) >= $MIN_GLIBC: using the plain wheels"
   fi
   install_packages
+  if needs_compat; then write_checked_entry_point; fi
   inputs_hash >"$STAMP"
   log "done: $VENV"
 }
