@@ -1,0 +1,354 @@
+"""The serving API both front ends call: Predict, Classify, Regress, MultiInference, GetModelMetadata,
+GetModelStatus, HandleReloadConfigRequest, with TF Serving's validation and messages. Raises ServingError."""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import grpc
+import numpy as np
+from tensorflow.core.framework import types_pb2
+
+from serving import tensors
+from serving.errors import ConfigError, ServingError, invalid
+from serving.servable import DEFAULT_SIGNATURE, LoadedVersion
+
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+
+def _set(names) -> str:
+    return "{" + ",".join(sorted(names)) + "}"
+
+
+def serialized_examples(input_proto) -> np.ndarray:
+    """tensorflow.serving.Input -> string [N]; context + example bytes concatenate, i.e. proto-merge."""
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        values = [e.SerializeToString() for e in input_proto.example_list.examples]
+    elif kind == "example_list_with_context":
+        context = input_proto.example_list_with_context.context.SerializeToString()
+        values = [context + e.SerializeToString() for e in input_proto.example_list_with_context.examples]
+    else:
+        values = []
+    if not values:
+        raise invalid("Input is empty.")
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+class ServingCore:
+    def __init__(self, manager, batcher=None, metrics=None, enable_method_name_check=False):
+        self.manager = manager
+        self.batcher = batcher
+        self.metrics = metrics
+        self.enable_method_name_check = enable_method_name_check
+
+    # -------------------------------------------------------------------------------------------- helpers
+    @contextlib.contextmanager
+    def servable(self, name: str, version: int | None = None, label: str | None = None):
+        loaded = self.manager.resolve(name, version, label)
+        try:
+            yield loaded
+        finally:
+            loaded.release()
+
+    @staticmethod
+    def spec_args(model_spec) -> tuple[str, int | None, str | None]:
+        choice = model_spec.WhichOneof("version_choice")
+        version = model_spec.version.value if choice == "version" else None
+        label = model_spec.version_label if choice == "version_label" else None
+        return model_spec.name, version, label
+
+    @contextlib.contextmanager
+    def observe(self, model_name: str, api: str, entrypoint: str):
+        """Counts the request in /tensorflow/serving/request_count and request_latency."""
+        started = time.perf_counter()
+        status = "OK"
+        try:
+            yield
+        except ServingError as error:
+            status = error.code.name
+            raise
+        except Exception:
+            status = "UNKNOWN"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_request(model_name, api, entrypoint, status, time.perf_counter() - started)
+
+    def run_signature(self, loaded: LoadedVersion, signature_name: str, inputs: dict, output_keys,
+                      timeout_ms: int = 0) -> dict:
+        """Runs through the batcher when batching is on."""
+        if self.batcher is None:
+            return loaded.run(signature_name, inputs, output_keys, timeout_ms)
+        key = (id(loaded), signature_name, tuple(sorted(inputs)), tuple(output_keys))
+        return self.batcher.run(key, lambda merged: loaded.run(signature_name, merged, output_keys, timeout_ms),
+                                inputs, timeout_s=timeout_ms / 1000 if timeout_ms else None)
+
+    # --------------------------------------------------------------------------------------------- predict
+    def predict_arrays(self, loaded: LoadedVersion, signature_name: str, inputs: dict[str, np.ndarray],
+                       output_filter=(), timeout_ms: int = 0) -> dict[str, np.ndarray]:
+        signature_name = signature_name or DEFAULT_SIGNATURE
+        signature = loaded.signatures.get(signature_name)
+        if signature is None:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f'Serving signature key "{signature_name}" not found.')
+        expected = set(signature.inputs)
+        sent = set(inputs)
+        if sent != expected:
+            if len(sent) != len(expected):
+                raise invalid(f"input size does not match signature: {len(sent)}!={len(expected)} "
+                              f"len({_set(sent)}) != len({_set(expected)}). Sent extra: {_set(sent - expected)}. "
+                              f"Missing but required: {_set(expected - sent)}.")
+            alias = sorted(sent - expected)[0]
+            raise invalid(f"input tensor alias not found in signature: {alias}. "
+                          f"Inputs expected to be in the set {_set(expected)}.")
+        if output_filter:
+            seen = set()
+            for alias in output_filter:
+                if alias not in signature.outputs:
+                    raise invalid(f"output tensor alias not found in signature: {alias} "
+                                  f"Outputs expected to be in the set {_set(signature.outputs)}.")
+                if alias in seen:
+                    raise invalid(f"duplicate output tensor alias: {alias}")
+                seen.add(alias)
+            output_keys = tuple(output_filter)
+        else:
+            output_keys = tuple(sorted(signature.outputs))
+        return self.run_signature(loaded, signature_name, inputs, output_keys, timeout_ms)
+
+    def predict(self, request, entrypoint="GRPC", timeout_ms: int = 0):
+        from tensorflow_serving.apis import predict_pb2
+
+        if not request.HasField("model_spec"):
+            raise invalid("Missing ModelSpec")
+        name, version, label = self.spec_args(request.model_spec)
+        with self.observe(name, "Predict", entrypoint), self.servable(name, version, label) as loaded:
+            inputs = {alias: tensors.to_numpy(proto) for alias, proto in request.inputs.items()}
+            outputs = self.predict_arrays(loaded, request.model_spec.signature_name, inputs,
+                                          list(request.output_filter), timeout_ms)
+            response = predict_pb2.PredictResponse()
+            signature = loaded.signatures[request.model_spec.signature_name or DEFAULT_SIGNATURE]
+            for alias, array in outputs.items():
+                response.outputs[alias].CopyFrom(tensors.to_proto(array, signature.outputs[alias].dtype))
+            self._echo(response.model_spec, name, loaded, request.model_spec.signature_name)
+            return response
+
+    @staticmethod
+    def _echo(spec, name, loaded, signature_name):
+        spec.name = name
+        spec.version.value = loaded.version
+        spec.signature_name = signature_name or DEFAULT_SIGNATURE
+
+    # ------------------------------------------------------------------------------------ classify / regress
+    def _checked_signature(self, loaded, signature_name, method, not_found_message):
+        signature_name = signature_name or DEFAULT_SIGNATURE
+        signature = loaded.signatures.get(signature_name)
+        if signature is None:
+            raise invalid(not_found_message + signature_name)
+        kind = "classification" if method == CLASSIFY_METHOD else "regression"
+        if self.enable_method_name_check and signature.method_name != method:
+            raise invalid(f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}")
+        if len(signature.inputs) != 1:
+            raise invalid("Expected one input Tensor.")
+        (input_alias, input_info), = signature.inputs.items()
+        if input_info.dtype != types_pb2.DT_STRING:
+            raise invalid(f"Expected {kind} signature input to be a string tensor of serialized tf.Examples, "
+                          f"got {tensors.dtype_name(input_info.dtype)}")
+        return signature_name, signature, input_alias
+
+    def classification_result(self, loaded, signature_name, input_proto, timeout_ms=0):
+        from tensorflow_serving.apis import classification_pb2
+
+        signature_name, signature, input_alias = self._checked_signature(
+            loaded, signature_name, CLASSIFY_METHOD, "No signature was found with the name: ")
+        output_keys = [k for k in ("classes", "scores") if k in signature.outputs]
+        if not output_keys:
+            raise invalid('Expected classification signature outputs to contain at least one of "classes" and '
+                          '"scores".')
+        examples = serialized_examples(input_proto)
+        outputs = self.run_signature(loaded, signature_name, {input_alias: examples}, output_keys, timeout_ms)
+        classes, scores = outputs.get("classes"), outputs.get("scores")
+        batch = len(examples)
+        for alias, array in (("classes", classes), ("scores", scores)):
+            if array is not None and (array.ndim != 2 or array.shape[0] != batch):
+                raise invalid(f"Expected Tensor shape: [batch_size num_classes] of {alias} with batch_size {batch} "
+                              f"but got {list(array.shape)}")
+        if classes is not None and scores is not None and classes.shape != scores.shape:
+            raise invalid(f"Tensors class and score should match in shape: {list(classes.shape)} vs "
+                          f"{list(scores.shape)}")
+        num_classes = (classes if classes is not None else scores).shape[1]
+        result = classification_pb2.ClassificationResult()
+        for i in range(batch):
+            item = result.classifications.add()
+            for j in range(num_classes):
+                entry = item.classes.add()
+                if classes is not None:
+                    label = classes[i, j]
+                    entry.label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+                if scores is not None:
+                    entry.score = float(scores[i, j])
+        return signature_name, result
+
+    def regression_result(self, loaded, signature_name, input_proto, timeout_ms=0):
+        from tensorflow_serving.apis import regression_pb2
+
+        signature_name, signature, input_alias = self._checked_signature(
+            loaded, signature_name, REGRESS_METHOD, "No signature was found with the name: ")
+        if "outputs" not in signature.outputs:
+            raise invalid('Expected regression signature outputs to contain "outputs".')
+        examples = serialized_examples(input_proto)
+        values = self.run_signature(loaded, signature_name, {input_alias: examples}, ["outputs"], timeout_ms)
+        values = values["outputs"]
+        batch = len(examples)
+        if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)) or values.shape[0] != batch:
+            raise invalid("Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                          f"{list(values.shape)}")
+        result = regression_pb2.RegressionResult()
+        for value in values.reshape(-1).tolist():
+            result.regressions.add(value=value)
+        return signature_name, result
+
+    def classify(self, request, entrypoint="GRPC", timeout_ms=0):
+        from tensorflow_serving.apis import classification_pb2
+
+        if not request.HasField("model_spec"):
+            raise invalid("Missing ModelSpec")
+        name, version, label = self.spec_args(request.model_spec)
+        with self.observe(name, "Classify", entrypoint), self.servable(name, version, label) as loaded:
+            signature_name, result = self.classification_result(loaded, request.model_spec.signature_name,
+                                                                request.input, timeout_ms)
+            response = classification_pb2.ClassificationResponse(result=result)
+            self._echo(response.model_spec, name, loaded, signature_name)
+            return response
+
+    def regress(self, request, entrypoint="GRPC", timeout_ms=0):
+        from tensorflow_serving.apis import regression_pb2
+
+        if not request.HasField("model_spec"):
+            raise invalid("Missing ModelSpec")
+        name, version, label = self.spec_args(request.model_spec)
+        with self.observe(name, "Regress", entrypoint), self.servable(name, version, label) as loaded:
+            signature_name, result = self.regression_result(loaded, request.model_spec.signature_name,
+                                                            request.input, timeout_ms)
+            response = regression_pb2.RegressionResponse(result=result)
+            self._echo(response.model_spec, name, loaded, signature_name)
+            return response
+
+    def multi_inference(self, request, entrypoint="GRPC"):
+        from tensorflow_serving.apis import inference_pb2
+
+        if not request.tasks:
+            raise invalid("Empty MultiInferenceRequest")
+        names = {task.model_spec.name for task in request.tasks}
+        if "" in names:
+            raise invalid("Found ModelSpec with an empty model name.")
+        if len(names) > 1:
+            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        seen = set()
+        for task in request.tasks:
+            signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            if signature in seen:
+                raise invalid(f"Duplicate evaluation of signature: {signature}")
+            seen.add(signature)
+            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+                raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: "
+                                   f"{task.method_name}")
+        name, version, label = self.spec_args(request.tasks[0].model_spec)
+        with self.observe(name, "MultiInference", entrypoint), self.servable(name, version, label) as loaded:
+            response = inference_pb2.MultiInferenceResponse()
+            for task in request.tasks:
+                signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
+                if signature not in loaded.signatures:
+                    raise invalid(f"Requested signature not found in model graph: {signature}")
+                result = response.results.add()
+                if task.method_name == CLASSIFY_METHOD:
+                    _, classification = self.classification_result(loaded, signature, request.input)
+                    result.classification_result.CopyFrom(classification)
+                else:
+                    _, regression = self.regression_result(loaded, signature, request.input)
+                    result.regression_result.CopyFrom(regression)
+                self._echo(result.model_spec, name, loaded, signature)
+            return response
+
+    # ------------------------------------------------------------------------------------ metadata / status
+    def metadata(self, request):
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        if not request.HasField("model_spec"):
+            raise invalid("Missing ModelSpec")
+        if not request.metadata_field:
+            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != "signature_def":
+                raise invalid(f"Metadata field {field} is not supported")
+        name, version, label = self.spec_args(request.model_spec)
+        with self.servable(name, version, label) as loaded:
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = name
+            response.model_spec.version.value = loaded.version
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for key, signature in loaded.signatures.items():
+                signature_map.signature_def[key].CopyFrom(signature)
+            response.metadata["signature_def"].Pack(signature_map)
+            return response
+
+    def status(self, request):
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        if not request.HasField("model_spec"):
+            raise invalid("Missing ModelSpec")
+        spec = request.model_spec
+        version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for record in self.manager.status(spec.name, version):
+            status = response.model_version_status.add(version=record.version)
+            status.state = get_model_status_pb2.ModelVersionStatus.State.Value(record.state)
+            status.status.error_code = _error_code_value(record.error_code)
+            status.status.error_message = record.error_message
+        return response
+
+    def reload_config(self, request):
+        from serving.config import validate_model_server_config
+        from tensorflow_serving.apis import model_management_pb2
+
+        try:
+            validate_model_server_config(request.config)
+            self.manager.apply_config(request.config)
+        except ConfigError as error:
+            raise invalid(str(error)) from None
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = 0
+        return response
+
+    # ---------------------------------------------------------------------------------------------- warmup
+    def warmup_request(self, loaded: LoadedVersion, log_entry) -> None:
+        """Runs one PredictionLog record from assets.extra/tf_serving_warmup_requests against `loaded`."""
+        kind = log_entry.WhichOneof("log_type")
+        if kind == "predict_log":
+            request = log_entry.predict_log.request
+            inputs = {alias: tensors.to_numpy(proto) for alias, proto in request.inputs.items()}
+            self.predict_arrays(loaded, request.model_spec.signature_name, inputs, list(request.output_filter))
+        elif kind == "classify_log":
+            request = log_entry.classify_log.request
+            self.classification_result(loaded, request.model_spec.signature_name, request.input)
+        elif kind == "regress_log":
+            request = log_entry.regress_log.request
+            self.regression_result(loaded, request.model_spec.signature_name, request.input)
+        elif kind == "multi_inference_log":
+            for task in log_entry.multi_inference_log.request.tasks:
+                if task.method_name == CLASSIFY_METHOD:
+                    self.classification_result(loaded, task.model_spec.signature_name,
+                                               log_entry.multi_inference_log.request.input)
+                else:
+                    self.regression_result(loaded, task.model_spec.signature_name,
+                                           log_entry.multi_inference_log.request.input)
+        else:
+            raise invalid(f"Unsupported log_type for warmup: {kind}")
+
+
+def _error_code_value(name: str) -> int:
+    return getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN).value[0]

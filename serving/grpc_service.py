@@ -1,0 +1,104 @@
+"""gRPC front end: tensorflow.serving.PredictionService and ModelService on the official generated stubs."""
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import logging
+
+import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from serving.errors import ServingError
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_CHARS = 1024  # grpc_status_util.cc truncates longer messages
+
+
+def _abort_on_error(method):
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except ServingError as error:
+            message = error.message
+            if len(message) > MAX_MESSAGE_CHARS:
+                message = message[:MAX_MESSAGE_CHARS] + "...TRUNCATED"
+            context.abort(error.code, message)
+    return wrapper
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, core):
+        self.core = core
+
+    @_abort_on_error
+    def Predict(self, request, context):
+        return self.core.predict(request)
+
+    @_abort_on_error
+    def Classify(self, request, context):
+        return self.core.classify(request)
+
+    @_abort_on_error
+    def Regress(self, request, context):
+        return self.core.regress(request)
+
+    @_abort_on_error
+    def MultiInference(self, request, context):
+        return self.core.multi_inference(request)
+
+    @_abort_on_error
+    def GetModelMetadata(self, request, context):
+        return self.core.metadata(request)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core):
+        self.core = core
+
+    @_abort_on_error
+    def GetModelStatus(self, request, context):
+        return self.core.status(request)
+
+    @_abort_on_error
+    def HandleReloadConfigRequest(self, request, context):
+        return self.core.reload_config(request)
+
+
+def parse_channel_arguments(text: str) -> list[tuple[str, object]]:
+    """'k=v,k=v' -> grpc options; int-looking values become ints (as server.cc does)."""
+    options = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"grpc_channel_arguments entry {item!r} is not key=value")
+        options.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    return options
+
+
+def build_server(core, *, addresses: list[str], max_threads: int, channel_arguments: str = "",
+                 enable_health: bool = False) -> tuple[grpc.Server, list[int]]:
+    """Creates and binds (not starts) the gRPC server; returns it and the bound ports."""
+    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    options += parse_channel_arguments(channel_arguments)
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_threads,
+                                                                thread_name_prefix="grpc"), options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(core), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), server)
+    if enable_health:
+        try:
+            from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        except ImportError:
+            log.warning("--enable_grpc_healthcheck_service needs the grpcio-health-checking package; skipped")
+        else:
+            servicer = health.HealthServicer()
+            for service in ("tensorflow.serving.ModelService", "tensorflow.serving.PredictionService", ""):
+                servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+            health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    ports = []
+    for address in addresses:
+        port = server.add_insecure_port(address)
+        if port == 0 and not address.startswith("unix:"):
+            raise OSError(f"Failed to bind gRPC server to {address}")
+        ports.append(port)
+    return server, ports

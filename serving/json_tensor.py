@@ -1,0 +1,414 @@
+"""TF Serving's REST JSON <-> tensors (util/json_tensor.cc): request parsing, row/columnar formats, number writing.
+
+Messages match TF Serving's text where clients or tests look at them.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+
+import numpy as np
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.example import example_pb2, feature_pb2
+
+from serving.errors import ServingError, invalid
+from serving.tensors import NUMPY_BY_DTYPE, dtype_name
+
+import grpc
+
+_DECODER = json.JSONDecoder()
+
+# rapidjson's wording for the errors Python's decoder reports differently.
+_RAPIDJSON_MESSAGES = {
+    "Expecting value": "Invalid value.",
+    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+    "Expecting ',' delimiter": "Missing a comma or '}' after an object member.",
+    "Unterminated string starting at": "Missing a closing quotation mark in string.",
+    "Invalid control character at": "Invalid encoding in string.",
+}
+
+
+def parse_json(body: bytes) -> dict:
+    """Bytes -> JSON object; trailing bytes after the root value are ignored (rapidjson kParseStopWhenDoneFlag)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise invalid("JSON Parse error: The document is empty")
+    offset = len(text) - len(stripped)
+    try:
+        value, _ = _DECODER.raw_decode(stripped)
+    except json.JSONDecodeError as error:
+        message = _RAPIDJSON_MESSAGES.get(error.msg, error.msg + ".")
+        raise invalid(f"JSON Parse error: {message} at offset: {error.pos + offset}") from None
+    except RecursionError:
+        raise invalid("JSON Parse error: Nesting too deep.") from None
+    if not isinstance(value, dict):
+        raise invalid(f"JSON Value: {_debug(value)} Is not object")
+    return value
+
+
+def _debug(value) -> str:
+    text = json.dumps(value, allow_nan=True) if not isinstance(value, (bytes, bytearray)) else repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, (int, float)):
+        return "Number"
+    if isinstance(value, str):
+        return "String"
+    if isinstance(value, list):
+        return "Array"
+    return "Object"
+
+
+def is_b64_object(value) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def decode_b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        # TF Serving also accepts web-safe base64; anything else is the upstream error.
+        try:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raise invalid("Unable to base64 decode") from None
+
+
+def signature_name_of(request: dict) -> str:
+    name = request.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid(f"JSON Value: {_debug(name)} not formatted correctly. "
+                      "'signature_name' key must be a string value.")
+    return name
+
+
+# ----------------------------------------------------------------------------------------------- predict requests
+
+def _shape_of(value) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _walk(value, shape, level, visit):
+    """Checks `value` is a dense nested list of `shape`; calls visit(leaf) on every leaf."""
+    if level == len(shape):
+        if isinstance(value, list):
+            raise invalid("Encountered list at unexpected level")
+        visit(value)
+        return
+    if not isinstance(value, list):
+        raise invalid(f"JSON Value: {_debug(value)} found at incorrect level: {level + 1} in the JSON DOM. "
+                      f"Expected a list at this level.")
+    if len(value) != shape[level]:
+        raise invalid(f"Encountered list at unexpected size: {len(value)} at level: {level} "
+                      f"expected size: {shape[level]}")
+    for item in value:
+        _walk(item, shape, level + 1, visit)
+
+
+_INT_RANGES = {
+    types_pb2.DT_INT32: (-2**31, 2**31 - 1), types_pb2.DT_INT16: (-2**31, 2**31 - 1),
+    types_pb2.DT_INT8: (-2**31, 2**31 - 1), types_pb2.DT_UINT8: (-2**31, 2**31 - 1),
+    types_pb2.DT_INT64: (-2**63, 2**63 - 1), types_pb2.DT_UINT32: (0, 2**32 - 1),
+    types_pb2.DT_UINT64: (0, 2**64 - 1),
+}
+
+
+def _type_error(leaf, dtype) -> ServingError:
+    return invalid(f"JSON Value: {_debug(leaf)} Type: {_json_type(leaf)} is not of expected type: {dtype_name(dtype)}")
+
+
+def _check_leaf(dtype):
+    if dtype in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE):
+        def check(leaf):
+            if isinstance(leaf, bool) or not isinstance(leaf, (int, float)):
+                raise _type_error(leaf, dtype)
+    elif dtype in _INT_RANGES:
+        low, high = _INT_RANGES[dtype]
+
+        def check(leaf):
+            if isinstance(leaf, bool) or not isinstance(leaf, int) or not low <= leaf <= high:
+                raise _type_error(leaf, dtype)
+    elif dtype == types_pb2.DT_BOOL:
+        def check(leaf):
+            if not isinstance(leaf, bool):
+                raise _type_error(leaf, dtype)
+    else:
+        check = None
+    return check
+
+
+def json_to_array(value, dtype: int) -> np.ndarray:
+    """A JSON value (scalar, nested list, {"b64": ..}) -> ndarray of the signature's dtype."""
+    shape = _shape_of(value)
+    if dtype == types_pb2.DT_STRING:
+        leaves: list[bytes] = []
+
+        def visit(leaf):
+            if isinstance(leaf, str):
+                leaves.append(leaf.encode("utf-8"))
+            elif is_b64_object(leaf):
+                leaves.append(decode_b64(leaf["b64"]))
+            else:
+                raise _type_error(leaf, dtype)
+        _walk(value, shape, 0, visit)
+        array = np.empty(len(leaves), dtype=object)
+        array[:] = leaves
+        return array.reshape(shape)
+    if dtype not in NUMPY_BY_DTYPE or dtype == types_pb2.DT_HALF:
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                           f"Conversion of JSON Value: {_debug(value)} to type: {types_pb2.DataType.Name(dtype)}")
+    numpy_type = NUMPY_BY_DTYPE[dtype]
+    # Fast path: numpy validates density; element types are checked on the array's kind.
+    try:
+        array = np.array(value)
+    except (ValueError, OverflowError):
+        array = None
+    expected_kind = {"f": "fi", "i": "i", "u": "i", "b": "b"}[np.dtype(numpy_type).kind]
+    if array is not None and list(array.shape) == shape and array.dtype.kind in expected_kind:
+        if dtype in _INT_RANGES:
+            low, high = _INT_RANGES[dtype]
+            if array.size and (array.min() < low or array.max() > high):
+                array = None
+        if array is not None:
+            with np.errstate(over="ignore"):
+                return array.astype(numpy_type)
+    _walk(value, shape, 0, _check_leaf(dtype))  # raises the precise upstream message
+    with np.errstate(over="ignore"):
+        return np.array(value, dtype=numpy_type)
+
+
+def predict_inputs_from_json(request: dict, input_dtypes: dict[str, int]) -> tuple[dict[str, np.ndarray], bool]:
+    """Returns ({input name: array}, row_format) for a parsed predict request and the signature's input dtypes."""
+    has_instances, has_inputs = "instances" in request, "inputs" in request
+    if has_instances and has_inputs:
+        raise invalid(f"JSON Value: {_debug(request)} Not formatted correctly expecting only one of 'inputs' or "
+                      "'instances' keys to exist ")
+    if not has_instances and not has_inputs:
+        raise invalid("Missing 'inputs' or 'instances' key")
+    names = sorted(input_dtypes)
+    if has_instances:
+        instances = request["instances"]
+        if not isinstance(instances, list):
+            raise invalid(f"JSON Value: {_debug(instances)} Expecting 'instances' to be an list/array")
+        if not instances:
+            raise invalid(f"JSON Value: {_debug(instances)} No values in 'instances' array")
+        first = instances[0]
+        if isinstance(first, dict) and not is_b64_object(first):
+            columns: dict[str, list] = {name: [] for name in names}
+            for i, item in enumerate(instances):
+                if not isinstance(item, dict) or is_b64_object(item):
+                    raise invalid(f"Expecting object but got list at item {i} of input list")
+                for key in item:
+                    if key not in input_dtypes:
+                        raise invalid(f"Failed to process element: {i} of 'instances' list. JSON object: "
+                                      f"{_debug(item)} does not have named input: {key}")
+                if len(item) != len(names):
+                    raise invalid(f"Failed to process element: {i} of 'instances' list. JSON object: "
+                                  f"{_debug(item)} keys must be equal to: {','.join(names)}")
+                for key, value in item.items():
+                    columns[key].append(value)
+            return {name: _stack(columns[name], input_dtypes[name]) for name in names}, True
+        if len(names) > 1:
+            raise invalid("instances is a plain list, but expecting list of objects as multiple input tensors "
+                          "required as per tensorinfo_map")
+        for i, item in enumerate(instances):
+            if isinstance(item, dict) and not is_b64_object(item):
+                raise invalid(f"Expecting value/list but got object at item {i} of input list")
+        return {names[0]: _stack(instances, input_dtypes[names[0]])}, True
+    inputs = request["inputs"]
+    if isinstance(inputs, dict) and not is_b64_object(inputs):
+        arrays = {}
+        for name in names:
+            if name not in inputs:
+                raise invalid(f"Missing named input: {name} in 'inputs' object.")
+            arrays[name] = json_to_array(inputs[name], input_dtypes[name])
+        return arrays, False
+    if len(names) > 1:
+        raise invalid("inputs is a plain value/list, but expecting an object as multiple input tensors required "
+                      "as per tensorinfo_map")
+    return {names[0]: json_to_array(inputs, input_dtypes[names[0]])}, False
+
+
+def _stack(items: list, dtype: int) -> np.ndarray:
+    """Row-format items -> one tensor with a new dim 0; every item must have the same shape."""
+    first_shape = _shape_of(items[0])
+    for item in items[1:]:
+        shape = _shape_of(item)
+        if shape != first_shape:
+            raise invalid(f"Expecting shape {_fmt_shape(first_shape)} but got: {_fmt_shape(shape)}")
+    return json_to_array(items, dtype)
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ",".join(str(s) for s in shape) + "]"
+
+
+# ---------------------------------------------------------------------------------------------- classify/regress
+
+def _feature(name: str, value) -> feature_pb2.Feature:
+    values = value if isinstance(value, list) else [value]
+    kinds = []
+    for v in values:
+        if isinstance(v, bool) or (isinstance(v, int) and not isinstance(v, bool)):
+            if isinstance(v, int) and not isinstance(v, bool) and v > 2**63 - 1:
+                raise invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+            kinds.append("int64")
+        elif isinstance(v, float):
+            kinds.append("float")
+        elif isinstance(v, str) or is_b64_object(v):
+            kinds.append("bytes")
+        else:
+            raise invalid(f"Feature: {name} has element with unexpected JSON type: {_json_type(v)}")
+    if not values:
+        return feature_pb2.Feature()
+    for kind in kinds[1:]:
+        if kind != kinds[0]:
+            raise invalid(f"Unexpected element type in feature: {name} expecting type: {kinds[0]}")
+    if kinds[0] == "int64":
+        return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(v) for v in values]))
+    if kinds[0] == "float":
+        return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
+    return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
+        value=[decode_b64(v["b64"]) if isinstance(v, dict) else v.encode("utf-8") for v in values]))
+
+
+def _example(value) -> example_pb2.Example:
+    if not isinstance(value, dict):
+        raise invalid(f"Example must be JSON object but got JSON {_json_type(value)}")
+    example = example_pb2.Example()
+    for name, feature_value in value.items():
+        example.features.feature[name].CopyFrom(_feature(name, feature_value))
+    return example
+
+
+def classify_regress_input_from_json(request: dict, method: str):
+    """A parsed classify/regress request -> tensorflow.serving.Input proto."""
+    from tensorflow_serving.apis import input_pb2
+
+    if "examples" not in request:
+        raise invalid(f"JSON Value: {_debug(request)} When method is {method}, key 'examples' is expected and "
+                      "was not found")
+    examples = request["examples"]
+    if not isinstance(examples, list):
+        raise invalid(f"JSON Value: {_debug(examples)} Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise invalid(f"JSON Value: {_debug(examples)} 'examples' value is an empty array")
+    parsed = [_example(e) for e in examples]
+    if "context" in request:
+        proto = input_pb2.Input()
+        proto.example_list_with_context.context.CopyFrom(_example(request["context"]))
+        proto.example_list_with_context.examples.extend(parsed)
+        return proto
+    return input_pb2.Input(example_list=input_pb2.ExampleList(examples=parsed))
+
+
+# --------------------------------------------------------------------------------------------------- responses
+
+def format_float(value: float, single: bool) -> str:
+    """TF Serving's WriteDecimal: %g, widened to max_digits10 if that does not round-trip; bare NaN/Infinity."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    text = "%g" % value
+    if (np.float32(float(text)) != np.float32(value)) if single else (float(text) != value):
+        text = ("%.9g" if single else "%.17g") % value
+    if "." not in text and "e" not in text and "n" not in text:
+        text += ".0"
+    return text
+
+
+def _scalar_writer(array: np.ndarray, as_b64: bool):
+    kind = array.dtype.kind
+    if kind == "f":
+        single = array.dtype != np.float64
+        return lambda v: format_float(v, single)
+    if kind == "b":
+        return lambda v: "true" if v else "false"
+    if kind in "iu":
+        return str
+    if kind in "OSU":
+        if as_b64:
+            return lambda v: '{"b64": "' + base64.b64encode(_as_bytes(v)).decode("ascii") + '"}'
+        return lambda v: json.dumps(_as_bytes(v).decode("utf-8", errors="replace"), ensure_ascii=False)
+    raise invalid(f"Failed to write JSON value for tensor type: {array.dtype}")
+
+
+def _as_bytes(value) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def tensor_json(array: np.ndarray, name: str) -> str:
+    writer = _scalar_writer(array, name.endswith("_bytes"))
+    values = array.tolist() if array.dtype.kind != "O" else array
+
+    def write(value, depth):
+        if depth == 0:
+            return writer(value)
+        return "[" + ", ".join(write(v, depth - 1) for v in value) + "]"
+    return write(values, array.ndim)
+
+
+def predict_response_json(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
+    if not row_format:
+        if len(outputs) == 1:
+            (name, array), = outputs.items()
+            body = tensor_json(array, name)
+        else:
+            body = "{" + ", ".join(f"{json.dumps(n)}: {tensor_json(a, n)}" for n, a in outputs.items()) + "}"
+        return ('{\n    "outputs": ' + body + "\n}").encode("utf-8")
+    batch = None
+    for name, array in outputs.items():
+        if array.ndim == 0:
+            raise invalid(f"Tensor name: {name} has no shape information ")
+        if batch is None:
+            batch = array.shape[0]
+        elif array.shape[0] != batch:
+            raise invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch}")
+    if len(outputs) == 1:
+        (name, array), = outputs.items()
+        items = [tensor_json(array[i], name) for i in range(batch or 0)]
+    else:
+        items = ["{" + ", ".join(f"{json.dumps(n)}: {tensor_json(a[i], n)}" for n, a in outputs.items()) + "}"
+                 for i in range(batch or 0)]
+    return ('{\n    "predictions": [' + ", ".join(items) + "\n    ]\n}").encode("utf-8")
+
+
+def classification_json(result) -> bytes:
+    if not result.classifications:
+        raise invalid("Cannot convert empty ClassificationResults to JSON")
+    rows = []
+    for classifications in result.classifications:
+        rows.append("[" + ", ".join(f"[{json.dumps(c.label)}, {format_float(c.score, True)}]"
+                                    for c in classifications.classes) + "]")
+    return ('{\n    "results": [' + ", ".join(rows) + "]\n}").encode("utf-8")
+
+
+def regression_json(result) -> bytes:
+    if not result.regressions:
+        raise invalid("Cannot convert empty RegressionResults to JSON")
+    return ('{\n    "results": [' + ", ".join(format_float(r.value, True) for r in result.regressions)
+            + "]\n}").encode("utf-8")
+
+
+def error_json(message: str) -> bytes:
+    return ('{\n    "error": ' + json.dumps(message) + "\n}").encode("utf-8")

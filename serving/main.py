@@ -1,0 +1,121 @@
+"""A drop-in for tensorflow_model_server: TF Serving's gRPC and REST APIs over SavedModel versions on disk.
+
+Flags have tensorflow_model_server's names, defaults and meaning (`--flag=value` or `--flag value`), e.g.
+
+    image-retrain serve --port=8500 --rest_api_port=8501 --model_name=flowers --model_base_path=/models/flowers
+    python -m serving --model_config_file=models.config --model_config_file_poll_wait_seconds=60
+
+The REST port also serves a web page at `/` for trying the image classifier in a browser.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+
+
+def _bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on", ""):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from serving.server import ServerOptions  # dataclass only: no TensorFlow import
+    defaults = ServerOptions()
+
+    def flag(name, kind, help_text):
+        default = getattr(defaults, name)
+        if kind is bool:
+            parser.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=default, metavar="BOOL",
+                                help=f"{help_text} (default {str(default).lower()})")
+        else:
+            parser.add_argument(f"--{name}", type=kind, default=default, help=f"{help_text} (default {default!r})")
+
+    flag("port", int, "gRPC port; 0 disables TCP gRPC")
+    flag("grpc_socket_path", str, "also serve gRPC on this UNIX socket")
+    flag("rest_api_port", int, "REST/HTTP port (API, web page, metrics); 0 = off")
+    flag("rest_api_num_threads", int, "accepted for compatibility (a thread per connection is used)")
+    flag("rest_api_timeout_in_ms", int, "timeout of a REST inference call")
+    flag("rest_api_enable_cors_support", bool, "add CORS headers to REST responses")
+    flag("rest_api_max_request_bytes", int, "largest accepted REST request body; larger ones get 413")
+    flag("bind_address", str, "address both ports bind to (127.0.0.1 for local only)")
+    flag("model_name", str, "model name when --model_base_path is used")
+    flag("model_base_path", str, "directory of numeric version subdirectories (absolute)")
+    flag("model_config_file", str, "ModelServerConfig text proto (overrides --model_name/--model_base_path)")
+    flag("model_config_file_poll_wait_seconds", int, "re-read --model_config_file every N s; 0 = never")
+    flag("file_system_poll_wait_seconds", int, "poll model base paths for new versions every N s; 0 = once")
+    flag("enable_batching", bool, "merge concurrent requests into batched model calls")
+    flag("batching_parameters_file", str, "BatchingParameters text proto")
+    flag("monitoring_config_file", str, "MonitoringConfig text proto (Prometheus page on the REST port)")
+    flag("grpc_channel_arguments", str, "extra gRPC server options: key=value,key=value")
+    flag("grpc_max_threads", int, "gRPC worker threads; 0 = 4 x CPUs")
+    flag("enable_grpc_healthcheck_service", bool, "register grpc.health.v1.Health")
+    flag("max_num_load_retries", int, "retries of a failed version load")
+    flag("load_retry_interval_micros", int, "wait between load retries")
+    flag("saved_model_tags", str, "comma-separated MetaGraph tags to load")
+    flag("enable_model_warmup", bool, "replay assets.extra/tf_serving_warmup_requests before serving a version")
+    flag("allow_version_labels_for_unavailable_models", bool, "allow new labels on versions not yet loaded")
+    flag("enable_signature_method_name_check", bool, "Classify/Regress require the matching method_name")
+    flag("tensorflow_intra_op_parallelism", int, "TF intra-op threads; 0 = auto")
+    flag("tensorflow_inter_op_parallelism", int, "TF inter-op threads; 0 = auto")
+    flag("shutdown_grace_seconds", float, "on SIGTERM, how long in-flight requests may take to finish")
+    # Accepted so that tensorflow_model_server command lines keep working; they change nothing here.
+    for name in ("enable_profiler", "prefer_tflite_model", "flush_filesystem_caches", "enable_per_model_batching_parameters",
+                 "remove_unused_fields_from_bundle_metagraph", "enable_serialization_as_tensor_content",
+                 "xla_cpu_compilation_enabled"):
+        parser.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=None, help=argparse.SUPPRESS)
+    for name in ("platform_config_file", "ssl_config_file", "tensorflow_session_parallelism", "num_load_threads",
+                 "num_unload_threads", "per_process_gpu_memory_fraction", "tensorflow_session_config_file",
+                 "thread_pool_factory_config_file", "mixed_precision"):
+        parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--log_level", default="INFO", help="Python logging level (default INFO)")
+
+
+def options_from_args(args):
+    from serving.server import ServerOptions
+    fields = {f.name for f in dataclasses.fields(ServerOptions)}
+    return ServerOptions(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def main(args) -> int:
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.version:
+        import tensorflow as tf
+        print("TensorFlow ModelServer: image-retrain serving (Python)")
+        print(f"TensorFlow Library: {tf.__version__}")
+        return 0
+    if getattr(args, "prefer_tflite_model", None):
+        print("--prefer_tflite_model: TF Lite models are not supported; serving SavedModels", file=sys.stderr)
+    from serving.errors import ConfigError, ServingError
+    from serving.server import ModelServer
+
+    server = ModelServer(options_from_args(args))
+    try:
+        server.start()
+    except ConfigError as error:
+        print(f"Failed to start server. Error: {error}", file=sys.stderr)
+        return 1
+    except ServingError as error:
+        print(f"Failed to start server. Error: {error.code.name}: {error.message}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"Failed to start server. Error: {error}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum, _frame):
+        logging.getLogger(__name__).info("Signal %d: draining in-flight requests, then exiting", signum)
+        threading.Thread(target=server.stop, name="shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.wait()
+    return 0

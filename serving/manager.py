@@ -1,0 +1,302 @@
+"""Model versions: discovery on disk, version policies, labels, availability-preserving loads and unloads, status.
+
+Mirrors TF Serving's FileSystemStoragePathSource + AvailabilityPreservingPolicy + ServableStateMonitor: numeric child
+directories of base_path are versions; the policy picks the aspired ones; a new version is loaded before the old one is
+unloaded, so requests never see a gap; a version that fails to load ends in END with its error while the previous one
+keeps serving; every version ever seen stays in the status list, newest first.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import grpc
+
+from serving.errors import ConfigError, ServingError, invalid, not_found
+from serving.servable import LoadedVersion
+
+log = logging.getLogger(__name__)
+
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+class VersionRecord:
+    __slots__ = ("version", "state", "error_code", "error_message", "loaded")
+
+    def __init__(self, version: int):
+        self.version = version
+        self.state = START
+        self.error_code, self.error_message = "OK", ""
+        self.loaded: LoadedVersion | None = None
+
+
+class ServedModel:
+    def __init__(self, config):
+        self.config = config
+        self.name = config.name
+        self.versions: dict[int, VersionRecord] = {}
+        self.labels: dict[str, int] = {}
+        self.configured = True
+        self.transition_lock = threading.Lock()  # one sync (poll or reload) per model at a time
+
+    def latest_available(self) -> VersionRecord | None:
+        for version in sorted(self.versions, reverse=True):
+            if self.versions[version].state == AVAILABLE:
+                return self.versions[version]
+        return None
+
+
+def list_versions(base_path: str) -> dict[int, str] | None:
+    """{version: path} for numeric child dirs ('00000123' -> 123); None when base_path is missing."""
+    try:
+        names = os.listdir(base_path)
+    except FileNotFoundError:
+        return None
+    versions: dict[int, str] = {}
+    for name in names:
+        if not name.isdigit():  # skips '.tmp', 'tmp-123', 'export' ...
+            continue
+        path = os.path.join(base_path, name)
+        if not os.path.isdir(path):
+            continue
+        version = int(name)
+        if version in versions:
+            log.warning("Two version directories parse to %d under %s; using %s", version, base_path, path)
+        versions[version] = path
+    return versions
+
+
+def aspired_versions(config, available: dict[int, str]) -> set[int]:
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return set(available)
+    if kind == "specific":
+        wanted = set(policy.specific.versions)
+        missing = wanted - set(available)
+        if missing:
+            log.warning("Model %s: requested versions %s not found under %s", config.name, sorted(missing),
+                        config.base_path)
+        return wanted & set(available)
+    count = max(1, policy.latest.num_versions) if kind == "latest" else 1
+    return set(sorted(available, reverse=True)[:count])
+
+
+class ModelManager:
+    def __init__(self, *, poll_seconds: float = 1.0, load_retries: int = 5, load_retry_interval_s: float = 60.0,
+                 tags=("serve",), allow_labels_for_unavailable=False, warmup=None, session_config=None):
+        self.poll_seconds = poll_seconds
+        self.load_retries = load_retries
+        self.load_retry_interval_s = load_retry_interval_s
+        self.tags = tags
+        self.allow_labels_for_unavailable = allow_labels_for_unavailable
+        self.warmup = warmup  # callable(LoadedVersion) run before a version becomes AVAILABLE
+        self.session_config = session_config
+        self.models: dict[str, ServedModel] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._config_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------------- config
+    def apply_config(self, config, *, startup: bool = False) -> None:
+        """Makes `config` (a ModelServerConfig) the served set; blocks until new models are AVAILABLE.
+
+        Raises ConfigError (bad config, or labels on unavailable versions) or ServingError (models that failed).
+        """
+        with self._config_lock:
+            wanted = {c.name: c for c in config.model_config_list.config}
+            with self._lock:
+                for name, model in self.models.items():
+                    if name not in wanted:
+                        model.configured = False
+                new_models = []
+                for name, model_config in wanted.items():
+                    model = self.models.get(name)
+                    if model is None or not model.configured:
+                        model = ServedModel(model_config)
+                        self.models[name] = model
+                        new_models.append(model)
+                    else:
+                        model.config = model_config
+            for model in list(self.models.values()):
+                if not model.configured:
+                    self._unload_all(model)
+            for model in self.models.values():
+                if model.configured:
+                    self.sync(model)
+            failures = self._wait_for_models(new_models, startup)
+            if failures:
+                raise ServingError(grpc.StatusCode.UNKNOWN, f"{len(failures)} servable(s) did not become available: "
+                                   + ", ".join(failures))
+            for name, model_config in wanted.items():
+                self._assign_labels(self.models[name], model_config)
+
+    def _assign_labels(self, model: ServedModel, model_config) -> None:
+        labels = dict(model_config.version_labels)
+        for label, version in labels.items():
+            record = model.versions.get(version)
+            if (record is None or record.state != AVAILABLE) and not (
+                    self.allow_labels_for_unavailable and label not in model.labels):
+                raise ConfigError(f"Request to assign label to version {version} of model {model.name}, which is "
+                                  "not currently available for inference")
+        model.labels = labels
+
+    def _wait_for_models(self, models, startup: bool) -> list[str]:
+        """Waits until each model's aspired versions settled; returns the failures."""
+        failures = []
+        for model in models:
+            warned = False
+            while not self._stop.is_set():
+                versions = list_versions(model.config.base_path)
+                aspired = aspired_versions(model.config, versions) if versions else set()
+                if aspired and all(v in model.versions and model.versions[v].state in (AVAILABLE, END)
+                                   for v in aspired):
+                    break
+                if not aspired and not warned:
+                    log.warning("No versions of servable %s found under base path %s. Did you forget to name your "
+                                "leaf directory as a number (eg. '/1/')?", model.name, model.config.base_path)
+                    warned = True
+                time.sleep(max(0.2, min(self.poll_seconds, 1.0)) if self.poll_seconds > 0 else 1.0)
+                self.sync(model)
+            for version, record in sorted(model.versions.items()):
+                if record.state == END and record.error_code != "OK":
+                    failures.append(f"{{name: {model.name} version: {version}}} due to error: {record.error_message}")
+        return failures
+
+    # -------------------------------------------------------------------------------------------- transitions
+    def sync(self, model: ServedModel) -> None:
+        """One poll of `model`'s base path: load new aspired versions (newest first), then unload the rest."""
+        with model.transition_lock:
+            if not model.configured:
+                return
+            available = list_versions(model.config.base_path)
+            if available is None:
+                log.error("Could not find base path %s for servable %s", model.config.base_path, model.name)
+                return
+            aspired = aspired_versions(model.config, available)
+            for version in sorted(aspired, reverse=True):
+                record = model.versions.get(version)
+                if record is not None and (record.state in (AVAILABLE, LOADING)
+                                           or (record.state == END and record.error_code != "OK")):
+                    continue  # serving, or failed (not retried, as with TF Serving's default)
+                self._load(model, version, available[version])
+            # Availability preserving: drop un-aspired versions only once an aspired one serves (or none is wanted).
+            if not aspired or any(model.versions.get(v) and model.versions[v].state == AVAILABLE for v in aspired):
+                for version in sorted(model.versions):
+                    record = model.versions[version]
+                    if version not in aspired and record.state == AVAILABLE:
+                        self._unload(model, record)
+
+    def _load(self, model: ServedModel, version: int, path: str) -> None:
+        record = VersionRecord(version)
+        with self._lock:
+            model.versions[version] = record
+            record.state = LOADING
+        log.info("Loading servable: {name: %s version: %d} from %s", model.name, version, path)
+        started = time.monotonic()
+        for attempt in range(self.load_retries + 1):
+            try:
+                loaded = LoadedVersion(model.name, version, path, self.tags, self.session_config)
+                if self.warmup is not None:
+                    self.warmup(loaded)
+                break
+            except Exception as error:  # any load failure ends up in status, the old version keeps serving
+                message = getattr(error, "message", None) or str(error) or type(error).__name__
+                code = error.code.name if isinstance(error, ServingError) else _tf_code_name(error)
+                log.error("Loading servable {name: %s version: %d} failed (attempt %d): %s", model.name, version,
+                          attempt + 1, message)
+                if attempt < self.load_retries and not self._stop.wait(self.load_retry_interval_s):
+                    continue
+                with self._lock:
+                    record.state, record.error_code, record.error_message = END, code, message
+                return
+        with self._lock:
+            record.loaded = loaded
+            record.state = AVAILABLE
+        log.info("Successfully loaded servable version {name: %s version: %d} in %.2fs", model.name, version,
+                 time.monotonic() - started)
+
+    def _unload(self, model: ServedModel, record: VersionRecord) -> None:
+        with self._lock:
+            record.state = UNLOADING
+            loaded, record.loaded = record.loaded, None
+        if loaded is not None:
+            loaded.unload()  # waits for in-flight requests on this version
+        with self._lock:
+            record.state = END
+        log.info("Unloaded servable version {name: %s version: %d}", model.name, record.version)
+
+    def _unload_all(self, model: ServedModel) -> None:
+        with model.transition_lock:
+            for record in list(model.versions.values()):
+                if record.state == AVAILABLE:
+                    self._unload(model, record)
+
+    # ------------------------------------------------------------------------------------------------ polling
+    def start_polling(self) -> None:
+        if self.poll_seconds <= 0:
+            return
+        self._poller = threading.Thread(target=self._poll_loop, name="file_system_poll", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            for model in list(self.models.values()):
+                if self._stop.is_set():
+                    return
+                try:
+                    self.sync(model)
+                except Exception:  # keep polling the other models
+                    log.exception("Polling model %s failed", model.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=30)
+        for model in list(self.models.values()):
+            model.configured = False
+            self._unload_all(model)
+
+    # ------------------------------------------------------------------------------------------------ lookups
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> LoadedVersion:
+        """The servable for a request, acquired (call .release()); TF Serving's errors otherwise."""
+        if not name:
+            raise invalid("ModelSpec has no name specified.")
+        with self._lock:
+            model = self.models.get(name)
+            if label:
+                if model is None or not model.configured or label not in model.labels:
+                    raise invalid(f"Unrecognized servable version label: {label}")
+                version = model.labels[label]
+            if version is None:
+                record = model.latest_available() if model is not None and model.configured else None
+                request = f"Latest({name})"
+            else:
+                record = model.versions.get(version) if model is not None and model.configured else None
+                request = f"Specific({name}, {version})"
+            loaded = record.loaded if record is not None and record.state == AVAILABLE else None
+            if loaded is None or not loaded.acquire():
+                raise not_found(f"Servable not found for request: {request}")
+            return loaded
+
+    def status(self, name: str, version: int | None = None) -> list[VersionRecord]:
+        with self._lock:
+            model = self.models.get(name)
+            if model is None or not model.versions:
+                raise not_found(f"Could not find any versions of model {name}")
+            if version is not None:
+                if version not in model.versions:
+                    raise not_found(f"Could not find version {version} of model {name}")
+                return [model.versions[version]]
+            return [model.versions[v] for v in sorted(model.versions, reverse=True)]
+
+
+def _tf_code_name(error) -> str:
+    code = getattr(error, "error_code", None)
+    if code is None:
+        return "UNKNOWN"
+    from serving.errors import CODE_BY_NUMBER
+    return CODE_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN).name

@@ -1,0 +1,78 @@
+"""TF Serving's request metrics in Prometheus text format (names as util/prometheus_exporter.cc writes them)."""
+from __future__ import annotations
+
+import bisect
+import collections
+import threading
+
+# Exponential(10, 1.8, 33) microsecond buckets, as /tensorflow/serving/request_latency uses.
+LATENCY_BUCKETS_US = [10 * 1.8 ** i for i in range(33)]
+BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+
+
+class _Histogram:
+    def __init__(self, bounds):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+
+class Metrics:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.request_count: dict[tuple, int] = collections.defaultdict(int)
+        self.request_latency: dict[tuple, _Histogram] = {}
+        self.batch_sizes = _Histogram(BATCH_SIZE_BUCKETS)
+        self.queuing_latency = _Histogram(LATENCY_BUCKETS_US)
+
+    def observe_request(self, model_name: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
+        with self._lock:
+            self.request_count[(model_name, status)] += 1
+            if status == "OK":
+                key = (model_name, api, entrypoint)
+                histogram = self.request_latency.get(key)
+                if histogram is None:
+                    histogram = self.request_latency[key] = _Histogram(LATENCY_BUCKETS_US)
+                histogram.observe(seconds * 1e6)
+
+    def record_batch(self, size: int, padded: int, queuing_us: float) -> None:
+        with self._lock:
+            self.batch_sizes.observe(padded)
+            self.queuing_latency.observe(queuing_us)
+
+    def prometheus_text(self) -> str:
+        lines = []
+        with self._lock:
+            lines.append("# TYPE :tensorflow:serving:request_count counter")
+            for (model, status), value in sorted(self.request_count.items()):
+                lines.append(f':tensorflow:serving:request_count{{model_name="{model}",status="{status}"}} {value}')
+            lines.append("# TYPE :tensorflow:serving:request_latency histogram")
+            for (model, api, entrypoint), hist in sorted(self.request_latency.items()):
+                labels = f'model_name="{model}",API="{api}",entrypoint="{entrypoint}"'
+                lines.extend(_histogram_lines(":tensorflow:serving:request_latency", labels, hist))
+            lines.append("# TYPE :tensorflow:serving:batching_session:processed_batch_size histogram")
+            lines.extend(_histogram_lines(":tensorflow:serving:batching_session:processed_batch_size", "",
+                                          self.batch_sizes))
+            lines.append("# TYPE :tensorflow:serving:batching_session:queuing_latency histogram")
+            lines.extend(_histogram_lines(":tensorflow:serving:batching_session:queuing_latency", "",
+                                          self.queuing_latency))
+        return "\n".join(lines) + "\n"
+
+
+def _histogram_lines(name: str, labels: str, hist: _Histogram) -> list[str]:
+    prefix = labels + "," if labels else ""
+    lines, cumulative = [], 0
+    for bound, count in zip(hist.bounds + [float("inf")], hist.counts):
+        cumulative += count
+        le = "+Inf" if bound == float("inf") else f"{bound:g}"
+        lines.append(f'{name}_bucket{{{prefix}le="{le}"}} {cumulative}')
+    suffix = "{" + labels + "}" if labels else ""
+    lines.append(f"{name}_sum{suffix} {hist.total:g}")
+    lines.append(f"{name}_count{suffix} {hist.count}")
+    return lines

@@ -1,0 +1,152 @@
+"""One loaded SavedModel version: a TF session, its signatures, and cached callables per (signature, in, out).
+
+Like TF Serving's SavedModelBundle, the MetaGraph is loaded into a `Session` and signatures are run by tensor name
+through `Session._make_callable_from_options` (the C API's callable, no Python-side shape checks: TF Serving feeds the
+literal request shape too). TF1 and TF2 SavedModels load the same way.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+
+from serving.errors import ServingError, invalid
+from serving.tensors import NUMPY_BY_DTYPE, dtype_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+class LoadedVersion:
+    def __init__(self, name: str, version: int, path: str, tags=("serve",), session_config=None):
+        import tensorflow as tf
+        from tensorflow.python.saved_model import loader_impl
+
+        self.name, self.version, self.path = name, version, path
+        if not (os.path.exists(os.path.join(path, "saved_model.pb"))
+                or os.path.exists(os.path.join(path, "saved_model.pbtxt"))):
+            raise ServingError(_code("NOT_FOUND"), f"SavedModel not found in export directory: {path} "
+                               "(expected saved_model.pb or saved_model.pbtxt)")
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
+        try:
+            with self._graph.as_default():
+                self.meta_graph = loader_impl.SavedModelLoader(path).load(self._session, list(tags))
+        except Exception:
+            self._session.close()
+            raise
+        self.signatures = dict(self.meta_graph.signature_def)
+        self._callables: dict[tuple, object] = {}
+        self._callables_lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        self._closed = False
+
+    # -- reference counting: a version is unloaded only after its in-flight requests finish.
+    def acquire(self) -> bool:
+        with self._idle:
+            if self._closed:
+                return False
+            self._in_flight += 1
+            return True
+
+    def release(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
+
+    def unload(self) -> None:
+        with self._idle:
+            self._closed = True
+            while self._in_flight:
+                self._idle.wait()
+        self._session.close()
+        self._callables.clear()
+
+    def signature(self, name: str):
+        return self.signatures.get(name or DEFAULT_SIGNATURE)
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray], output_keys, timeout_ms: int = 0):
+        """Runs a signature: inputs keyed by signature alias -> {output alias: ndarray}."""
+        import tensorflow as tf
+
+        signature = self.signatures[signature_name]
+        input_keys = tuple(sorted(inputs))
+        output_keys = tuple(output_keys)
+        key = (signature_name, input_keys, output_keys, timeout_ms)
+        fn = self._callables.get(key)
+        if fn is None:
+            fn = self._make_callable(signature, input_keys, output_keys, timeout_ms, key)
+        feeds = []
+        for i, alias in enumerate(input_keys):
+            info = signature.inputs[alias]
+            feeds.append(_convert(inputs[alias], info.dtype, i))
+        try:
+            values = fn(*feeds)
+        except tf.errors.OpError as error:
+            raise ServingError.from_tf(error) from None
+        return dict(zip(output_keys, (np.asarray(v) for v in values)))
+
+    def _make_callable(self, signature, input_keys, output_keys, timeout_ms, key):
+        from tensorflow.core.protobuf import config_pb2
+
+        options = config_pb2.CallableOptions()
+        options.feed.extend(signature.inputs[k].name for k in input_keys)
+        options.fetch.extend(signature.outputs[k].name for k in output_keys)
+        if timeout_ms:
+            options.run_options.timeout_in_ms = timeout_ms
+        with self._callables_lock:
+            fn = self._callables.get(key)
+            if fn is None:
+                fn = self._session._make_callable_from_options(options)
+                self._callables[key] = fn
+        return fn
+
+    def warmup(self, run_request) -> int:
+        """Replays assets.extra/tf_serving_warmup_requests (PredictionLog TFRecords) through `run_request`."""
+        path = os.path.join(self.path, WARMUP_FILE)
+        if not os.path.exists(path):
+            return 0
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        count = 0
+        for record in tf.compat.v1.io.tf_record_iterator(path):
+            log_entry = prediction_log_pb2.PredictionLog.FromString(record)
+            run_request(self, log_entry)
+            count += 1
+            if count >= 1000:
+                break
+        return count
+
+
+def _code(name):
+    import grpc
+    return getattr(grpc.StatusCode, name)
+
+
+def _convert(array: np.ndarray, dtype: int, index: int) -> np.ndarray:
+    """Casts an input to the signature dtype; a kind mismatch is TF's `Expects arg[i] to be X but Y is provided`."""
+    from tensorflow.core.framework import types_pb2
+
+    wanted = NUMPY_BY_DTYPE.get(dtype)
+    if wanted is None:
+        raise invalid(f"Unsupported input dtype {dtype_name(dtype)}")
+    if dtype == types_pb2.DT_STRING:
+        if array.dtype == np.object_ or array.dtype.kind in "SU":
+            return array if array.dtype == np.object_ else array.astype(object)
+        raise invalid(f"Expects arg[{index}] to be string but {_numpy_type_name(array)} is provided")
+    if array.dtype == wanted:
+        return array
+    if array.dtype == np.object_ or array.dtype.kind in "SU":
+        raise invalid(f"Expects arg[{index}] to be {dtype_name(dtype)} but string is provided")
+    raise invalid(f"Expects arg[{index}] to be {dtype_name(dtype)} but {_numpy_type_name(array)} is provided")
+
+
+def _numpy_type_name(array: np.ndarray) -> str:
+    return {"float32": "float", "float64": "double", "bool": "bool"}.get(str(array.dtype), str(array.dtype))

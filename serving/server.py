@@ -1,0 +1,254 @@
+"""ModelServer: loads the configured models, then opens gRPC and REST (ports open only after the initial load).
+
+    server = ModelServer(ServerOptions(port=8500, rest_api_port=8501, model_name="m", model_base_path="/models/m"))
+    server.start()          # blocks until models are AVAILABLE and ports are bound
+    ...
+    server.stop()           # stops accepting, drains in-flight requests, unloads
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+
+from serving import config as config_files
+from serving.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    """tensorflow_model_server's flags (same names and defaults), plus the safety knobs this server adds."""
+    port: int = 8500
+    grpc_socket_path: str = ""
+    rest_api_port: int = 0
+    rest_api_num_threads: int = 0  # accepted for compatibility; the REST server uses a thread per connection
+    rest_api_timeout_in_ms: int = 30000
+    rest_api_enable_cors_support: bool = False
+    rest_api_max_request_bytes: int = 64 * 1024 * 1024
+    bind_address: str = "0.0.0.0"
+    model_name: str = "default"
+    model_base_path: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: int = 0
+    file_system_poll_wait_seconds: int = 1
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    monitoring_config_file: str = ""
+    grpc_channel_arguments: str = ""
+    grpc_max_threads: int = 0
+    enable_grpc_healthcheck_service: bool = False
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    saved_model_tags: str = "serve"
+    enable_model_warmup: bool = True
+    allow_version_labels_for_unavailable_models: bool = False
+    enable_signature_method_name_check: bool = False
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    shutdown_grace_seconds: float = 30.0
+
+
+class ModelServer:
+    def __init__(self, options: ServerOptions):
+        self.options = options
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+        self.manager = self.core = self.metrics = self.batcher = None
+        self._grpc_server = self._rest_server = None
+        self._rest_thread = self._config_thread = None
+        self._stopped = threading.Event()
+        self._model_config = None
+        self._config_text = None
+
+    # ------------------------------------------------------------------------------------------ configuration
+    def _read_configs(self):
+        """Parses every flag-referenced file before anything loads; raises ConfigError with a clear message."""
+        o = self.options
+        if o.port == 0 and not o.grpc_socket_path and o.rest_api_port == 0:
+            raise ConfigError("Nothing to serve on: --port=0, no --grpc_socket_path and --rest_api_port=0")
+        if o.rest_api_port and o.rest_api_port == o.port:
+            raise ConfigError(f"--rest_api_port ({o.rest_api_port}) must differ from --port ({o.port})")
+        if o.batching_parameters_file and not o.enable_batching:
+            raise ConfigError("--batching_parameters_file is set but --enable_batching is not")
+        if o.model_config_file:
+            self._model_config = config_files.read_model_server_config(o.model_config_file)
+            with open(o.model_config_file, encoding="utf-8") as f:
+                self._config_text = f.read()
+        else:
+            if o.model_base_path and not os.path.isabs(o.model_base_path) and "://" not in o.model_base_path:
+                log.warning("--model_base_path %s is relative; using %s", o.model_base_path,
+                            os.path.abspath(o.model_base_path))
+            config_files.validate_model_name(o.model_name)
+            self._model_config = config_files.single_model_config(o.model_name, o.model_base_path)
+        batching = None
+        if o.enable_batching:
+            from serving.batching import BatchingOptions
+            params = (config_files.read_batching_parameters(o.batching_parameters_file)
+                      if o.batching_parameters_file else config_files.BatchingParameters())
+            try:
+                batching = BatchingOptions.from_proto(params)
+            except ValueError as error:
+                raise ConfigError(f"Invalid batching parameters: {error}") from None
+        prometheus_path = None
+        if o.monitoring_config_file:
+            monitoring = config_files.read_monitoring_config(o.monitoring_config_file)
+            if monitoring.prometheus_config.enable:
+                prometheus_path = monitoring.prometheus_config.path or config_files.DEFAULT_PROMETHEUS_PATH
+        return batching, prometheus_path
+
+    # --------------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> "ModelServer":
+        from serving.core import ServingCore
+        from serving.manager import ModelManager
+        from serving.metrics import Metrics
+
+        o = self.options
+        batching, prometheus_path = self._read_configs()
+        self.metrics = Metrics()
+        if batching is not None:
+            from serving.batching import BatchScheduler
+            self.batcher = BatchScheduler(batching, self.metrics)
+        self.manager = ModelManager(
+            poll_seconds=o.file_system_poll_wait_seconds, load_retries=max(0, o.max_num_load_retries),
+            load_retry_interval_s=o.load_retry_interval_micros / 1e6,
+            tags=tuple(t.strip() for t in o.saved_model_tags.split(",") if t.strip()),
+            allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
+            session_config=self._session_config())
+        self.core = ServingCore(self.manager, self.batcher, self.metrics, o.enable_signature_method_name_check)
+        if o.enable_model_warmup:
+            self.manager.warmup = self._warmup
+        try:
+            self.manager.apply_config(self._model_config, startup=True)
+        except Exception:
+            self._shutdown_internals()
+            raise
+        self.manager.start_polling()
+        self._start_grpc()
+        if o.rest_api_port:
+            self._start_rest(prometheus_path)
+        if o.model_config_file and o.model_config_file_poll_wait_seconds > 0:
+            self._config_thread = threading.Thread(target=self._poll_config_file, name="model_config_poll",
+                                                   daemon=True)
+            self._config_thread.start()
+        return self
+
+    def _session_config(self):
+        o = self.options
+        if not (o.tensorflow_intra_op_parallelism or o.tensorflow_inter_op_parallelism):
+            return None
+        from tensorflow.core.protobuf import config_pb2
+        return config_pb2.ConfigProto(intra_op_parallelism_threads=o.tensorflow_intra_op_parallelism,
+                                      inter_op_parallelism_threads=o.tensorflow_inter_op_parallelism)
+
+    def _warmup(self, loaded):
+        count = loaded.warmup(self.core.warmup_request)
+        if count:
+            log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+                     loaded.path, count)
+
+    def _start_grpc(self):
+        from serving.grpc_service import build_server
+        o = self.options
+        addresses = []
+        if o.port:
+            addresses.append(f"{_grpc_host(o.bind_address)}:{o.port}")
+        if o.grpc_socket_path:
+            addresses.append(f"unix:{o.grpc_socket_path}")
+        if not addresses:
+            return
+        try:
+            self._grpc_server, ports = build_server(
+                self.core, addresses=addresses, max_threads=o.grpc_max_threads or 4 * (os.cpu_count() or 1),
+                channel_arguments=o.grpc_channel_arguments, enable_health=o.enable_grpc_healthcheck_service)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        self._grpc_server.start()
+        if o.port:
+            self.grpc_port = ports[0]
+            print(f"Running gRPC ModelServer at {o.bind_address}:{self.grpc_port} ...", flush=True)
+        if o.grpc_socket_path:
+            print(f"Running gRPC ModelServer at UNIX socket {o.grpc_socket_path} ...", flush=True)
+
+    def _start_rest(self, prometheus_path):
+        from serving.rest import RestServer
+        o = self.options
+        self._rest_server = RestServer(
+            (o.bind_address, o.rest_api_port), self.core, timeout_ms=o.rest_api_timeout_in_ms,
+            max_body_bytes=o.rest_api_max_request_bytes, enable_cors=o.rest_api_enable_cors_support,
+            prometheus_path=prometheus_path, metrics=self.metrics,
+            model_names=lambda: [m.name for m in self.manager.models.values() if m.configured])
+        self.rest_port = self._rest_server.server_address[1]
+        self._rest_thread = threading.Thread(target=self._rest_server.serve_forever, kwargs={"poll_interval": 0.2},
+                                             name="rest_api", daemon=True)
+        self._rest_thread.start()
+        host = "localhost" if o.bind_address in ("0.0.0.0", "::") else o.bind_address
+        print(f"Exporting HTTP/REST API at:{host}:{self.rest_port} ...", flush=True)
+
+    def _poll_config_file(self):
+        period = self.options.model_config_file_poll_wait_seconds
+        while not self._stopped.wait(period):
+            try:
+                with open(self.options.model_config_file, encoding="utf-8") as f:
+                    text = f.read()
+                if text == self._config_text:
+                    continue
+                config = config_files.read_model_server_config(self.options.model_config_file)
+                self.manager.apply_config(config)
+                self._config_text = text
+                log.info("Reloaded model config from %s", self.options.model_config_file)
+            except Exception as error:  # a bad edit is logged; the running config stays
+                log.error("Failed to reload model config %s: %s", self.options.model_config_file, error)
+
+    def stop(self, grace_seconds: float | None = None) -> None:
+        """Stops accepting requests, lets in-flight ones finish (up to the grace period), unloads models."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.options.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        events = []
+        if self._grpc_server is not None:
+            events.append(self._grpc_server.stop(grace))
+        if self._rest_server is not None:
+            self._rest_server.drain(grace)
+        for event in events:
+            event.wait(grace + 1)
+        self._shutdown_internals()
+
+    def _shutdown_internals(self):
+        if self.batcher is not None:
+            self.batcher.stop()
+        if self.manager is not None:
+            self.manager.stop()
+
+    def wait(self) -> None:
+        """Blocks until stop() is called (from a signal handler or another thread)."""
+        while not self._stopped.wait(0.5):
+            pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop(grace_seconds=5)
+
+
+def _grpc_host(bind_address: str) -> str:
+    return f"[{bind_address}]" if ":" in bind_address else bind_address
+
+
+def wait_for_port(host: str, port: int, timeout_s: float = 60.0) -> None:
+    """Waits until a TCP port accepts connections (for clients of a server started as a subprocess)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{host}:{port} did not open within {timeout_s:.0f}s") from None
+            time.sleep(0.1)

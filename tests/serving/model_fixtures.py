@@ -1,0 +1,128 @@
+"""Real SavedModels for the serving tests, written with TensorFlow at test time.
+
+* half_plus_two: TF Serving's canonical test model rebuilt in TF2 (y = 0.5x + 2) with the same signature names as
+  upstream's `saved_model_half_plus_two_*`: predict (`serving_default`), classify (`classify_x_to_y`) and regress
+  (`regress_x_to_y`, `regress_x_to_y2`) signatures, plus a two-input predict signature (`sum_ab`).
+* image classifier: the contract the pipeline exports (`serving_default`: image_bytes -> scores/classes/label;
+  `classify`: serialized tf.Example with `image_raw` -> classes/scores). Decodes with components/image_decoding.py,
+  averages the colour of a tiny resize, and scores it with fixed weights, so a red image is "red", etc.
+"""
+from __future__ import annotations
+
+import os
+
+HALF_PLUS_TWO_VERSION = 123
+CLASSIFIER_LABELS = ("red", "green", "blue")
+
+
+def write_half_plus_two(export_dir: str, offset: float = 2.0) -> str:
+    """y = 0.5 x + offset (offset 2.0 -> half_plus_two, 3.0 -> half_plus_three)."""
+    import tensorflow as tf
+
+    from components.saved_model_signatures import CLASSIFY_METHOD, REGRESS_METHOD, set_method_names
+
+    class HalfPlusTwo(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = tf.Variable(0.5, name="a")
+            self.b = tf.Variable(offset, name="b")
+            self.c = tf.Variable(offset + 1.0, name="c")
+
+        def _parse_x(self, serialized):
+            features = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})
+            return features["x"]
+
+        @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="x")])
+        def predict(self, x):
+            return {"y": self.a * x + self.b}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="a"),
+                                      tf.TensorSpec([None], tf.float32, name="b")])
+        def sum_ab(self, a, b):
+            return {"sum": a + b, "diff": a - b}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            return {"scores": self.a * self._parse_x(inputs) + self.b}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress(self, inputs):
+            return {"outputs": self.a * self._parse_x(inputs) + self.b}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress2(self, inputs):
+            return {"outputs": self.a * self._parse_x(inputs) + self.c}
+
+    module = HalfPlusTwo()
+    tf.saved_model.save(module, export_dir, signatures={
+        "serving_default": module.predict,
+        "sum_ab": module.sum_ab,
+        "classify_x_to_y": module.classify,
+        "regress_x_to_y": module.regress,
+        "regress_x_to_y2": module.regress2,
+    })
+    set_method_names(export_dir, {"classify_x_to_y": CLASSIFY_METHOD, "regress_x_to_y": REGRESS_METHOD,
+                                  "regress_x_to_y2": REGRESS_METHOD})
+    return export_dir
+
+
+def write_image_classifier(export_dir: str, labels=CLASSIFIER_LABELS) -> str:
+    """The pipeline's serving contract on a tiny real model: mean RGB -> dense -> softmax over `labels`."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components.image_decoding import preprocess_batch
+    from components.saved_model_signatures import CLASSIFY_METHOD, set_method_names
+
+    num_classes = len(labels)
+    weights = np.zeros((3, num_classes), np.float32)
+    for i in range(min(3, num_classes)):
+        weights[i, i] = 10.0
+
+    class Classifier(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(weights, name="kernel")
+            self.bias = tf.Variable(np.zeros(num_classes, np.float32), name="bias")
+            self.vocabulary = tf.constant(list(labels))
+
+        def _outputs(self, image_bytes):
+            pixels = preprocess_batch(image_bytes, (8, 8))
+            mean_rgb = tf.reduce_mean(pixels, axis=[1, 2])
+            scores = tf.nn.softmax(tf.matmul(mean_rgb, self.kernel) + self.bias)
+            batch = tf.shape(image_bytes)[0]
+            classes = tf.tile(self.vocabulary[tf.newaxis, :], [batch, 1])
+            label = tf.gather(self.vocabulary, tf.argmax(scores, axis=1))
+            return {"scores": scores, "classes": classes, "label": label}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve(self, image_bytes):
+            return self._outputs(image_bytes)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            features = tf.io.parse_example(inputs, {"image_raw": tf.io.FixedLenFeature([], tf.string)})
+            outputs = self._outputs(features["image_raw"])
+            return {"classes": outputs["classes"], "scores": outputs["scores"]}
+
+    module = Classifier()
+    tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve, "classify": module.classify})
+    set_method_names(export_dir, {"classify": CLASSIFY_METHOD})
+    return export_dir
+
+
+def solid_image_bytes(rgb: tuple[int, int, int], fmt: str = "JPEG", size: int = 16) -> bytes:
+    """A solid-colour image encoded as `fmt`."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), rgb).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def versioned(base_path: str, version: int) -> str:
+    path = os.path.join(base_path, str(version))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return path
