@@ -174,6 +174,13 @@ class EfficientNetLiteModule(tf.Module):
     """The exported object: `module(images)` and signature `serving_default` give [B, 1280] features,
     signature `imagenet_logits` gives [B, 1000] ImageNet logits; images are float32 [B, 224, 224, 3] in [0, 1]."""
 
+    # TF Hub's reusable-SavedModel API asks for plain `variables`, `trainable_variables` and `regularization_losses`
+    # attributes on the restored object; tf.Module's same-named properties are not saved, so shadow them with
+    # tracked lists (set at the end of __init__).
+    variables = None
+    trainable_variables = None
+    regularization_losses = None
+
     def __init__(self, state: dict[str, np.ndarray], name: str = "efficientnet_lite0"):
         super().__init__(name=name)
         reader = WeightReader(state)
@@ -189,6 +196,10 @@ class EfficientNetLiteModule(tf.Module):
         self.classifier_kernel = tf.Variable(fc_weight.T.astype(np.float32), name="classifier_kernel")
         self.classifier_bias = tf.Variable(fc_bias.astype(np.float32), name="classifier_bias")
         reader.check_all_used()
+        weights = list(self._flatten(predicate=lambda v: isinstance(v, tf.Variable), expand_composites=True))
+        self.variables = weights
+        self.trainable_variables = list(weights)
+        self.regularization_losses = []
 
     def _features(self, images):
         x = images * INPUT_SCALE + INPUT_OFFSET
