@@ -1,0 +1,211 @@
+"""Turns an input (folder-per-class tree or CSV manifest) into the list of candidate files to validate.
+
+Listing runs once in the executor process; reading and decoding the files is left to the Beam pipeline.
+Problems visible at listing time (a file outside any class folder, an empty class folder, a directory symlink
+that loops back, a malformed manifest row) become rejects here, with the same '<code>: <detail>' reasons.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from components.image_example_gen import validation as v
+from components.image_example_gen.labels import Reject
+
+MANIFEST_PATH_COLUMN = "path"
+MANIFEST_LABEL_COLUMN = "label"
+MANIFEST_SPLIT_COLUMN = "split"
+
+
+class ImageCandidate(NamedTuple):
+    path: str  # reported path: relative to input_base (folder layout) or exactly as written in the manifest
+    label: str
+    location: str  # where to read the bytes
+    split: str  # split named by the manifest's `split` column; '' = assign by the stable hash of `path`
+
+
+@dataclass
+class Listing:
+    candidates: list[ImageCandidate] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    # Every label seen (class folder or manifest label) -> number of candidate files listed under it.
+    files_per_label: Counter = field(default_factory=Counter)
+    hidden_skipped: int = 0
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _is_hidden(name: str) -> bool:
+    # Unix convention; also skips .DS_Store, .git, Thumbs-style tool droppings starting with '.'.
+    return name.startswith(".")
+
+
+def _invalid_name_reason(name: str) -> str | None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file or folder name is not valid UTF-8"
+    if any(ch in name for ch in "\n\r"):
+        return "name contains a line break"
+    return None
+
+
+def list_folder_per_class(input_base: str) -> Listing:
+    """`<input_base>/<label>/**/<file>`: each top-level folder is a class, searched recursively."""
+    if _is_remote(input_base):
+        return _list_remote_folders(input_base)
+    if not os.path.isdir(input_base):
+        raise ValueError(f"Image folder {input_base!r} does not exist or is not a directory.")
+    listing = Listing()
+    with os.scandir(input_base) as entries:
+        top_level = sorted(entries, key=lambda e: e.name)
+    for entry in top_level:
+        if _is_hidden(entry.name):
+            listing.hidden_skipped += 1
+            continue
+        bad_name = _invalid_name_reason(entry.name)
+        if bad_name:
+            listing.rejects.append(Reject(repr(entry.name), "", f"{v.INVALID_NAME}: {bad_name}"))
+            continue
+        if entry.is_dir():  # follows symlinks; a looping top-level link is not a dir and is reported below
+            _walk_class_folder(input_base, entry.name, listing)
+        else:
+            listing.rejects.append(Reject(entry.name, "", f"{v.NOT_IN_CLASS_FOLDER}: files must sit inside a "
+                                                          f"class folder (<input_base>/<label>/<file>)"))
+    return listing
+
+
+def _walk_class_folder(input_base: str, label: str, listing: Listing) -> None:
+    label_dir = os.path.join(input_base, label)
+    listing.files_per_label[label] += 0
+    visited = {os.path.realpath(label_dir)}
+    walk_errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(label_dir, followlinks=True, onerror=walk_errors.append):
+        kept_dirs = []
+        for name in sorted(dirnames):
+            full = os.path.join(dirpath, name)
+            rel = _relative(full, input_base)
+            if _is_hidden(name):
+                listing.hidden_skipped += 1
+                continue
+            real = os.path.realpath(full)
+            if real in visited:
+                # Following it again would walk the same files forever (or list them twice).
+                listing.rejects.append(Reject(rel + "/", label, f"{v.SYMLINK_LOOP}: directory link leads back to "
+                                                                 f"{_relative(real, input_base)!r}, already scanned"))
+                continue
+            visited.add(real)
+            kept_dirs.append(name)
+        dirnames[:] = kept_dirs
+        for name in sorted(filenames):
+            if _is_hidden(name):
+                listing.hidden_skipped += 1
+                continue
+            full = os.path.join(dirpath, name)
+            rel = _relative(full, input_base)
+            bad_name = _invalid_name_reason(name)
+            if bad_name:
+                listing.rejects.append(Reject(repr(rel), label, f"{v.INVALID_NAME}: {bad_name}"))
+                continue
+            listing.candidates.append(ImageCandidate(rel, label, full, ""))
+            listing.files_per_label[label] += 1
+    for error in walk_errors:
+        where = _relative(error.filename, input_base) if error.filename else label
+        listing.rejects.append(Reject(where + "/", label, f"{v.UNREADABLE}: cannot list folder: {error.strerror}"))
+
+
+def _relative(path: str, input_base: str) -> str:
+    return os.path.relpath(path, input_base).replace(os.sep, "/")
+
+
+def _list_remote_folders(input_base: str) -> Listing:
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(input_base):
+        raise ValueError(f"Image folder {input_base!r} does not exist or is not a directory.")
+    listing = Listing()
+    base = input_base.rstrip("/")
+    for name in sorted(tf.io.gfile.listdir(base)):
+        name = name.rstrip("/")
+        if _is_hidden(name):
+            listing.hidden_skipped += 1
+            continue
+        full = f"{base}/{name}"
+        if not tf.io.gfile.isdir(full):
+            listing.rejects.append(Reject(name, "", f"{v.NOT_IN_CLASS_FOLDER}: files must sit inside a class "
+                                                    f"folder (<input_base>/<label>/<file>)"))
+            continue
+        listing.files_per_label[name] += 0
+        for dirpath, _, filenames in tf.io.gfile.walk(full):
+            for file_name in sorted(filenames):
+                if _is_hidden(file_name):
+                    listing.hidden_skipped += 1
+                    continue
+                location = f"{dirpath.rstrip('/')}/{file_name}"
+                listing.candidates.append(ImageCandidate(location[len(base) + 1:], name, location, ""))
+                listing.files_per_label[name] += 1
+    return listing
+
+
+def resolve_manifest_path(manifest_dir: str, path: str) -> str:
+    if _is_remote(path) or os.path.isabs(path):
+        return path
+    if _is_remote(manifest_dir):
+        return posixpath.join(manifest_dir, path)
+    return os.path.join(manifest_dir, path)
+
+
+def read_manifest(manifest_path: str, split_names: list[str]) -> Listing:
+    """CSV with columns path,label and optional split (values = split names; empty = by hash)."""
+    import pandas as pd
+
+    try:
+        if _is_remote(manifest_path):
+            import tensorflow as tf
+
+            with tf.io.gfile.GFile(manifest_path, "rb") as f:
+                frame = pd.read_csv(f, dtype=str, keep_default_na=False, skipinitialspace=True)
+        else:
+            frame = pd.read_csv(manifest_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError:
+        raise ValueError(f"Manifest {manifest_path!r} does not exist.") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"Manifest {manifest_path!r} is not a readable UTF-8 CSV file: {exc}") from None
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    missing = [c for c in (MANIFEST_PATH_COLUMN, MANIFEST_LABEL_COLUMN) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"Manifest {manifest_path!r} lacks column(s) {missing}; it needs a header row with "
+                         f"'path,label' (and optionally 'split'), found columns {list(frame.columns)}.")
+    has_split = MANIFEST_SPLIT_COLUMN in frame.columns
+    if has_split:
+        values = frame[MANIFEST_SPLIT_COLUMN].str.strip().str.lower()
+        unknown = sorted(set(values) - set(split_names) - {""})
+        if unknown:
+            raise ValueError(f"Manifest {manifest_path!r}: column 'split' has value(s) {unknown}; allowed are "
+                             f"{split_names} or an empty cell (split by the stable hash of the path).")
+        frame[MANIFEST_SPLIT_COLUMN] = values
+    manifest_dir = posixpath.dirname(manifest_path) if _is_remote(manifest_path) else os.path.dirname(
+        os.path.abspath(manifest_path))
+    listing = Listing()
+    for row_number, row in enumerate(frame.itertuples(index=False), start=2):  # row 1 is the header
+        record = row._asdict()
+        path = record[MANIFEST_PATH_COLUMN].strip()
+        label = record[MANIFEST_LABEL_COLUMN].strip()
+        if not path or not label:
+            listing.rejects.append(Reject(path, label, f"{v.INVALID_MANIFEST_ROW}: row {row_number} has an empty "
+                                                       f"{'path' if not path else 'label'}"))
+            continue
+        bad_label = _invalid_name_reason(label)
+        if bad_label:
+            listing.rejects.append(Reject(path, repr(label), f"{v.INVALID_MANIFEST_ROW}: row {row_number}: label "
+                                                             f"{bad_label}"))
+            continue
+        split = record[MANIFEST_SPLIT_COLUMN] if has_split else ""
+        listing.candidates.append(ImageCandidate(path, label, resolve_manifest_path(manifest_dir, path), split))
+        listing.files_per_label[label] += 1
+    return listing
