@@ -82,7 +82,8 @@ def decode_b64(text: str) -> bytes:
     except (binascii.Error, ValueError):
         # TF Serving also accepts web-safe base64; anything else is the upstream error.
         try:
-            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            web_safe = text.replace("-", "+").replace("_", "/")
+            return base64.b64decode(web_safe + "=" * (-len(web_safe) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise invalid("Unable to base64 decode") from None
 
@@ -357,14 +358,19 @@ def _as_bytes(value) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
-def tensor_json(array: np.ndarray, name: str) -> str:
-    writer = _scalar_writer(array, name.endswith("_bytes"))
-    values = array.tolist() if array.dtype.kind != "O" else array
+def _json_writer(array: np.ndarray, name: str):
+    """-> (python nested values, write(value, depth)) for one output tensor."""
+    scalar = _scalar_writer(array, name.endswith("_bytes"))
 
     def write(value, depth):
         if depth == 0:
-            return writer(value)
+            return scalar(value)
         return "[" + ", ".join(write(v, depth - 1) for v in value) + "]"
+    return array.tolist(), write
+
+
+def tensor_json(array: np.ndarray, name: str) -> str:
+    values, write = _json_writer(array, name)
     return write(values, array.ndim)
 
 
@@ -384,11 +390,12 @@ def predict_response_json(outputs: dict[str, np.ndarray], row_format: bool) -> b
             batch = array.shape[0]
         elif array.shape[0] != batch:
             raise invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch}")
+    writers = {name: (_json_writer(array, name), array.ndim - 1) for name, array in outputs.items()}
     if len(outputs) == 1:
-        (name, array), = outputs.items()
-        items = [tensor_json(array[i], name) for i in range(batch or 0)]
+        ((values, write), depth), = writers.values()
+        items = [write(values[i], depth) for i in range(batch or 0)]
     else:
-        items = ["{" + ", ".join(f"{json.dumps(n)}: {tensor_json(a[i], n)}" for n, a in outputs.items()) + "}"
+        items = ["{" + ", ".join(f"{json.dumps(n)}: {w(v[i], d)}" for n, ((v, w), d) in writers.items()) + "}"
                  for i in range(batch or 0)]
     return ('{\n    "predictions": [' + ", ".join(items) + "\n    ]\n}").encode("utf-8")
 

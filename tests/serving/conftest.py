@@ -1,0 +1,53 @@
+"""Shared fixtures: real SavedModels written once per session, and in-process servers on free ports."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import portpicker
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import model_fixtures  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    """half (v123), half_two_versions (123, 124), half_plus_three (v1), classifier (v1), classifier_v2 (for pushes)."""
+    root = tmp_path_factory.mktemp("models")
+    model_fixtures.write_half_plus_two(str(root / "half" / "123"))
+    shutil.copytree(root / "half" / "123", root / "half_two_versions" / "123")
+    shutil.copytree(root / "half" / "123", root / "half_two_versions" / "124")
+    model_fixtures.write_half_plus_two(str(root / "half_plus_three" / "1"), offset=3.0)
+    model_fixtures.write_image_classifier(str(root / "classifier" / "1"))
+    return root
+
+
+def free_port() -> int:
+    return portpicker.pick_unused_port()
+
+
+def write(path, text: str) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return str(path)
+
+
+@pytest.fixture
+def make_server():
+    """make_server(**ServerOptions fields) -> a started ModelServer on free ports; stopped after the test."""
+    from serving.server import ModelServer, ServerOptions
+
+    servers = []
+
+    def factory(**options):
+        options.setdefault("port", free_port())
+        options.setdefault("rest_api_port", free_port())
+        server = ModelServer(ServerOptions(**options))
+        servers.append(server)
+        return server.start()
+
+    yield factory
+    for server in servers:
+        server.stop(grace_seconds=2)
