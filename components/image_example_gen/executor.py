@@ -143,8 +143,11 @@ class BuildExampleFn(beam.DoFn):
 
     def __init__(self, limits: v.ValidationLimits):
         self._limits = limits
+        self._label_index: dict[str, int] = {}
 
     def process(self, image: ValidImage, vocabulary: list[str]):
+        if len(self._label_index) != len(vocabulary):  # the side input is the same list for the whole run
+            self._label_index = {label: index for index, label in enumerate(vocabulary)}
         try:
             data = v.read_file_bytes(image.location, self._limits)
         except v.ImageRejected as rejected:
@@ -159,7 +162,7 @@ class BuildExampleFn(beam.DoFn):
         example = tf.train.Example()
         feature = example.features.feature
         feature[IMAGE_KEY].bytes_list.value.append(data)
-        feature[LABEL_KEY].int64_list.value.append(vocabulary.index(image.label))
+        feature[LABEL_KEY].int64_list.value.append(self._label_index[image.label])
         feature[LABEL_NAME_KEY].bytes_list.value.append(image.label.encode("utf-8"))
         feature[PATH_KEY].bytes_list.value.append(image.path.encode("utf-8"))
         feature[SHA256_KEY].bytes_list.value.append(digest.encode("ascii"))
@@ -237,7 +240,7 @@ def _fail_early_if_too_few_classes(listing: sources.Listing) -> None:
 def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # pylint: disable=invalid-name
     """GetInputSourceToExamplePTransform's contract (tf.Examples only), used if the base class splits."""
     outputs = build_ingestion(pipeline, exec_properties, split_pattern, [])
-    _write_reports(pipeline, exec_properties[_EXAMPLES_URI_KEY], outputs, split_counts=None)
+    _write_reports(pipeline, exec_properties[_EXAMPLES_URI_KEY], outputs, [], split_counts=None)
     return outputs.examples_with_split | "DropSplit" >> beam.Map(lambda pair: pair[0])
 
 
@@ -254,16 +257,17 @@ def _write_rejects(rejects: list[Reject], examples_uri: str) -> None:
     _write_text(f"{examples_uri}/{labels_io.REJECTS_FILE}", labels_io.format_rejects_csv(rejects))
 
 
-def _write_summary(_, examples_uri: str, vocabulary: list[str], rejects: list[Reject],
+def _write_summary(_, examples_uri: str, split_names: list[str], vocabulary: list[str], rejects: list[Reject],
                    split_counts: dict[str, int] | None) -> None:
+    split_counts = {name: split_counts[name] for name in split_names} if split_counts is not None else {}
     by_code: dict[str, int] = {}
     for reject in rejects:
         by_code[reject.code] = by_code.get(reject.code, 0) + 1
     summary = {
         "label_vocabulary": vocabulary,
         "num_classes": len(vocabulary),
-        "split_counts": split_counts or {},
-        "num_examples": sum((split_counts or {}).values()),
+        "split_counts": split_counts,
+        "num_examples": sum(split_counts.values()),
         "num_rejects": len(rejects),
         "rejects_by_code": dict(sorted(by_code.items())),
         "first_rejects": [list(r) for r in sorted(rejects)[:_LOG_FIRST_REJECTS]],
@@ -272,14 +276,14 @@ def _write_summary(_, examples_uri: str, vocabulary: list[str], rejects: list[Re
 
 
 def _write_reports(pipeline: beam.Pipeline, examples_uri: str, outputs: IngestionOutputs,
-                   split_counts: beam.PCollection | None) -> None:
+                   split_names: list[str], split_counts: beam.PCollection | None) -> None:
     rejects_list = outputs.rejects | "CollectRejects" >> beam.combiners.ToList()
     _ = outputs.vocabulary | "WriteLabels" >> beam.Map(_write_labels, examples_uri)
     _ = rejects_list | "WriteRejects" >> beam.Map(_write_rejects, examples_uri)
     _ = (pipeline
          | "SummaryTrigger" >> beam.Create([None])
          | "WriteSummary" >> beam.Map(
-             _write_summary, examples_uri,
+             _write_summary, examples_uri, split_names,
              vocabulary=beam.pvalue.AsSingleton(outputs.vocabulary),
              rejects=beam.pvalue.AsSingleton(rejects_list),
              split_counts=beam.pvalue.AsDict(split_counts) if split_counts is not None else None))
@@ -326,7 +330,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                           | f"Count[{name}]" >> beam.combiners.Count.Globally()
                           | f"Key[{name}]" >> beam.Map(lambda n, split=name: (split, n)))
         split_counts = tuple(counts) | "SplitCounts" >> beam.Flatten()
-        _write_reports(pipeline, exec_properties[_EXAMPLES_URI_KEY], outputs, split_counts)
+        _write_reports(pipeline, exec_properties[_EXAMPLES_URI_KEY], outputs, split_names, split_counts)
         return result
 
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
