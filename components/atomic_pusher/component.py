@@ -1,0 +1,11 @@
+"""The standard TFX Pusher with an atomic filesystem push (see executor.py)."""
+from __future__ import annotations
+
+from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
+
+from components.atomic_pusher import executor
+
+
+class AtomicPusher(tfx.components.Pusher):
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)

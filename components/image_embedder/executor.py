@@ -1,0 +1,167 @@
+"""Embeds every example's image with the pretrained module, reusing cached embeddings.
+
+Output examples keep every input feature and add `embedding` (float list): the trainer learns the head on it, while
+TFMA and the report still see `image_raw` and evaluate the exported model end to end on raw bytes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Iterable
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils
+
+from components.image_embedder.cache import EmbeddingCache
+
+EMBEDDING_FEATURE = "embedding"
+IMAGE_FEATURE = "image_raw"
+SHA256_FEATURE = "sha256"
+PATH_FEATURE = "path"
+OUTPUT_FILE_PREFIX = "data_tfrecord"
+COPIED_INPUT_FILES = ("labels.txt", "rejects.csv", "rejects.json")  # ingestion's vocabulary and rejects travel along
+
+COMPUTED = beam.metrics.Metrics.counter("image_embedder", "embeddings_computed")
+CACHED = beam.metrics.Metrics.counter("image_embedder", "embeddings_cached")
+FAILED = beam.metrics.Metrics.counter("image_embedder", "embedding_failures")
+
+logger = logging.getLogger(__name__)
+
+
+def _bytes_feature(example: tf.train.Example, name: str) -> bytes:
+    values = example.features.feature[name].bytes_list.value
+    return values[0] if values else b""
+
+
+class EmbedImages(beam.DoFn):
+    """Batch of serialized tf.Examples -> the same examples plus `embedding`, computing only cache misses."""
+
+    def __init__(self, module_handle: str, cache_dir: str | None, show_progress: bool = True):
+        self._module_handle = module_handle
+        self._cache_dir = cache_dir
+        self._show_progress = show_progress
+
+    def setup(self):
+        from components.image_decoding import preprocess_batch
+        from components.image_module import load_image_module
+
+        self._module = load_image_module(self._module_handle)
+        size = self._module.input_size
+        module = self._module
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def embed(image_bytes):
+            return module(preprocess_batch(image_bytes, size))
+
+        self._embed = embed
+        self._cache = EmbeddingCache(self._cache_dir, self._module.identity) if self._cache_dir else None
+        self._progress = None
+        if self._show_progress:
+            from tqdm import tqdm
+
+            self._progress = tqdm(desc="embedding", unit="img", dynamic_ncols=True, mininterval=1.0)
+
+    def _embed_or_skip(self, images: list[bytes], paths: list[str]) -> list[np.ndarray | None]:
+        try:
+            return list(self._embed(tf.constant(images)).numpy())
+        except tf.errors.InvalidArgumentError:
+            # One undecodable image fails the whole batch; redo it image by image so only that one is dropped.
+            results = []
+            for image, path in zip(images, paths):
+                try:
+                    results.append(self._embed(tf.constant([image])).numpy()[0])
+                except tf.errors.InvalidArgumentError as error:
+                    FAILED.inc()
+                    logger.warning("embedding skipped %s: %s", path, error.message.splitlines()[0])
+                    results.append(None)
+            return results
+
+    def process(self, batch: list[bytes]) -> Iterable[bytes]:
+        examples = [tf.train.Example.FromString(serialized) for serialized in batch]
+        embeddings: list[np.ndarray | None] = [None] * len(examples)
+        missing = []
+        for index, example in enumerate(examples):
+            sha = _bytes_feature(example, SHA256_FEATURE).decode()
+            cached = self._cache.get(sha) if (self._cache and sha) else None
+            if cached is not None:
+                embeddings[index] = cached
+            else:
+                missing.append(index)
+        CACHED.inc(len(examples) - len(missing))
+        if missing:
+            computed = self._embed_or_skip(
+                [_bytes_feature(examples[i], IMAGE_FEATURE) for i in missing],
+                [_bytes_feature(examples[i], PATH_FEATURE).decode(errors="replace") for i in missing])
+            for index, embedding in zip(missing, computed):
+                if embedding is None:
+                    continue
+                embeddings[index] = embedding
+                COMPUTED.inc()
+                sha = _bytes_feature(examples[index], SHA256_FEATURE).decode()
+                if self._cache and sha:
+                    self._cache.put(sha, embedding)
+        if self._progress is not None:
+            self._progress.update(len(examples))
+        for example, embedding in zip(examples, embeddings):
+            if embedding is None:
+                continue
+            example.features.feature[EMBEDDING_FEATURE].float_list.value[:] = embedding.astype(np.float32).tolist()
+            yield example.SerializeToString()
+
+    def teardown(self):
+        if getattr(self, "_progress", None) is not None:
+            self._progress.close()
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        examples = artifact_utils.get_single_instance(input_dict["examples"])
+        embedded = artifact_utils.get_single_instance(output_dict["embedded_examples"])
+        splits = artifact_utils.decode_split_names(examples.split_names)
+        embedded.split_names = artifact_utils.encode_split_names(splits)
+        module_handle = exec_properties["module_handle"]
+        cache_dir = exec_properties.get("cache_dir") or None
+        batch_size = int(exec_properties.get("batch_size") or 32)
+
+        started = time.time()
+        with self._make_beam_pipeline() as pipeline:
+            for split in splits:
+                source = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+                target = os.path.join(artifact_utils.get_split_uri([embedded], split), OUTPUT_FILE_PREFIX)
+                _ = (
+                    pipeline
+                    | f"Read[{split}]" >> beam.io.ReadFromTFRecord(source, coder=beam.coders.BytesCoder())
+                    | f"Batch[{split}]" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
+                    | f"Embed[{split}]" >> beam.ParDo(EmbedImages(module_handle, cache_dir))
+                    | f"Write[{split}]" >> beam.io.WriteToTFRecord(target, file_name_suffix=".gz")
+                )
+        result = pipeline.result
+        counts = {name: _counter_total(result, name)
+                  for name in ("embeddings_computed", "embeddings_cached", "embedding_failures")}
+        elapsed = time.time() - started
+        total = counts["embeddings_computed"] + counts["embeddings_cached"]
+        logger.info("Embedding stage: %d computed, %d from cache, %d failed, %.1f s (%.1f images/s overall)",
+                    counts["embeddings_computed"], counts["embeddings_cached"], counts["embedding_failures"],
+                    elapsed, total / elapsed if elapsed else 0.0)
+        print(f"[embed] {counts['embeddings_computed']} embeddings computed, {counts['embeddings_cached']} "
+              f"reused from cache, {counts['embedding_failures']} failed ({elapsed:.1f} s)", flush=True)
+        for name, value in counts.items():
+            embedded.set_int_custom_property(name, value)
+        embedded.set_string_custom_property("module_handle", module_handle)
+        for name in COPIED_INPUT_FILES:
+            source = os.path.join(examples.uri, name)
+            if tf.io.gfile.exists(source):
+                tf.io.gfile.copy(source, os.path.join(embedded.uri, name), overwrite=True)
+        with tf.io.gfile.GFile(os.path.join(embedded.uri, "embedding_counts.json"), "w") as f:
+            f.write(json.dumps({**counts, "seconds": round(elapsed, 3), "module_handle": module_handle}))
+
+
+def _counter_total(result, name: str) -> int:
+    query = result.metrics().query(beam.metrics.MetricsFilter().with_name(name))
+    return int(sum(counter.committed or counter.attempted or 0 for counter in query["counters"]))

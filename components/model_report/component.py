@@ -1,0 +1,43 @@
+"""ModelReport: a human-readable report of one run (metrics, confusion matrix PNG, misclassified test images)."""
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from components.model_report import executor
+
+
+class ModelReportArtifact(types.Artifact):
+    """A folder with report.html, report.md, confusion_matrix.png, metrics.json and misclassified/*.png."""
+    TYPE_NAME = "ModelReport"
+
+
+class ModelReportSpec(types.ComponentSpec):
+    PARAMETERS = {
+        "split": ExecutionParameter(type=str),
+        # Also copy the report here (e.g. next to the run's outputs), under a folder named after the run.
+        "report_dir": ExecutionParameter(type=str, optional=True),
+        "max_misclassified": ExecutionParameter(type=int, optional=True),
+    }
+    INPUTS = {
+        "examples": ChannelParameter(type=standard_artifacts.Examples),
+        "model": ChannelParameter(type=standard_artifacts.Model),
+        "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
+    }
+    OUTPUTS = {"report": ChannelParameter(type=ModelReportArtifact)}
+
+
+class ModelReport(base_component.BaseComponent):
+    SPEC_CLASS = ModelReportSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self, examples: types.BaseChannel, model: types.BaseChannel, evaluation: types.BaseChannel,
+                 blessing: types.BaseChannel, split: str = "test", report_dir: str | None = None,
+                 max_misclassified: int = 48):
+        super().__init__(spec=ModelReportSpec(
+            examples=examples, model=model, evaluation=evaluation, blessing=blessing, split=split,
+            report_dir=report_dir or "", max_misclassified=max_misclassified,
+            report=types.Channel(type=ModelReportArtifact)))

@@ -1,0 +1,41 @@
+"""Every pipeline setting in one place (TFX template style). Runners own the physical paths."""
+from __future__ import annotations
+
+PIPELINE_NAME = "image-retrain"
+MODEL_NAME = "image_classifier"
+
+# Pretrained image feature-vector module: a TF Hub handle, a local SavedModel, or a builtin name.
+MODULE_HANDLE = "efficientnet_lite0"
+
+# Module functions referenced by dotted path: importable wherever the project is installed (container image too).
+RUN_FN = "pipelines.models.classifier.run_fn"
+
+# Ingestion: train/eval/test hash buckets of the file's relative path.
+SPLIT_RATIOS = (8, 1, 1)
+EVAL_SPLIT = "eval"        # early stopping during training
+TEST_SPLIT = "test"        # TFMA evaluation, blessing and the report
+
+# Embedding stage.
+EMBEDDING_BATCH_SIZE = 32
+
+# Head training hyperparameters (overridable from the CLI / custom_config).
+HYPERPARAMETERS = {
+    "epochs": 40,
+    "batch_size": 64,
+    "learning_rate": 3e-3,
+    "dropout": 0.2,
+    "hidden_units": 0,            # 0: dropout + dense softmax only
+    "label_smoothing": 0.1,
+    "early_stopping_patience": 5,
+    "augment_copies": 0,          # >0: flipped/cropped/brightened copies per train image, embedded on the fly
+    "augment_flip": True,
+    "seed": 42,
+}
+
+# Blessing: accuracy on the test split >= threshold and >= baseline - tolerance.
+EVAL_ACCURACY_THRESHOLD = 0.6
+BASELINE_TOLERANCE = 0.01
+
+# Beam on the local DirectRunner. The embedding stage's TensorFlow already uses both cores, so more worker processes
+# only add model copies; see BENCHMARKS.md for the measurement behind this default.
+LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]

@@ -1,0 +1,217 @@
+"""Run the pipeline locally: LocalDagRunner, Beam DirectRunner, SQLite ML Metadata under the output folder.
+
+Output layout (`--output-dir`, default ./output):
+  tfx_pipeline_output/<pipeline>/   every component's artifacts
+  tfx_metadata/<pipeline>/metadata.db
+  embedding_cache/                  reused across runs: unchanged images are never embedded twice
+  reports/                          one report folder per run (HTML, Markdown, confusion matrix PNG)
+  serving/<model-name>/<version>/   blessed models (the TF Serving model base path), unless --serving-dir is given
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from pipelines import configs
+
+
+@dataclasses.dataclass
+class RunOptions:
+    data_dir: str | None = None
+    manifest: str | None = None
+    module: str = configs.MODULE_HANDLE
+    model_name: str = configs.MODEL_NAME
+    output_dir: str = "output"
+    serving_dir: str | None = None
+    embedding_cache_dir: str | None = None
+    accuracy_threshold: float = configs.EVAL_ACCURACY_THRESHOLD
+    baseline: str = "latest_blessed"
+    split_ratios: tuple[int, int, int] = configs.SPLIT_RATIOS
+    hyperparameters: dict = dataclasses.field(default_factory=dict)
+    beam_args: list[str] = dataclasses.field(default_factory=lambda: list(configs.LOCAL_BEAM_ARGS))
+
+    @property
+    def pipeline_name(self) -> str:
+        # One pipeline (and so one MLMD context and baseline history) per served model.
+        return f"{configs.PIPELINE_NAME}-{self.model_name}"
+
+    def path(self, *parts: str) -> str:
+        return os.path.abspath(os.path.join(self.output_dir, *parts))
+
+    @property
+    def serving_model_dir(self) -> str:
+        return os.path.join(os.path.abspath(self.serving_dir or self.path("serving")), self.model_name)
+
+
+@dataclasses.dataclass
+class RunResult:
+    blessed: bool
+    pushed: bool
+    pushed_version: str | None
+    pushed_path: str | None
+    accuracy: float | None
+    baseline_accuracy: float | None
+    report_path: str | None
+    embeddings_computed: int
+    embeddings_cached: int
+    rejects: int
+    serving_model_dir: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def build_pipeline(options: RunOptions):
+    from tfx import v1 as tfx
+
+    from pipelines.pipeline import create_pipeline
+
+    metadata_path = options.path("tfx_metadata", options.pipeline_name, "metadata.db")
+    os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
+    return create_pipeline(
+        pipeline_name=options.pipeline_name,
+        pipeline_root=options.path("tfx_pipeline_output", options.pipeline_name),
+        serving_model_dir=options.serving_model_dir,
+        data_root=os.path.abspath(options.data_dir) if options.data_dir else None,
+        manifest_path=os.path.abspath(options.manifest) if options.manifest else None,
+        module_handle=options.module,
+        embedding_cache_dir=os.path.abspath(options.embedding_cache_dir or options.path("embedding_cache")),
+        hyperparameters=options.hyperparameters,
+        eval_accuracy_threshold=options.accuracy_threshold,
+        baseline=options.baseline,
+        split_ratios=options.split_ratios,
+        report_dir=options.path("reports"),
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path),
+        beam_pipeline_args=options.beam_args,
+    ), metadata_path
+
+
+def _latest(store, type_name: str):
+    artifacts = store.get_artifacts_by_type(type_name)
+    return max(artifacts, key=lambda a: a.id) if artifacts else None
+
+
+def _property(artifact, name: str, default=None):
+    if artifact is None or name not in artifact.custom_properties:
+        return default
+    value = artifact.custom_properties[name]
+    return value.int_value if value.HasField("int_value") else (
+        value.double_value if value.HasField("double_value") else value.string_value)
+
+
+def collect_result(options: RunOptions, metadata_path: str) -> RunResult:
+    """Reads what this run produced from ML Metadata (the newest artifact of each type)."""
+    from ml_metadata.metadata_store import metadata_store
+    from tfx import v1 as tfx
+
+    store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    pushed = _latest(store, "PushedModel")
+    report = _latest(store, "ModelReport")
+    embedded = max((a for a in store.get_artifacts_by_type("Examples") if "embeddings_computed" in a.custom_properties),
+                   key=lambda a: a.id, default=None)
+    ingested = max((a for a in store.get_artifacts_by_type("Examples")
+                    if "embeddings_computed" not in a.custom_properties), key=lambda a: a.id, default=None)
+    summary = {}
+    if report is not None and os.path.exists(os.path.join(report.uri, "metrics.json")):
+        with open(os.path.join(report.uri, "metrics.json")) as f:
+            summary = json.load(f)
+    was_pushed = bool(_property(pushed, "pushed", 0))
+    return RunResult(
+        blessed=bool(summary.get("blessed", False)),
+        pushed=was_pushed,
+        pushed_version=_property(pushed, "pushed_version") if was_pushed else None,
+        pushed_path=_property(pushed, "pushed_destination") if was_pushed else None,
+        accuracy=summary.get("accuracy"),
+        baseline_accuracy=summary.get("baseline_accuracy"),
+        report_path=os.path.join(report.uri, "report.html") if report is not None else None,
+        embeddings_computed=int(_property(embedded, "embeddings_computed", 0)),
+        embeddings_cached=int(_property(embedded, "embeddings_cached", 0)),
+        rejects=int(_property(ingested, "num_rejects", 0)),
+        serving_model_dir=options.serving_model_dir,
+    )
+
+
+def run_pipeline(options: RunOptions) -> RunResult:
+    from tfx import v1 as tfx
+
+    if bool(options.data_dir) == bool(options.manifest):
+        raise ValueError("give exactly one of --data-dir (folder per class) or --manifest (CSV path,label)")
+    pipeline, metadata_path = build_pipeline(options)
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    return collect_result(options, metadata_path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="Images in folder-per-class layout: DIR/<label>/<image files>.")
+    source.add_argument("--manifest", help="CSV with columns path,label[,split]; relative paths are resolved "
+                                           "against the CSV's folder.")
+    parser.add_argument("--module", default=configs.MODULE_HANDLE,
+                        help="Image feature-vector module: TF Hub URL, local SavedModel dir, or builtin name "
+                             "(default: %(default)s).")
+    parser.add_argument("--model-name", default=configs.MODEL_NAME, help="Served model name (default: %(default)s).")
+    parser.add_argument("--serving-dir", help="TF Serving models root; the model goes to SERVING_DIR/MODEL_NAME/"
+                                              "<version> (default: OUTPUT_DIR/serving).")
+    parser.add_argument("--output-dir", default="output", help="Pipeline artifacts, metadata, cache and reports.")
+    parser.add_argument("--embedding-cache-dir", help="Embedding cache (default: OUTPUT_DIR/embedding_cache).")
+    parser.add_argument("--accuracy-threshold", type=float, default=configs.EVAL_ACCURACY_THRESHOLD,
+                        help="Bless only if test accuracy >= this (and >= baseline - %s)." % configs.BASELINE_TOLERANCE)
+    parser.add_argument("--baseline", choices=["latest_blessed", "served_model"], default="latest_blessed",
+                        help="Compare against the latest blessed model in ML Metadata, or the version currently "
+                             "under the serving dir (what the Kubeflow variant does).")
+    parser.add_argument("--split-ratios", default=",".join(map(str, configs.SPLIT_RATIOS)),
+                        help="train,eval,test hash-bucket ratios (default: %(default)s).")
+    hyper = parser.add_argument_group("head hyperparameters")
+    for name, default in configs.HYPERPARAMETERS.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            hyper.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
+                               metavar="BOOL", help=f"(default: {default})")
+        else:
+            hyper.add_argument(flag, type=type(default), default=None, help=f"(default: {default})")
+    parser.add_argument("--beam-arg", action="append", dest="beam_args", default=None,
+                        help="Beam pipeline argument, repeatable (default: %s)." % " ".join(configs.LOCAL_BEAM_ARGS))
+    parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+
+
+def options_from_args(args: argparse.Namespace) -> RunOptions:
+    ratios = tuple(int(part) for part in args.split_ratios.split(","))
+    hyperparameters = {name: getattr(args, name) for name in configs.HYPERPARAMETERS
+                       if getattr(args, name, None) is not None}
+    return RunOptions(
+        data_dir=args.data_dir, manifest=args.manifest, module=args.module, model_name=args.model_name,
+        output_dir=args.output_dir, serving_dir=args.serving_dir, embedding_cache_dir=args.embedding_cache_dir,
+        accuracy_threshold=args.accuracy_threshold, baseline=args.baseline, split_ratios=ratios,
+        hyperparameters=hyperparameters,
+        beam_args=args.beam_args if args.beam_args else list(configs.LOCAL_BEAM_ARGS),
+    )
+
+
+def format_result(result: RunResult) -> str:
+    def pct(value):
+        return "n/a" if value is None else f"{value:.4f}"
+
+    lines = [
+        f"test accuracy:      {pct(result.accuracy)} (baseline {pct(result.baseline_accuracy)})",
+        f"blessed:            {result.blessed}",
+        f"pushed:             {result.pushed_path or 'no (not blessed)'}",
+        f"embeddings:         {result.embeddings_computed} computed, {result.embeddings_cached} from cache",
+        f"rejected images:    {result.rejects}",
+        f"report:             {result.report_path}",
+        f"model base path:    {result.serving_model_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        options = options_from_args(args)
+    except ValueError as error:
+        print(f"image-retrain run: {error}", file=sys.stderr)
+        return 2
+    result = run_pipeline(options)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_result(result))
+    return 0

@@ -1,0 +1,209 @@
+"""Trainer module (`run_fn`, referenced by dotted path): a Keras head on cached image embeddings, exported with the
+image module in front so the served model takes raw image bytes.
+
+The head is pure Keras 3 (dropout + dense softmax, optional hidden layer); the pretrained module is never wrapped in
+a Keras layer (hub.KerasLayer breaks under Keras 3) but called from the exported tf.Module's tf.functions.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from components.image_decoding import decode_rgb, preprocess_batch, to_model_input
+from components.image_module import load_image_module
+from components.saved_model_signatures import CLASSIFY_METHOD, set_method_names
+from pipelines import configs
+
+logger = logging.getLogger(__name__)
+
+LABEL_KEY = "label"
+EMBEDDING_KEY = "embedding"
+IMAGE_KEY = "image_raw"
+LABELS_FILE = "labels.txt"
+SERVING_SIGNATURE = "serving_default"
+CLASSIFY_SIGNATURE = "classify"
+
+
+def hyperparameters_from(custom_config: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults from configs, overridden by the pipeline's custom_config['hyperparameters']; unknown keys are errors."""
+    overrides = dict((custom_config or {}).get("hyperparameters") or {})
+    unknown = sorted(set(overrides) - set(configs.HYPERPARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown hyperparameters {unknown}; known: {sorted(configs.HYPERPARAMETERS)}")
+    merged = dict(configs.HYPERPARAMETERS)
+    for key, value in overrides.items():
+        merged[key] = type(configs.HYPERPARAMETERS[key])(value)
+    return merged
+
+
+def read_vocabulary(examples_uri: str) -> list[str]:
+    with tf.io.gfile.GFile(os.path.join(examples_uri, LABELS_FILE)) as f:
+        labels = [line.rstrip("\n") for line in f if line.rstrip("\n")]
+    if len(labels) < 2:
+        raise ValueError(f"need at least two classes to train, found {labels} in {examples_uri}")
+    return labels
+
+
+def _examples_uri(file_patterns: list[str]) -> str:
+    # Trainer file patterns are <examples uri>/Split-<name>/*; the vocabulary sits at the artifact's root.
+    return os.path.dirname(os.path.dirname(file_patterns[0]))
+
+
+def _files(file_patterns: list[str]) -> list[str]:
+    files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+    if not files:
+        raise ValueError(f"no example files match {file_patterns}")
+    return files
+
+
+def load_embeddings(file_patterns: list[str], feature_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    spec = {EMBEDDING_KEY: tf.io.FixedLenFeature([feature_dim], tf.float32),
+            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    dataset = tf.data.TFRecordDataset(_files(file_patterns), compression_type="GZIP").batch(1024).map(
+        lambda records: tf.io.parse_example(records, spec))
+    embeddings, labels = [], []
+    for batch in dataset:
+        embeddings.append(batch[EMBEDDING_KEY].numpy())
+        labels.append(batch[LABEL_KEY].numpy())
+    if not embeddings:
+        raise ValueError(f"no examples in {file_patterns}")
+    return np.concatenate(embeddings), np.concatenate(labels)
+
+
+def augmented_embeddings(file_patterns: list[str], image_module, copies: int, flip: bool,
+                         seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`copies` randomly flipped/cropped/brightened versions of every training image, embedded now (never cached:
+    each copy is new)."""
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    size = image_module.input_size
+    generator = tf.random.Generator.from_seed(seed)
+
+    def augment(image_bytes):
+        image = tf.image.convert_image_dtype(decode_rgb(image_bytes), tf.float32)
+        shape = tf.shape(image)
+        scale = generator.uniform([], 0.8, 1.0)
+        crop = tf.cast(tf.cast(shape[:2], tf.float32) * scale, tf.int32)
+        image = tf.image.stateless_random_crop(image, [crop[0], crop[1], 3], seed=generator.make_seeds(1)[:, 0])
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=generator.make_seeds(1)[:, 0])
+        image = tf.clip_by_value(tf.image.stateless_random_brightness(
+            image, 0.2, seed=generator.make_seeds(1)[:, 0]), 0.0, 1.0)
+        return tf.image.resize(image, size, antialias=True)
+
+    embeddings, labels = [], []
+    dataset = tf.data.TFRecordDataset(_files(file_patterns), compression_type="GZIP").map(
+        lambda record: tf.io.parse_single_example(record, spec))
+    for _ in range(copies):
+        for batch in dataset.batch(32):
+            images = tf.stack([augment(b) for b in tf.unstack(batch[IMAGE_KEY])])
+            embeddings.append(image_module(images).numpy())
+            labels.append(batch[LABEL_KEY].numpy())
+    return np.concatenate(embeddings), np.concatenate(labels)
+
+
+def build_head(feature_dim: int, num_classes: int, hp: dict[str, Any]):
+    import keras
+
+    inputs = keras.Input(shape=(feature_dim,), name=EMBEDDING_KEY)
+    x = inputs
+    if hp["hidden_units"] > 0:
+        x = keras.layers.Dense(hp["hidden_units"], activation="relu", name="hidden")(x)
+    x = keras.layers.Dropout(hp["dropout"], name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)
+    model = keras.Model(inputs, outputs, name="classifier_head")
+    model.compile(
+        optimizer=keras.optimizers.Adam(hp["learning_rate"]),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=hp["label_smoothing"]),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+class ImageClassifier(tf.Module):
+    """Raw image bytes -> labels and scores: decode + resize + pretrained module + trained head."""
+
+    def __init__(self, image_module, head, labels: list[str], labels_path: str):
+        super().__init__(name="image_classifier")
+        self.image_module = image_module.module      # tracked, so the module's variables are saved
+        self._embed = image_module
+        self.head = head
+        self.vocabulary = tf.saved_model.Asset(labels_path)   # ships as assets/labels.txt
+        self._labels = tf.constant(labels)
+        self._input_size = tuple(image_module.input_size)
+
+    def _scores(self, image_bytes):
+        return self.head(self._embed(preprocess_batch(image_bytes, self._input_size)), training=False)
+
+    def _classes(self, scores):
+        return tf.tile(self._labels[tf.newaxis, :], [tf.shape(scores)[0], 1])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve(self, image_bytes):
+        scores = self._scores(image_bytes)
+        return {"scores": scores, "classes": self._classes(scores),
+                "label": tf.gather(self._labels, tf.argmax(scores, axis=1))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, serialized_examples):
+        features = tf.io.parse_example(serialized_examples, {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+        scores = self._scores(features[IMAGE_KEY])
+        return {"classes": self._classes(scores), "scores": scores}
+
+
+def export_serving_model(image_module, head, labels: list[str], export_dir: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        labels_path = os.path.join(scratch, LABELS_FILE)
+        with open(labels_path, "w") as f:
+            f.write("\n".join(labels) + "\n")
+        classifier = ImageClassifier(image_module, head, labels, labels_path)
+        tf.saved_model.save(classifier, export_dir, signatures={
+            SERVING_SIGNATURE: classifier.serve.get_concrete_function(),
+            CLASSIFY_SIGNATURE: classifier.classify.get_concrete_function(),
+        })
+    # TF Serving's Classify API only accepts signatures marked as classification signatures.
+    set_method_names(export_dir, {CLASSIFY_SIGNATURE: CLASSIFY_METHOD})
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point."""
+    import keras
+
+    hp = hyperparameters_from(fn_args.custom_config)
+    module_handle = (fn_args.custom_config or {}).get("module_handle", configs.MODULE_HANDLE)
+    keras.utils.set_random_seed(hp["seed"])
+    image_module = load_image_module(module_handle)
+    labels = read_vocabulary(_examples_uri(fn_args.train_files))
+    num_classes = len(labels)
+
+    x_train, y_train = load_embeddings(fn_args.train_files, image_module.feature_dim)
+    x_eval, y_eval = load_embeddings(fn_args.eval_files, image_module.feature_dim)
+    if hp["augment_copies"] > 0:
+        x_aug, y_aug = augmented_embeddings(fn_args.train_files, image_module, hp["augment_copies"],
+                                            hp["augment_flip"], hp["seed"])
+        x_train, y_train = np.concatenate([x_train, x_aug]), np.concatenate([y_train, y_aug])
+    logger.info("training head on %d examples (%d classes), early stopping on %d eval examples",
+                len(y_train), num_classes, len(y_eval))
+
+    head = build_head(image_module.feature_dim, num_classes, hp)
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp["early_stopping_patience"],
+                                      restore_best_weights=True),
+        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
+    ]
+    history = head.fit(
+        x_train, keras.utils.to_categorical(y_train, num_classes),
+        validation_data=(x_eval, keras.utils.to_categorical(y_eval, num_classes)),
+        epochs=hp["epochs"], batch_size=hp["batch_size"], shuffle=True, callbacks=callbacks, verbose=2,
+    )
+    export_serving_model(image_module, head, labels, fn_args.serving_model_dir)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training_summary.json"), "w") as f:
+        json.dump({"hyperparameters": hp, "module_handle": module_handle, "labels": labels,
+                   "epochs_run": len(history.history["loss"]),
+                   "final": {k: float(v[-1]) for k, v in history.history.items()}}, f, indent=2)

@@ -1,0 +1,143 @@
+"""`create_pipeline()`: the one component list that runs locally (LocalDagRunner) and on Kubeflow (KubeflowV2DagRunner).
+
+ingest (ImageExampleGen) -> StatisticsGen -> SchemaGen -> ExampleValidator
+       -> ImageEmbedder (pretrained module, cached embeddings) -> Trainer (Keras head, raw-bytes serving export)
+       -> baseline (latest blessed model, or the version currently served) -> Evaluator (TFMA, blessing)
+       -> ModelReport (HTML/PNG) and AtomicPusher (blessed models only, new version under the serving base path)
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components.atomic_pusher.component import AtomicPusher
+from components.image_embedder.component import ImageEmbedder
+from components.image_example_gen.component import ImageExampleGen
+from components.model_report.component import ModelReport
+from pipelines import configs
+
+BASELINES = ("latest_blessed", "served_model")
+ACCURACY_METRIC = "sparse_categorical_accuracy"
+
+
+def eval_config(accuracy_threshold: float, baseline_tolerance: float = configs.BASELINE_TOLERANCE) -> tfma.EvalConfig:
+    """Blessing: accuracy >= threshold, and >= baseline - tolerance when a baseline exists. The confusion matrix is
+    what the report derives per-class precision and recall from (the class count is only known after ingestion)."""
+    accuracy = tfma.MetricConfig(
+        class_name="SparseCategoricalAccuracy",
+        threshold=tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": accuracy_threshold}),
+            change_threshold=tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -baseline_tolerance}),
+        ),
+    )
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name="classify", label_key="label", prediction_key="scores")],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            accuracy,
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+        ])],
+    )
+
+
+def create_pipeline(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    serving_model_dir: str,
+    data_root: str | None = None,
+    manifest_path: str | None = None,
+    module_handle: str = configs.MODULE_HANDLE,
+    embedding_cache_dir: str | None = None,
+    hyperparameters: dict | None = None,
+    eval_accuracy_threshold: float = configs.EVAL_ACCURACY_THRESHOLD,
+    baseline: str = "latest_blessed",
+    split_ratios: Sequence[int] = configs.SPLIT_RATIOS,
+    report_dir: str | None = None,
+    enable_cache: bool = False,
+    metadata_connection_config=None,
+    beam_pipeline_args: list[str] | None = None,
+) -> tfx.dsl.Pipeline:
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    components = []
+
+    example_gen = ImageExampleGen(input_base=data_root, manifest=manifest_path, split_ratios=tuple(split_ratios))
+    components.append(example_gen)
+
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    components.append(statistics_gen)
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    components.append(schema_gen)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    components.append(example_validator)
+
+    embedder = ImageEmbedder(examples=example_gen.outputs["examples"], module_handle=module_handle,
+                             cache_dir=embedding_cache_dir, batch_size=configs.EMBEDDING_BATCH_SIZE)
+    components.append(embedder)
+
+    trainer = tfx.components.Trainer(
+        run_fn=configs.RUN_FN,
+        examples=embedder.outputs["embedded_examples"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=[configs.EVAL_SPLIT]),
+        custom_config={"module_handle": module_handle, "hyperparameters": dict(hyperparameters or {})},
+    )
+    components.append(trainer)
+
+    if baseline == "latest_blessed":
+        resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        components.append(resolver)
+        baseline_model = resolver.outputs["model"]
+    else:
+        # Open-source KFP cannot run TFX resolver executors: compare against what is actually being served.
+        from components.served_model_baseline.component import ServedModelBaseline
+
+        served = ServedModelBaseline(serving_model_dir=serving_model_dir)
+        components.append(served)
+        baseline_model = served.outputs["baseline_model"]
+
+    evaluator = tfx.components.Evaluator(
+        examples=embedder.outputs["embedded_examples"],
+        example_splits=[configs.TEST_SPLIT],
+        model=trainer.outputs["model"],
+        baseline_model=baseline_model,
+        eval_config=eval_config(eval_accuracy_threshold),
+    )
+    components.append(evaluator)
+
+    report = ModelReport(
+        examples=embedder.outputs["embedded_examples"],
+        model=trainer.outputs["model"],
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        split=configs.TEST_SPLIT,
+        report_dir=report_dir,
+    )
+    components.append(report)
+
+    pusher = AtomicPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
+    )
+    components.append(pusher)
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args,
+    )
