@@ -61,7 +61,8 @@ class ModelServer:
         self.manager = self.core = self.metrics = self.batcher = None
         self._grpc_server = self._rest_server = None
         self._rest_thread = self._config_thread = None
-        self._stopped = threading.Event()
+        self._stopped = threading.Event()  # stop requested: no new work
+        self._finished = threading.Event()  # drained and unloaded
         self._model_config = None
         self._config_text = None
 
@@ -218,6 +219,7 @@ class ModelServer:
         for event in events:
             event.wait(grace + 1)
         self._shutdown_internals()
+        self._finished.set()
 
     def _shutdown_internals(self):
         if self.batcher is not None:
@@ -226,8 +228,8 @@ class ModelServer:
             self.manager.stop()
 
     def wait(self) -> None:
-        """Blocks until stop() is called (from a signal handler or another thread)."""
-        while not self._stopped.wait(0.5):
+        """Blocks until stop() (from a signal handler or another thread) has drained and unloaded everything."""
+        while not self._finished.wait(0.5):
             pass
 
     def __enter__(self):

@@ -1,0 +1,63 @@
+"""The server as a process: bad config exits non-zero with TF Serving's message; SIGTERM drains in-flight requests."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import pytest
+
+from conftest import free_port, write
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _serve(*flags):
+    return subprocess.Popen([sys.executable, "-m", "serving", *flags], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_bad_model_config_is_a_clear_error(tmp_path):
+    config = write(tmp_path / "bad.config", "improperly formatted file")
+    process = _serve(f"--model_config_file={config}", f"--port={free_port()}")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in stderr
+
+
+@pytest.mark.e2e
+def test_sigterm_drains_in_flight_requests(models_dir, tmp_path):
+    from serving.server import wait_for_port
+
+    # A 1.5 s batch timeout keeps a lone request in flight long enough to send SIGTERM meanwhile.
+    batching = write(tmp_path / "batching.config",
+                     "max_batch_size { value: 64 } batch_timeout_micros { value: 1500000 }")
+    grpc_port, rest_port = free_port(), free_port()
+    process = _serve(f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--model_name=half",
+                     f"--model_base_path={models_dir / 'half'}", "--enable_batching",
+                     f"--batching_parameters_file={batching}")
+    try:
+        wait_for_port("localhost", rest_port, timeout_s=120)
+        result = {}
+
+        def call():
+            request = urllib.request.Request(f"http://localhost:{rest_port}/v1/models/half:predict",
+                                             data=json.dumps({"instances": [2.0]}).encode())
+            with urllib.request.urlopen(request, timeout=30) as response:
+                result["status"], result["body"] = response.status, json.loads(response.read())
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        threading.Event().wait(0.5)
+        process.send_signal(signal.SIGTERM)
+        thread.join(timeout=30)
+        assert result == {"status": 200, "body": {"predictions": [3.0]}}
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
