@@ -308,6 +308,46 @@ def test_hub_style_module_without_serving_signature(tmp_path):
     np.testing.assert_allclose(module(tf.ones([2, 224, 224, 3])).numpy()[0], [15, 18, 21, 24, 27])
 
 
+def test_hub_url_downloads_into_the_tfhub_cache_then_works_offline(tmp_path, monkeypatch):
+    """tensorflow_hub's compressed-download protocol against a real local HTTP server: GET
+    <handle>?tf-hub-format=compressed returns a .tar.gz of the SavedModel; the second load needs no server."""
+    import functools
+    import http.server
+    import tarfile
+    import threading
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 96, 96, 3], tf.float32)])
+        def __call__(self, images):
+            return tf.reduce_mean(images, axis=[1, 2]) * 2.0
+
+    model_dir = tmp_path / "doubler"
+    tf.saved_model.save(Doubler(), str(model_dir))
+    site = tmp_path / "site" / "models"
+    site.mkdir(parents=True)
+    with tarfile.open(site / "doubler", "w:gz") as tar:
+        for name in os.listdir(model_dir):
+            tar.add(model_dir / name, arcname=name)
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handle = f"http://127.0.0.1:{server.server_address[1]}/models/doubler"
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "cache"))
+    try:
+        downloaded = load_image_module(handle)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert downloaded.path == loader_module.tfhub_cache_entry(handle)
+    assert (downloaded.input_size, downloaded.feature_dim) == ((96, 96), 3)
+    np.testing.assert_allclose(downloaded(tf.ones([1, 96, 96, 3])).numpy(), [[2.0, 2.0, 2.0]])
+
+    cached = load_image_module(handle)  # the server is gone: served from the cache entry
+    assert cached.path == downloaded.path and cached.identity == downloaded.identity
+
+
 def test_cli_info_and_convert(builtin_module, capsys):
     from pipelines import cli
 
