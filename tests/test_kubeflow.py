@@ -1,10 +1,216 @@
-"""Kubeflow Pipelines v2 variant: the compiled PipelineSpec, `kfp schedule` validation, and the ServedModelBaseline
-component that replaces the resolver the open-source KFP backend cannot run."""
-
+"""Kubeflow Pipelines v2 variant: the compiled PipelineSpec, `kfp schedule` against kfp.Client, and the
+ServedModelBaseline component that replaces the resolver the open-source KFP backend cannot run."""
+import http.server
+import json
 import os
+import threading
 import time
 
 import pytest
+import yaml
+
+IMAGE = "registry.invalid/image-retrain:test"
+PIPELINE_ROOT = "gs://test-bucket/image-retrain"
+BEAM_ARGS = ["--runner=DataflowRunner", "--project=test-project", "--region=europe-west1",
+             "--temp_location=gs://test-bucket/tmp"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """One compile of the real create_pipeline() for the checks below (~5 s)."""
+    from kubeflow.kubeflow_v2_runner import CompileOptions, PvcMount, build_kfp_pipeline, compile_pipeline
+
+    options = CompileOptions(
+        image=IMAGE, pipeline_root=PIPELINE_ROOT, serving_dir="/models", model_name="flowers",
+        data_root="gs://test-bucket/images", beam_args=list(BEAM_ARGS),
+        pvcs=[PvcMount.parse("image-retrain-models:/models")],
+        output=str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml"))
+    path = compile_pipeline(options)
+    return path, options, build_kfp_pipeline(options)
+
+
+def test_compiled_yaml_is_a_pipeline_spec_with_every_component_image_command_and_parameters(compiled):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from kubeflow.kubeflow_v2_runner import CONTAINER_COMMAND
+
+    path, options, pipeline = compiled
+    with open(path) as f:
+        documents = list(yaml.safe_load_all(f))
+    spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())  # unknown fields would raise
+    assert spec.schema_version == "2.0.0"
+    assert spec.pipeline_info.name == "image-retrain-flowers"
+    assert spec.default_pipeline_root == PIPELINE_ROOT
+
+    executors = spec.deployment_spec.fields["executors"].struct_value.fields
+    tasks = spec.root.dag.tasks
+    assert set(tasks) == {c.id for c in pipeline.components}
+    for component in pipeline.components:
+        task = tasks[component.id]
+        executor_label = spec.components[task.component_ref.name].executor_label
+        container = json_format.MessageToDict(executors[executor_label].struct_value)["container"]
+        assert container["image"] == IMAGE
+        assert container["command"] == list(CONTAINER_COMMAND)
+        executor_class = component.executor_spec.executor_class
+        args = container["args"]
+        assert args[args.index("--executor_class_path") + 1] == f"{executor_class.__module__}.{executor_class.__name__}"
+        # Beam arguments reach every step; the embedding stage's Beam work runs on Dataflow with our image.
+        assert args[-len(BEAM_ARGS) - 1:] == BEAM_ARGS + [f"--sdk_container_image={IMAGE}"]
+    # No TFX resolver: the open-source KFP backend has no resolver executors.
+    assert not any("resolver" in json_format.MessageToDict(e.struct_value) for e in executors.values())
+
+    def parameter(task_id, name):
+        value = tasks[task_id].inputs.parameters[name].runtime_value
+        # Schema 2.0.0 (TFX's default) writes the deprecated `constantValue`; 2.1.0 writes `constant`.
+        return value.constant_value.string_value if value.HasField("constant_value") else value.constant.string_value
+
+    assert parameter("ServedModelBaseline", "serving_model_dir") == "/models/flowers"
+    assert parameter("ServedModelBaseline", "when_nothing_served") == "candidate"
+    assert parameter("ImageEmbedder", "cache_dir") == PIPELINE_ROOT + "/embedding_cache"
+    baseline_input = tasks["Evaluator"].inputs.artifacts["baseline_model"].task_output_artifact
+    assert (baseline_input.producer_task, baseline_input.output_artifact_key) == ("ServedModelBaseline",
+                                                                                  "baseline_model")
+    push_destination = json.loads(parameter("AtomicPusher", "push_destination"))
+    assert push_destination["filesystem"]["base_directory"] == "/models/flowers"
+
+    # The second document mounts the serving claim into every step (kfp-kubernetes' PlatformSpec layout).
+    platform = json_format.ParseDict(documents[1], pipeline_spec_pb2.PlatformSpec())
+    k8s = json_format.MessageToDict(platform.platforms["kubernetes"].deployment_spec)["executors"]
+    assert set(k8s) == set(executors)
+    for config in k8s.values():
+        assert config["pvcMount"] == [{"constant": "image-retrain-models", "mountPath": "/models",
+                                       "pvcNameParameter": {"runtimeValue": {"constant": "image-retrain-models"}}}]
+    try:
+        from kfp.kubernetes import kubernetes_executor_config_pb2
+    except ImportError:
+        kubernetes_executor_config_pb2 = None
+    if kubernetes_executor_config_pb2 is not None:
+        for config in k8s.values():
+            json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+
+
+def test_kfp_client_packaging_accepts_the_yaml(compiled):
+    from kfp.client import client as kfp_client
+
+    path, _, _ = compiled
+    doc = kfp_client._extract_pipeline_yaml(path)  # what create_run/create_recurring_run/upload parse packages with
+    assert doc.pipeline_spec.pipeline_info.name == "image-retrain-flowers"
+    assert "kubernetes" in doc.platform_spec.platforms
+    body = doc.to_dict()
+    assert body["pipeline_spec"]["defaultPipelineRoot"] == PIPELINE_ROOT
+
+
+class _FakeKfpApi(http.server.BaseHTTPRequestHandler):
+    """The KFP v2beta1 REST endpoints `kfp schedule` calls, recording request bodies (no KFP cluster here)."""
+
+    requests: list = []
+
+    def _reply(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        type(self).requests.append(("GET", self.path, None))
+        if self.path.startswith("/apis/v2beta1/healthz"):
+            return self._reply({"multi_user": False})
+        return self._reply({})  # experiments list: none yet
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(("POST", self.path, body))
+        if self.path == "/apis/v2beta1/experiments":
+            return self._reply({"experiment_id": "exp-123", "display_name": body["display_name"]})
+        if self.path == "/apis/v2beta1/recurringruns":
+            return self._reply({**body, "recurring_run_id": "rr-456"})
+        self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_kfp_schedule_creates_a_recurring_run_and_prints_its_id(compiled, capsys, tmp_path, monkeypatch):
+    from pipelines.cli import main
+
+    path, _, _ = compiled
+    monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
+    _FakeKfpApi.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfpApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code = main(["kfp", "schedule", "--cron", "0 0 3 * * *", "--host", f"http://127.0.0.1:{server.server_port}",
+                     "--experiment", "nightly", "--package", path])
+    finally:
+        server.shutdown()
+    assert code == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "rr-456"
+    [(_, _, experiment)] = [r for r in _FakeKfpApi.requests if r[0] == "POST" and r[1].endswith("/experiments")]
+    assert experiment["display_name"] == "nightly"
+    [(_, _, job)] = [r for r in _FakeKfpApi.requests if r[0] == "POST" and r[1].endswith("/recurringruns")]
+    assert job["experiment_id"] == "exp-123"
+    assert job["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
+    assert int(job["max_concurrency"]) == 1 and job["no_catchup"] is True and job["mode"] == "ENABLE"
+    assert job["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "image-retrain-flowers"
+
+
+@pytest.mark.parametrize("cron, message", [
+    ("0 3 * * *", "5 fields; Kubeflow Pipelines needs 6"),
+    ("0 0 25 * * *", "hours value 25 is outside 0-23"),
+    ("0 0 3 * * MON-XYZ", "day of week value 'XYZ'"),
+    ("0 0 3 ? * *", None),
+    ("0 */15 9-17 * * MON-FRI", None),
+    ("0 0 3 * ? *", "'?' is only allowed"),
+    ("0 0 3 * * 5-1", "runs backwards"),
+    ("@every 6h", None),
+    ("@sometimes", "unknown descriptor"),
+    ("0 0 3 * * * *", "7 fields"),
+])
+def test_kfp_cron_is_validated_locally(cron, message):
+    from kubeflow.cli import validate_kfp_cron
+
+    if message is None:
+        assert validate_kfp_cron(cron) == cron
+    else:
+        with pytest.raises(ValueError, match=message):
+            validate_kfp_cron(cron)
+
+
+def test_kfp_schedule_rejects_bad_arguments_before_contacting_kfp(capsys, tmp_path):
+    from pipelines.cli import main
+
+    # No --host reachable is needed: every one of these fails before a client is created.
+    assert main(["kfp", "schedule", "--cron", "0 3 * * *", "--package", str(tmp_path / "p.yaml")]) == 2
+    assert "needs 6" in capsys.readouterr().err
+    assert main(["kfp", "schedule", "--cron", "0 0 3 * * *", "--package", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["kfp", "schedule", "--cron", "0 0 3 * * *", "--pipeline-id", "p"]) == 2
+    assert "go together" in capsys.readouterr().err
+
+
+def test_compile_options_are_checked(tmp_path):
+    from kubeflow.kubeflow_v2_runner import CompileOptions, PvcMount, beam_args_for_image
+
+    base = dict(pipeline_root=PIPELINE_ROOT, serving_dir="/models", data_root="gs://b/images")
+    with pytest.raises(ValueError, match="no --pvc is mounted"):
+        CompileOptions(**base).validate()
+    CompileOptions(**base, pvcs=[PvcMount.parse("models:/models")]).validate()
+    with pytest.raises(ValueError, match="object-storage"):
+        CompileOptions(**{**base, "pipeline_root": None}).validate()
+    with pytest.raises(ValueError, match=".yaml"):
+        CompileOptions(**base, pvcs=[PvcMount.parse("models:/models")], output="p.json").validate()
+    for bad in ("models", "Models:/m", "models:relative"):
+        with pytest.raises(ValueError):
+            PvcMount.parse(bad)
+    assert beam_args_for_image(["--runner=FlinkRunner"], "img") == [
+        "--runner=FlinkRunner", "--environment_type=DOCKER", "--environment_config=img"]
+    assert beam_args_for_image(["--runner=DataflowRunner", "--sdk_container_image=mine"], "img") == [
+        "--runner=DataflowRunner", "--sdk_container_image=mine"]
+    assert beam_args_for_image(["--direct_num_workers=0"], "img") == ["--direct_num_workers=0"]
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # ServedModelBaseline under LocalDagRunner, with the real Evaluator and Pusher on a tiny binary classifier.
