@@ -21,6 +21,9 @@ import yaml
 # The image built from the repository's Dockerfile; override with --image for your registry.
 DEFAULT_IMAGE = "image-retrain:latest"
 DEFAULT_OUTPUT = "pipeline.yaml"
+# kubeflow/manifests: the claim TF Serving reads the model base path from, and where everything mounts it.
+SERVING_PVC = "image-retrain-models"
+SERVING_MOUNT_PATH = "/models"
 # TFX's container entrypoint (KubeflowV2DagRunnerConfig's default command), spelled out so the test can check it.
 CONTAINER_COMMAND = ("python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor")
 # In-container Beam default: one process per core of the step's pod.

@@ -1,0 +1,97 @@
+"""kubeflow/manifests: every resource parses into the Kubernetes Python client's models (nothing dropped on the way,
+so a misspelt field fails), and each kustomize overlay builds into a TF Serving setup that matches the pipeline."""
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+MANIFESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kubeflow", "manifests")
+TARGETS = ("base", "overlays/local-pvc", "overlays/gcs")
+MODEL_CLASSES = {
+    ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
+    ("v1", "Service"): "V1Service",
+    ("v1", "ServiceAccount"): "V1ServiceAccount",
+    ("apps/v1", "Deployment"): "V1Deployment",
+}
+
+
+def _to_model(document: dict):
+    """Deserializes with the client's own machinery and checks the round trip is lossless (unknown keys vanish)."""
+    from kubernetes import client
+
+    api = client.ApiClient()
+    model_class = MODEL_CLASSES[(document["apiVersion"], document["kind"])]
+    model = api._ApiClient__deserialize(document, model_class)
+    assert api.sanitize_for_serialization(model) == document, f"fields lost parsing {document['kind']}"
+    return model
+
+
+def _kustomize_command():
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    return None
+
+
+def _build(target: str) -> list:
+    command = _kustomize_command()
+    if command is None:
+        pytest.skip("kustomize is not installed (Debian 12 has no kustomize package; `kubectl kustomize` from a "
+                    "kubectl >= 1.21 or the kustomize release binary both work)")
+    result = subprocess.run(command + [os.path.join(MANIFESTS, target)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_base_resources_parse_into_kubernetes_models():
+    with open(os.path.join(MANIFESTS, "base", "kustomization.yaml")) as f:
+        resources = yaml.safe_load(f)["resources"]
+    kinds = []
+    for name in resources:
+        with open(os.path.join(MANIFESTS, "base", name)) as f:
+            for document in yaml.safe_load_all(f):
+                kinds.append(type(_to_model(document)).__name__)
+    assert sorted(kinds) == ["V1Deployment", "V1PersistentVolumeClaim", "V1Service"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_kustomize_build_gives_tf_serving_on_the_pushed_model_base_path(target):
+    from kubeflow.kubeflow_v2_runner import SERVING_MOUNT_PATH, SERVING_PVC
+    from pipelines import configs
+
+    models = [_to_model(document) for document in _build(target)]
+    [deployment] = [m for m in models if type(m).__name__ == "V1Deployment"]
+    [service] = [m for m in models if type(m).__name__ == "V1Service"]
+    claims = [m for m in models if type(m).__name__ == "V1PersistentVolumeClaim"]
+
+    [container] = deployment.spec.template.spec.containers
+    assert container.image.split(":")[0] == "tensorflow/serving"
+    flags = dict(arg.split("=", 1) for arg in container.args)
+    assert flags["--model_name"] == configs.MODEL_NAME
+    assert (flags["--port"], flags["--rest_api_port"]) == ("8500", "8501")
+    ports = {p.name: p.container_port for p in container.ports}
+    assert ports == {"grpc": 8500, "http": 8501}
+    probe = container.readiness_probe.http_get
+    assert probe.path == f"/v1/models/{configs.MODEL_NAME}" and ports[probe.port] == 8501
+    assert container.liveness_probe is not None and container.resources.requests["memory"]
+    assert {(p.port, p.target_port) for p in service.spec.ports} == {(8500, "grpc"), (8501, "http")}
+    assert service.spec.selector == deployment.spec.selector.match_labels
+
+    if target == "overlays/gcs":
+        assert claims == [] and not deployment.spec.template.spec.volumes
+        assert flags["--model_base_path"].startswith("gs://")
+        assert flags["--model_base_path"].endswith("/" + configs.MODEL_NAME)
+    else:
+        # The claim `image-retrain kfp compile --pvc image-retrain-models:/models` mounts into the Pusher's step.
+        [claim] = claims
+        assert claim.metadata.name == SERVING_PVC
+        [volume] = deployment.spec.template.spec.volumes
+        assert volume.persistent_volume_claim.claim_name == SERVING_PVC
+        [mount] = container.volume_mounts
+        assert mount.name == volume.name and mount.mount_path == SERVING_MOUNT_PATH
+        assert flags["--model_base_path"] == f"{SERVING_MOUNT_PATH}/{configs.MODEL_NAME}"
+        expected_mode = "ReadWriteOnce" if target == "overlays/local-pvc" else "ReadWriteMany"
+        assert claim.spec.access_modes == [expected_mode]
