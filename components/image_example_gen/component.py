@@ -39,13 +39,15 @@ class ImageExampleGen(FileBasedExampleGen):
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, input_base: str | None = None, manifest: str | None = None,
+    def __init__(self, input_base: str | os.PathLike | None = None, manifest: str | os.PathLike | None = None,
                  split_ratios: Sequence[int] = DEFAULT_SPLIT_RATIOS, min_image_side: int = DEFAULT_MIN_SIDE,
                  max_image_pixels: int = DEFAULT_MAX_PIXELS):
         if (input_base is None) == (manifest is None):
             raise ValueError("ImageExampleGen needs exactly one of input_base (a folder-per-class image tree) or "
                              f"manifest (a CSV with path,label columns); got input_base={input_base!r}, "
                              f"manifest={manifest!r}.")
+        input_base = os.fspath(input_base) if input_base is not None else None
+        manifest = os.fspath(manifest) if manifest is not None else None
         split_ratios = tuple(split_ratios)
         if len(split_ratios) != len(SPLIT_NAMES) or not all(
                 isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in split_ratios):
