@@ -78,6 +78,12 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
     server_version = "TensorFlowServingPython"
     server: RestServer
 
+    def setup(self):
+        super().setup()
+        # Headers and body are separate writes; without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per response.
+        import socket
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format, *args):  # access log only at debug level
         log.debug("%s - %s", self.address_string(), format % args)
 
