@@ -400,3 +400,25 @@ def test_kubeflow_mode_publishes_the_candidate_when_nothing_is_served(tmp_path):
     assert _run_executor(tmp_path, str(tmp_path / "empty"), "no_baseline", str(candidate)) == []
     with pytest.raises(ValueError, match="candidate_model"):
         _run_executor(tmp_path, str(tmp_path / "empty"), "candidate")
+
+
+def test_dockerfile_builds_on_tfx_1_21_and_imports_every_executor_the_yaml_names(compiled):
+    """No Docker engine here: check the Dockerfile against what the compiled pipeline needs from the image."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "Dockerfile")) as f:
+        dockerfile = f.read()
+    assert "ARG TFX_IMAGE=tensorflow/tfx:1.21.0" in dockerfile and "FROM ${TFX_IMAGE}" in dockerfile
+    assert "-c requirements.lock ." in dockerfile and "PYTHONPATH=/opt/image-retrain" in dockerfile
+    path, _, _ = compiled
+    with open(path) as f:
+        spec = next(yaml.safe_load_all(f))
+    modules = set()
+    for executor in spec["deploymentSpec"]["executors"].values():
+        args = executor["container"]["args"]
+        modules.add(args[args.index("--executor_class_path") + 1].rsplit(".", 1)[0])
+        modules.add(executor["container"]["command"][-1])
+    own = {m for m in modules if not m.startswith("tfx.")}
+    assert own and all(m in dockerfile for m in own), f"Dockerfile's import check misses {own}"
+    with open(os.path.join(root, ".dockerignore")) as f:
+        ignored = {line.strip().strip("/") for line in f if line.strip() and not line.startswith("#")}
+    assert not ignored & {"components", "pipelines", "models", "requirements.lock", "pyproject.toml"}
