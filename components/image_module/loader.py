@@ -59,6 +59,10 @@ class ImageModule:
     module: Any = field(repr=False)
     _call: Callable = field(repr=False, compare=False, default=None)
 
+    def __post_init__(self):
+        if self._call is None:
+            self._call = _make_call(self.module, self.handle)
+
     def __call__(self, images):
         return self._call(images)
 
