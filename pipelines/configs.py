@@ -20,13 +20,13 @@ EMBEDDING_BATCH_SIZE = 32
 
 # Head training hyperparameters (overridable from the CLI / custom_config).
 HYPERPARAMETERS = {
-    "epochs": 40,
+    "epochs": 100,
     "batch_size": 64,
     "learning_rate": 3e-3,
     "dropout": 0.2,
     "hidden_units": 0,            # 0: dropout + dense softmax only
     "label_smoothing": 0.1,
-    "early_stopping_patience": 5,
+    "early_stopping_patience": 8,
     "augment_copies": 0,          # >0: flipped/cropped/brightened copies per train image, embedded on the fly
     "augment_flip": True,
     "seed": 42,

@@ -107,9 +107,11 @@ def collect_result(options: RunOptions, metadata_path: str) -> RunResult:
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
 
+    from components.model_report.component import ModelReportArtifact
+
     store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
     pushed = _latest(store, "PushedModel")
-    report = _latest(store, "ModelReport")
+    report = _latest(store, ModelReportArtifact.TYPE_NAME)
     embedded = max((a for a in store.get_artifacts_by_type("Examples") if "embeddings_computed" in a.custom_properties),
                    key=lambda a: a.id, default=None)
     ingested = max((a for a in store.get_artifacts_by_type("Examples")

@@ -102,7 +102,7 @@ def create_pipeline(
         # Open-source KFP cannot run TFX resolver executors: compare against what is actually being served.
         from components.served_model_baseline.component import ServedModelBaseline
 
-        served = ServedModelBaseline(serving_model_dir=serving_model_dir)
+        served = ServedModelBaseline(serving_model_dir=serving_model_dir, candidate_model=trainer.outputs["model"])
         components.append(served)
         baseline_model = served.outputs["baseline_model"]
 

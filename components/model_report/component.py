@@ -11,7 +11,7 @@ from components.model_report import executor
 
 class ModelReportArtifact(types.Artifact):
     """A folder with report.html, report.md, confusion_matrix.png, metrics.json and misclassified/*.png."""
-    TYPE_NAME = "ModelReport"
+    TYPE_NAME = "image_retrain.ModelReport"  # KFP v2 wants <namespace>.<Title> for custom types
 
 
 class ModelReportSpec(types.ComponentSpec):

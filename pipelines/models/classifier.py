@@ -124,6 +124,33 @@ def build_head(feature_dim: int, num_classes: int, hp: dict[str, Any]):
     return model
 
 
+class DenseStack(tf.Module):
+    """The trained head's dense layers as plain tf.Variables (dropout is inactive at inference).
+
+    Keras 3 variables captured in a tf.function do not restore under TF1-style SavedModel loaders — the path TF
+    Serving's C++ loader takes ("Resource localhost/scores/bias does not exist") — so the exported graph carries
+    ordinary variables with the trained values instead.
+    """
+
+    def __init__(self, head):
+        import keras
+
+        super().__init__(name="head")
+        self.kernels, self.biases, self._activations = [], [], []
+        for layer in head.layers:
+            if isinstance(layer, keras.layers.Dense):
+                self.kernels.append(tf.Variable(layer.kernel.numpy(), trainable=False, name=f"{layer.name}_kernel"))
+                self.biases.append(tf.Variable(layer.bias.numpy(), trainable=False, name=f"{layer.name}_bias"))
+                self._activations.append(layer.get_config()["activation"])
+
+    def __call__(self, embeddings):
+        x = embeddings
+        for kernel, bias, activation in zip(self.kernels, self.biases, self._activations):
+            x = tf.matmul(x, kernel) + bias
+            x = {"relu": tf.nn.relu, "softmax": tf.nn.softmax, "linear": tf.identity}[activation](x)
+        return x
+
+
 class ImageClassifier(tf.Module):
     """Raw image bytes -> labels and scores: decode + resize + pretrained module + trained head."""
 
@@ -131,13 +158,13 @@ class ImageClassifier(tf.Module):
         super().__init__(name="image_classifier")
         self.image_module = image_module.module      # tracked, so the module's variables are saved
         self._embed = image_module
-        self.head = head
+        self.head = DenseStack(head)
         self.vocabulary = tf.saved_model.Asset(labels_path)   # ships as assets/labels.txt
         self._labels = tf.constant(labels)
         self._input_size = tuple(image_module.input_size)
 
     def _scores(self, image_bytes):
-        return self.head(self._embed(preprocess_batch(image_bytes, self._input_size)), training=False)
+        return self.head(self._embed(preprocess_batch(image_bytes, self._input_size)))
 
     def _classes(self, scores):
         return tf.tile(self._labels[tf.newaxis, :], [tf.shape(scores)[0], 1])

@@ -1,0 +1,117 @@
+"""`make run`: the whole product on data that ships with scikit-learn, offline.
+
+1. Writes scikit-learn's 1,797 handwritten digits as PNG files, one folder per class.
+2. Runs the pipeline (ingest -> embed -> train -> evaluate -> push) with the builtin EfficientNet-Lite0 module.
+3. Starts the model server (`python -m serving`, tensorflow_model_server flags) on the pushed model.
+4. Prints one gRPC and one REST prediction for held-out digits, then stops the server.
+
+A second run on unchanged data computes no embeddings and evaluates against the previous blessed model.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+MODEL_NAME = "digits"
+# Digits are 8x8; upscaled with nearest-neighbour so a stroke stays a stroke after the module's own resize.
+DIGIT_PIXELS = 32
+ACCURACY_TARGET = 0.90
+
+
+def write_digits(root: str) -> int:
+    """Writes the digits once (existing files are kept, so reruns see unchanged data); returns the image count."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for index, (pixels, target) in enumerate(zip(digits.images, digits.target)):
+        path = os.path.join(root, str(target), f"digit_{index:04d}.png")
+        if os.path.exists(path):
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        gray = (255 - pixels * 255.0 / 16.0).clip(0, 255).astype(np.uint8)  # dark ink on white paper
+        Image.fromarray(gray, mode="L").resize((DIGIT_PIXELS, DIGIT_PIXELS), Image.NEAREST).save(path)
+    return len(digits.target)
+
+
+def free_port() -> int:
+    import portpicker
+
+    return portpicker.pick_unused_port()
+
+
+def serve_and_predict(model_base_path: str, images: list[tuple[str, bytes]]) -> None:
+    from serving.client import GrpcClient, RestClient
+
+    grpc_port, rest_port = free_port(), free_port()
+    command = [sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+               f"--model_name={MODEL_NAME}", f"--model_base_path={model_base_path}", "--bind_address=127.0.0.1"]
+    print("\n$ " + " ".join(command[1:]), flush=True)
+    server = subprocess.Popen(command)
+    try:
+        rest = RestClient(f"http://127.0.0.1:{rest_port}")
+        deadline = time.time() + 180
+        while True:
+            try:
+                status = rest.status(MODEL_NAME)
+                break
+            except Exception:
+                if server.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"model server did not come up (exit code {server.poll()})")
+                time.sleep(1)
+        version = status["model_version_status"][0]["version"]
+        print(f"model server up: gRPC 127.0.0.1:{grpc_port}, REST 127.0.0.1:{rest_port}, version {version}")
+
+        (grpc_path, grpc_image), (rest_path, rest_image) = images[0], images[1]
+        grpc_client = GrpcClient(f"127.0.0.1:{grpc_port}")
+        prediction = grpc_client.predict_images(MODEL_NAME, [grpc_image], top_k=3)[0]
+        grpc_client.close()
+        print(f"gRPC Predict  {grpc_path}: {prediction.label}  top-3 "
+              + ", ".join(f"{label}={score:.3f}" for label, score in prediction.top_k))
+        prediction = rest.predict_images(MODEL_NAME, [rest_image], top_k=3)[0]
+        print(f"REST :predict {rest_path}: {prediction.label}  top-3 "
+              + ", ".join(f"{label}={score:.3f}" for label, score in prediction.top_k))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="output")
+    parser.add_argument("--no-serve", action="store_true", help="Stop after the pipeline.")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from pipelines.local_runner import RunOptions, format_result, run_pipeline
+
+    data_dir = os.path.abspath(os.path.join(args.output_dir, "data", "digits"))
+    count = write_digits(data_dir)
+    print(f"digits data set: {count} PNG files in {data_dir}", flush=True)
+    options = RunOptions(data_dir=data_dir, model_name=MODEL_NAME, output_dir=args.output_dir,
+                         accuracy_threshold=ACCURACY_TARGET)
+    started = time.time()
+    result = run_pipeline(options)
+    print(f"\npipeline finished in {time.time() - started:.0f} s")
+    print(format_result(result))
+    if result.accuracy is not None:
+        verdict = "meets" if result.accuracy >= ACCURACY_TARGET else "BELOW"
+        print(f"digits test accuracy {result.accuracy:.4f} {verdict} the {ACCURACY_TARGET:.2f} target")
+    if args.no_serve:
+        return 0
+    if not os.path.isdir(result.serving_model_dir):
+        print("no model has been pushed yet (never blessed): nothing to serve", file=sys.stderr)
+        return 1
+    samples = sorted(os.path.join(data_dir, label, name) for label in ("3", "7")
+                     for name in os.listdir(os.path.join(data_dir, label)))
+    picks = [samples[-1], samples[0]]
+    serve_and_predict(result.serving_model_dir, [(os.path.relpath(p, data_dir), open(p, "rb").read()) for p in picks])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

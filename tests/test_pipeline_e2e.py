@@ -1,0 +1,76 @@
+"""The real pipeline end to end on a small generated image set (LocalDagRunner, SQLite MLMD, builtin module)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from image_fixtures import make_shapes_dataset
+
+pytestmark = pytest.mark.e2e
+
+CLASSIFY_IN_FRESH_PROCESS = r"""
+import io, json, sys
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+items = json.loads(sys.stdin.read())
+images = [open(path, "rb").read() for path, _ in items]
+out = model.signatures["serving_default"](image_bytes=tf.constant(images))
+labels = [label.decode() for label in out["label"].numpy()]
+print(json.dumps({"predicted": labels, "classes": [c.decode() for c in out["classes"].numpy()[0]]}))
+"""
+
+
+def test_pipeline_trains_blesses_pushes_and_reuses_embeddings(tmp_path):
+    from pipelines.local_runner import RunOptions, run_pipeline
+
+    data = tmp_path / "data"
+    make_shapes_dataset(data, n_per_class=20, seed=0)
+    (data / "circle" / "empty.jpg").write_bytes(b"")
+    (data / "square" / "truncated.jpg").write_bytes((data / "square").glob("*.jpg").__next__().read_bytes()[:200])
+    options = RunOptions(data_dir=str(data), model_name="shapes", output_dir=str(tmp_path / "out"),
+                         accuracy_threshold=0.8, hyperparameters={"epochs": 30})
+
+    first = run_pipeline(options)
+    assert first.rejects == 2
+    assert first.embeddings_computed == 60 and first.embeddings_cached == 0
+    assert first.blessed and first.pushed and first.accuracy >= 0.8
+    assert first.baseline_accuracy is None  # nothing blessed before
+    version_dir = Path(first.pushed_path)
+    assert version_dir.parent == Path(options.serving_model_dir) and version_dir.name.isdigit()
+    assert (version_dir / "saved_model.pb").is_file() and (version_dir / "assets" / "labels.txt").is_file()
+    assert not [p for p in version_dir.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+    report = Path(first.report_path)
+    assert report.is_file() and (report.parent / "confusion_matrix.png").stat().st_size > 1000
+    metrics = json.loads((report.parent / "metrics.json").read_text())
+    assert [row["label"] for row in metrics["per_class"]] == ["circle", "square", "triangle"]
+    assert sum(sum(row) for row in metrics["confusion_matrix"]) == metrics["example_count"]
+    rejects = next(Path(tmp_path / "out" / "tfx_pipeline_output").glob("*/ImageExampleGen/examples/*/rejects.csv"))
+    assert "empty.jpg" in rejects.read_text() and "truncated.jpg" in rejects.read_text()
+
+    # The pushed model in a process that never imports the project: raw JPEG/PNG bytes in, labels out.
+    fresh = tmp_path / "fresh"
+    make_shapes_dataset(fresh, n_per_class=10, seed=123)
+    items = [(str(path), path.parent.name) for path in sorted(fresh.glob("*/*"))]
+    result = subprocess.run([sys.executable, "-c", CLASSIFY_IN_FRESH_PROCESS, str(version_dir)],
+                            input=json.dumps(items), capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["classes"] == ["circle", "square", "triangle"]
+    accuracy = sum(p == t for p, (_, t) in zip(output["predicted"], items)) / len(items)
+    assert accuracy >= 0.9, output
+
+    # Unchanged data: no embedding is computed again, and the new model is compared with the blessed one.
+    second = run_pipeline(options)
+    assert second.embeddings_computed == 0 and second.embeddings_cached == 60
+    assert second.baseline_accuracy is not None
+
+    # Three new images: exactly three embeddings computed.
+    make_shapes_dataset(data, n_per_class=1, seed=7, start_index=100)
+    third = run_pipeline(options)
+    assert third.embeddings_computed == 3 and third.embeddings_cached == 60
