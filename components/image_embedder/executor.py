@@ -41,32 +41,37 @@ def _bytes_feature(example: tf.train.Example, name: str) -> bytes:
 class EmbedImages(beam.DoFn):
     """Batch of serialized tf.Examples -> the same examples plus `embedding`, computing only cache misses."""
 
-    def __init__(self, module_handle: str, cache_dir: str | None, show_progress: bool = True):
+    def __init__(self, module_handle: str, module_identity: str, cache_dir: str | None, show_progress: bool = True):
         self._module_handle = module_handle
+        self._module_identity = module_identity
         self._cache_dir = cache_dir
         self._show_progress = show_progress
 
     def setup(self):
-        from components.image_decoding import preprocess_batch
-        from components.image_module import load_image_module
-
-        self._module = load_image_module(self._module_handle)
-        size = self._module.input_size
-        module = self._module
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-        def embed(image_bytes):
-            return module(preprocess_batch(image_bytes, size))
-
-        self._embed = embed
-        self._cache = EmbeddingCache(self._cache_dir, self._module.identity) if self._cache_dir else None
+        self._embed = None  # the module is loaded on the first cache miss: a fully cached run never loads it
+        self._cache = EmbeddingCache(self._cache_dir, self._module_identity) if self._cache_dir else None
         self._progress = None
         if self._show_progress:
             from tqdm import tqdm
 
             self._progress = tqdm(desc="embedding", unit="img", dynamic_ncols=True, mininterval=1.0)
 
+    def _load_module(self):
+        from components.image_decoding import preprocess_batch
+        from components.image_module import load_image_module
+
+        module = load_image_module(self._module_handle)
+        size = module.input_size
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def embed(image_bytes):
+            return module(preprocess_batch(image_bytes, size))
+
+        self._embed = embed
+
     def _embed_or_skip(self, images: list[bytes], paths: list[str]) -> list[np.ndarray | None]:
+        if self._embed is None:
+            self._load_module()
         try:
             return list(self._embed(tf.constant(images)).numpy())
         except tf.errors.InvalidArgumentError:
@@ -81,8 +86,9 @@ class EmbedImages(beam.DoFn):
                     results.append(None)
             return results
 
-    def process(self, batch: list[bytes]) -> Iterable[bytes]:
-        examples = [tf.train.Example.FromString(serialized) for serialized in batch]
+    def process(self, batch: list[tuple[str, bytes]]) -> Iterable[tuple[str, bytes]]:
+        splits = [split for split, _ in batch]
+        examples = [tf.train.Example.FromString(serialized) for _, serialized in batch]
         embeddings: list[np.ndarray | None] = [None] * len(examples)
         missing = []
         for index, example in enumerate(examples):
@@ -107,11 +113,11 @@ class EmbedImages(beam.DoFn):
                     self._cache.put(sha, embedding)
         if self._progress is not None:
             self._progress.update(len(examples))
-        for example, embedding in zip(examples, embeddings):
+        for split, example, embedding in zip(splits, examples, embeddings):
             if embedding is None:
                 continue
             example.features.feature[EMBEDDING_FEATURE].float_list.value[:] = embedding.astype(np.float32).tolist()
-            yield example.SerializeToString()
+            yield split, example.SerializeToString()
 
     def teardown(self):
         if getattr(self, "_progress", None) is not None:
@@ -129,17 +135,35 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         cache_dir = exec_properties.get("cache_dir") or None
         batch_size = int(exec_properties.get("batch_size") or 32)
 
+        # The module's identity (a content hash) is computed once here and keys the cache in every worker.
+        from components.image_module.loader import module_identity, resolve_handle
+
+        identity = module_identity(resolve_handle(module_handle))
         started = time.time()
         with self._make_beam_pipeline() as pipeline:
-            for split in splits:
-                source = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
-                target = os.path.join(artifact_utils.get_split_uri([embedded], split), OUTPUT_FILE_PREFIX)
+            # One embedding transform over all splits, so each worker loads the module once, not once per split.
+            tagged = [
+                pipeline
+                | f"Read[{split}]" >> beam.io.ReadFromTFRecord(
+                    os.path.join(artifact_utils.get_split_uri([examples], split), "*"),
+                    coder=beam.coders.BytesCoder())
+                | f"Tag[{split}]" >> beam.Map(lambda record, split=split: (split, record))
+                for split in splits
+            ]
+            embedded_by_split = (
+                tagged
+                | "Flatten" >> beam.Flatten()
+                | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
+                | "Embed" >> beam.ParDo(EmbedImages(module_handle, identity, cache_dir))
+                | "BySplit" >> beam.Partition(lambda item, count: splits.index(item[0]), len(splits))
+            )
+            for split, records in zip(splits, embedded_by_split):
                 _ = (
-                    pipeline
-                    | f"Read[{split}]" >> beam.io.ReadFromTFRecord(source, coder=beam.coders.BytesCoder())
-                    | f"Batch[{split}]" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-                    | f"Embed[{split}]" >> beam.ParDo(EmbedImages(module_handle, cache_dir))
-                    | f"Write[{split}]" >> beam.io.WriteToTFRecord(target, file_name_suffix=".gz")
+                    records
+                    | f"Untag[{split}]" >> beam.Map(lambda item: item[1])
+                    | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+                        os.path.join(artifact_utils.get_split_uri([embedded], split), OUTPUT_FILE_PREFIX),
+                        file_name_suffix=".gz")
                 )
         result = pipeline.result
         counts = {name: _counter_total(result, name)

@@ -1,0 +1,127 @@
+"""Embedding-stage throughput vs raw in-process batched inference, and stage times of full pipeline runs.
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--images N] [--skip-full-run]
+
+1. Raw: the image module + the shared decode/resize in one tf.function, batch 32, in this process (module already
+   loaded, no I/O): the ceiling for the embedding stage.
+2. Stage: the ImageEmbedder component (Beam DirectRunner, reading and writing TFRecords, no cache) on the same
+   images, in_memory and multi_processing modes; its time includes worker start-up and module loading.
+3. Full runs (digits, cold then warm embedding cache): wall time of every component from ML Metadata.
+Prints a table and the ratio stage/raw (target >= 0.8).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def raw_throughput(files: list[str], batch_size: int = 32) -> float:
+    import tensorflow as tf
+
+    from components.image_decoding import preprocess_batch
+    from components.image_module import load_image_module
+
+    module = load_image_module()
+    images = [open(f, "rb").read() for f in files]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def embed(batch):
+        return module(preprocess_batch(batch, module.input_size))
+
+    embed(tf.constant(images[:batch_size]))  # trace + warm up
+    started = time.perf_counter()
+    for start in range(0, len(images), batch_size):
+        embed(tf.constant(images[start:start + batch_size])).numpy()
+    return len(images) / (time.perf_counter() - started)
+
+
+def stage_throughput(data_dir: str, work_dir: str, beam_args: list[str]) -> tuple[float, float]:
+    """Runs ImageExampleGen -> ImageEmbedder (no cache); returns (images/s of the embedding stage, its seconds)."""
+    from tfx import v1 as tfx
+
+    from components.image_embedder.component import ImageEmbedder
+    from components.image_example_gen.component import ImageExampleGen
+
+    example_gen = ImageExampleGen(input_base=data_dir)
+    embedder = ImageEmbedder(examples=example_gen.outputs["examples"], module_handle="efficientnet_lite0",
+                             cache_dir=None, batch_size=32)
+    pipeline = tfx.dsl.Pipeline(
+        pipeline_name="bench-embed", pipeline_root=os.path.join(work_dir, "root"),
+        components=[example_gen, embedder], beam_pipeline_args=beam_args,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            os.path.join(work_dir, "metadata.db")))
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    counts_file = max(glob.glob(os.path.join(work_dir, "root", "ImageEmbedder", "*", "*", "embedding_counts.json")),
+                      key=os.path.getmtime)
+    counts = json.load(open(counts_file))
+    return counts["embeddings_computed"] / counts["seconds"], counts["seconds"]
+
+
+def stage_times(metadata_path: str) -> list[tuple[str, float]]:
+    from ml_metadata.metadata_store import metadata_store
+    from tfx import v1 as tfx
+
+    store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    executions = sorted(store.get_executions(), key=lambda e: e.id)
+    types = {t.id: t.name for t in store.get_execution_types()}
+    latest_run = executions[-len({e.type_id for e in executions}):]
+    return [(types[e.type_id].rsplit(".", 1)[-1],
+             (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0) for e in latest_run]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1797, help="How many digit images (max 1797).")
+    parser.add_argument("--skip-full-run", action="store_true")
+    args = parser.parse_args()
+
+    from pipelines.demo import write_digits
+
+    work = tempfile.mkdtemp(prefix="bench-pipeline-")
+    data_dir = os.path.join(work, "digits")
+    write_digits(data_dir)
+    files = sorted(glob.glob(os.path.join(data_dir, "*", "*.png")))
+    for extra in files[args.images:]:
+        os.remove(extra)
+    files = files[:args.images]
+    print(f"{len(files)} digit PNGs (32x32) -> EfficientNet-Lite0 at 224x224; {os.cpu_count()} cores")
+
+    raw = raw_throughput(files)
+    print(f"raw in-process batched inference (batch 32):      {raw:7.1f} images/s")
+    rows = []
+    for mode, beam_args in (("in_memory", ["--direct_running_mode=in_memory", "--direct_num_workers=1"]),
+                            ("multi_processing x2", ["--direct_running_mode=multi_processing",
+                                                     "--direct_num_workers=2"])):
+        rate, seconds = stage_throughput(data_dir, os.path.join(work, mode.split()[0]), beam_args)
+        rows.append((mode, rate, seconds))
+        print(f"embedding stage, Beam {mode:<20} {rate:7.1f} images/s ({seconds:.1f} s)  "
+              f"ratio to raw {rate / raw:.2f}")
+
+    if not args.skip_full_run:
+        from pipelines.local_runner import RunOptions, run_pipeline
+
+        options = RunOptions(data_dir=data_dir, model_name="bench", output_dir=os.path.join(work, "full"),
+                             accuracy_threshold=0.5)
+        metadata = os.path.join(options.output_dir, "tfx_metadata", options.pipeline_name, "metadata.db")
+        for label in ("cold cache", "warm cache"):
+            started = time.perf_counter()
+            result = run_pipeline(options)
+            total = time.perf_counter() - started
+            print(f"\nfull run, {label}: {total:.1f} s wall, {result.embeddings_computed} embeddings computed, "
+                  f"test accuracy {result.accuracy:.4f}")
+            for name, seconds in stage_times(metadata):
+                print(f"  {name:<28} {seconds:6.1f} s")
+    print(f"\n(work dir: {work})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
