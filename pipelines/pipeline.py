@@ -2,7 +2,8 @@
 
 ingest (ImageExampleGen) -> StatisticsGen -> SchemaGen -> ExampleValidator
        -> ImageEmbedder (pretrained module, cached embeddings) -> Trainer (Keras head, raw-bytes serving export)
-       -> baseline (latest blessed model, or the version currently served) -> Evaluator (TFMA, blessing)
+       -> baseline (latest blessed model, or the version currently served)
+       -> Evaluator (TFMA, blessing; the baseline is dropped when it was trained on other classes)
        -> ModelReport (HTML/PNG) and AtomicPusher (blessed models only, new version under the serving base path)
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from components.atomic_pusher.component import AtomicPusher
 from components.image_embedder.component import ImageEmbedder
 from components.image_example_gen.component import ImageExampleGen
 from components.model_report.component import ModelReport
+from components.vocabulary_checked_evaluator.component import VocabularyCheckedEvaluator
 from pipelines import configs
 
 BASELINES = ("latest_blessed", "served_model")
@@ -106,7 +108,7 @@ def create_pipeline(
         components.append(served)
         baseline_model = served.outputs["baseline_model"]
 
-    evaluator = tfx.components.Evaluator(
+    evaluator = VocabularyCheckedEvaluator(
         examples=embedder.outputs["embedded_examples"],
         example_splits=[configs.TEST_SPLIT],
         model=trainer.outputs["model"],

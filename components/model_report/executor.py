@@ -154,7 +154,10 @@ def render_markdown(summary: dict) -> str:
              f"- blessed: **{summary['blessed']}**",
              f"- accuracy: **{_fmt(summary['accuracy'])}** on {summary['example_count']} examples",
              f"- baseline accuracy: {_fmt(summary['baseline_accuracy'])}",
-             f"- threshold: {summary.get('threshold', 'n/a')}", "",
+             f"- threshold: {summary.get('threshold', 'n/a')}"]
+    if summary.get("baseline_note"):
+        lines.append(f"- note: {summary['baseline_note']}")
+    lines += ["",
              "| class | support | precision | recall |", "|---|---|---|---|"]
     lines += [f"| {row['label']} | {row['support']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} |"
               for row in summary["per_class"]]
@@ -181,6 +184,7 @@ figure{{display:inline-block;margin:.5em;text-align:center;font-size:.85em}} img
 <h1>Model report ({esc(summary['split'])} split): {verdict}</h1>
 <p>Accuracy <b>{_fmt(summary['accuracy'])}</b> on {summary['example_count']} examples;
 baseline {_fmt(summary['baseline_accuracy'])}; threshold {summary.get('threshold', 'n/a')}.</p>
+{f"<p><i>{esc(summary['baseline_note'])}</i></p>" if summary.get('baseline_note') else ''}
 <h2>Per class</h2><table><tr><th>class</th><th>support</th><th>precision</th><th>recall</th></tr>{rows}</table>
 <h2>Confusion matrix</h2><img src="confusion_matrix.png" alt="confusion matrix">
 <h2>Misclassified ({summary['misclassified_count']} of {summary['example_count']})</h2>{wrong or '<p>none</p>'}
@@ -242,6 +246,7 @@ class Executor(base_executor.BaseExecutor):
             "accuracy": metrics.get(ACCURACY_KEY),
             "baseline_accuracy": baseline_metrics.get(ACCURACY_KEY),
             "threshold": _accuracy_threshold(evaluation.uri),
+            "baseline_note": evaluation.get_string_custom_property("baseline_skipped_reason") or None,
             "example_count": int(metrics.get("example_count", total)),
             "labels": labels,
             "per_class": per_class_precision_recall(matrix, labels),

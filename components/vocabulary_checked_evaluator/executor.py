@@ -1,0 +1,58 @@
+"""TFMA Evaluator that only compares against a baseline trained on the same classes.
+
+Labels are indices into the sorted class list of the data being evaluated, while each model's scores follow its own
+class list. When a class is added that sorts before an existing one, or a class is removed or renamed, the baseline's scores would be
+matched to the wrong classes and its accuracy would be meaningless, so the baseline is dropped: the candidate is then
+blessed on the accuracy threshold alone, and the reason is recorded on the evaluation artifact and logged.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from absl import logging
+from tfx.components.evaluator import executor as tfx_evaluator_executor
+from tfx.dsl.io import fileio
+from tfx.types import standard_component_specs
+from tfx.utils import path_utils
+
+LABELS_ASSET = os.path.join("assets", "labels.txt")
+SKIPPED_PROPERTY = "baseline_skipped_reason"
+
+
+def model_classes(model_uri: str) -> list[str] | None:
+    path = os.path.join(path_utils.serving_model_path(model_uri), LABELS_ASSET)
+    if not fileio.exists(path):
+        return None
+    with fileio.open(path, "r") as f:
+        text = f.read()
+    text = text.decode() if isinstance(text, bytes) else text
+    return [line for line in text.splitlines() if line]
+
+
+def baseline_mismatch(candidate_uri: str, baseline_uri: str) -> str | None:
+    """Why the baseline cannot be compared with the candidate, or None when it can."""
+    candidate, baseline = model_classes(candidate_uri), model_classes(baseline_uri)
+    if candidate is None or baseline is None:
+        return None  # not our exported classifiers: leave TFMA's comparison as configured
+    # New classes that sort after all old ones keep every old index: the baseline's scores still line up.
+    if candidate[:len(baseline)] != baseline:
+        added = sorted(set(candidate) - set(baseline))
+        removed = sorted(set(baseline) - set(candidate))
+        return (f"class list changed (added {added}, removed {removed}, baseline {baseline}, candidate {candidate}): "
+                "baseline comparison skipped, blessing on the accuracy threshold only")
+    return None
+
+
+class Executor(tfx_evaluator_executor.Executor):
+    def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
+        baselines = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY) or []
+        candidates = input_dict.get(standard_component_specs.MODEL_KEY) or []
+        reason = baseline_mismatch(candidates[0].uri, baselines[0].uri) if baselines and candidates else None
+        if reason:
+            logging.warning("Evaluator: %s", reason)
+            print(f"[evaluate] {reason}", flush=True)
+            input_dict = {**input_dict, standard_component_specs.BASELINE_MODEL_KEY: []}
+            for artifact in output_dict.get(standard_component_specs.EVALUATION_KEY, []):
+                artifact.set_string_custom_property(SKIPPED_PROPERTY, reason)
+        super().Do(input_dict, output_dict, exec_properties)
