@@ -193,19 +193,17 @@ baseline {_fmt(summary['baseline_accuracy'])}; threshold {summary.get('threshold
 
 
 def _accuracy_threshold(evaluation_uri: str) -> float | None:
-    """The value threshold the blessing used, from the eval config TFMA stored beside its results."""
-    import tensorflow_model_analysis as tfma
-
-    try:
-        config = tfma.load_eval_config(evaluation_uri) if hasattr(tfma, "load_eval_config") else None
-    except Exception:
-        config = None
-    if config is None:
+    """The value threshold the blessing used, from the eval config TFMA writes beside its results."""
+    path = os.path.join(evaluation_uri, "eval_config.json")
+    if not tf.io.gfile.exists(path):
         return None
-    for metrics_spec in config.metrics_specs:
-        for metric in metrics_spec.metrics:
-            if metric.threshold.value_threshold.HasField("lower_bound"):
-                return metric.threshold.value_threshold.lower_bound.value
+    with tf.io.gfile.GFile(path) as f:
+        config = json.load(f).get("evalConfig", {})
+    for metrics_spec in config.get("metricsSpecs", []):
+        for metric in metrics_spec.get("metrics", []):
+            bound = metric.get("threshold", {}).get("valueThreshold", {}).get("lowerBound")
+            if bound is not None:
+                return float(bound)
     return None
 
 
