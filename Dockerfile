@@ -27,6 +27,7 @@ RUN python -c "import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) 
 RUN python -m pip install --no-cache-dir -c requirements.lock . \
  && python -c "import components.served_model_baseline.executor, components.image_embedder.executor, \
 components.image_example_gen.executor, components.atomic_pusher.executor, components.model_report.executor, \
+components.vocabulary_checked_evaluator.executor, \
 pipelines.pipeline, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
 ENV PYTHONPATH=/opt/image-retrain \

@@ -114,7 +114,7 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
         eval_config=eval_config(eval_accuracy_threshold),
-    )
+    ).with_id("Evaluator")  # the standard component's id: same task and MLMD names as a stock Evaluator
     components.append(evaluator)
 
     report = ModelReport(
