@@ -29,6 +29,9 @@ HYPERPARAMETERS = {
     "early_stopping_patience": 8,
     "augment_copies": 0,          # >0: flipped/cropped/brightened copies per train image, embedded on the fly
     "augment_flip": True,
+    "fine_tune_variables": 0,     # >0: also train the module's top N variables end to end on images (slow on CPU)
+    "fine_tune_epochs": 3,
+    "fine_tune_learning_rate": 1e-3,
     "seed": 42,
 }
 

@@ -196,9 +196,14 @@ class EfficientNetLiteModule(tf.Module):
         self.classifier_kernel = tf.Variable(fc_weight.T.astype(np.float32), name="classifier_kernel")
         self.classifier_bias = tf.Variable(fc_bias.astype(np.float32), name="classifier_bias")
         reader.check_all_used()
-        weights = list(self._flatten(predicate=lambda v: isinstance(v, tf.Variable), expand_composites=True))
-        self.variables = weights
-        self.trainable_variables = list(weights)
+        # Forward order (stem first, feature head last), as Keras-built TF Hub modules list theirs: "fine-tune the
+        # top N variables" then means the layers nearest the features. The ImageNet classifier is not part of the
+        # feature vector, so it is not trainable here.
+        layers = [self.stem] + [conv for block in self.blocks
+                                for conv in (block.expand, block.depthwise, block.project) if conv is not None]
+        feature_weights = [v for layer in layers + [self.head] for v in (layer.kernel, layer.bias)]
+        self.variables = feature_weights + [self.classifier_kernel, self.classifier_bias]
+        self.trainable_variables = list(feature_weights)
         self.regularization_losses = []
 
     def _features(self, images):

@@ -75,35 +75,92 @@ def load_embeddings(file_patterns: list[str], feature_dim: int) -> tuple[np.ndar
     return np.concatenate(embeddings), np.concatenate(labels)
 
 
+def augment(image_bytes, size: tuple[int, int], generator: tf.random.Generator, flip: bool):
+    """Random crop (80-100% of each side), optional left-right flip and brightness jitter, then the usual resize."""
+    image = tf.image.convert_image_dtype(decode_rgb(image_bytes), tf.float32)
+    crop = tf.cast(tf.cast(tf.shape(image)[:2], tf.float32) * generator.uniform([], 0.8, 1.0), tf.int32)
+    image = tf.image.stateless_random_crop(image, [crop[0], crop[1], 3], seed=generator.make_seeds(1)[:, 0])
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=generator.make_seeds(1)[:, 0])
+    image = tf.image.stateless_random_brightness(image, 0.2, seed=generator.make_seeds(1)[:, 0])
+    return tf.image.resize(tf.clip_by_value(image, 0.0, 1.0), size, antialias=True)
+
+
+def image_dataset(file_patterns: list[str]) -> tf.data.Dataset:
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    return tf.data.TFRecordDataset(_files(file_patterns), compression_type="GZIP").map(
+        lambda record: tf.io.parse_single_example(record, spec))
+
+
 def augmented_embeddings(file_patterns: list[str], image_module, copies: int, flip: bool,
                          seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`copies` randomly flipped/cropped/brightened versions of every training image, embedded now (never cached:
     each copy is new)."""
-    spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
-    size = image_module.input_size
     generator = tf.random.Generator.from_seed(seed)
-
-    def augment(image_bytes):
-        image = tf.image.convert_image_dtype(decode_rgb(image_bytes), tf.float32)
-        shape = tf.shape(image)
-        scale = generator.uniform([], 0.8, 1.0)
-        crop = tf.cast(tf.cast(shape[:2], tf.float32) * scale, tf.int32)
-        image = tf.image.stateless_random_crop(image, [crop[0], crop[1], 3], seed=generator.make_seeds(1)[:, 0])
-        if flip:
-            image = tf.image.stateless_random_flip_left_right(image, seed=generator.make_seeds(1)[:, 0])
-        image = tf.clip_by_value(tf.image.stateless_random_brightness(
-            image, 0.2, seed=generator.make_seeds(1)[:, 0]), 0.0, 1.0)
-        return tf.image.resize(image, size, antialias=True)
-
     embeddings, labels = [], []
-    dataset = tf.data.TFRecordDataset(_files(file_patterns), compression_type="GZIP").map(
-        lambda record: tf.io.parse_single_example(record, spec))
     for _ in range(copies):
-        for batch in dataset.batch(32):
-            images = tf.stack([augment(b) for b in tf.unstack(batch[IMAGE_KEY])])
+        for batch in image_dataset(file_patterns).batch(32):
+            images = tf.stack([augment(b, image_module.input_size, generator, flip)
+                               for b in tf.unstack(batch[IMAGE_KEY])])
             embeddings.append(image_module(images).numpy())
             labels.append(batch[LABEL_KEY].numpy())
     return np.concatenate(embeddings), np.concatenate(labels)
+
+
+def fine_tune(image_module, head, train_files: list[str], eval_files: list[str], num_classes: int,
+              hp: dict[str, Any]) -> dict[str, Any]:
+    """Trains the module's top `fine_tune_variables` variables together with the head, end to end on images
+    (SGD with momentum, small learning rate), keeping the weights of the epoch with the best eval accuracy."""
+    import keras
+
+    module_variables = list(image_module.module.trainable_variables)
+    count = min(hp["fine_tune_variables"], len(module_variables))
+    variables = module_variables[-count:] + list(head.trainable_variables)
+    velocities = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in variables]
+    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=hp["label_smoothing"])
+    learning_rate, size = hp["fine_tune_learning_rate"], image_module.input_size
+    generator = tf.random.Generator.from_seed(hp["seed"])
+
+    def training_images(image_bytes):
+        if hp["augment_copies"] > 0:
+            return tf.stack([augment(b, size, generator, hp["augment_flip"]) for b in tf.unstack(image_bytes)])
+        return preprocess_batch(image_bytes, size)
+
+    @tf.function
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(tf.one_hot(labels, num_classes), head(image_module(images), training=True))
+        for gradient, variable, velocity in zip(tape.gradient(loss, variables), variables, velocities):
+            velocity.assign(0.9 * velocity + gradient)
+            variable.assign_sub(learning_rate * velocity)
+        return loss
+
+    @tf.function
+    def predict(image_bytes):
+        return tf.argmax(head(image_module(preprocess_batch(image_bytes, size)), training=False), axis=1)
+
+    def eval_accuracy() -> float:
+        correct = total = 0
+        for batch in image_dataset(eval_files).batch(64):
+            correct += int(tf.reduce_sum(tf.cast(predict(batch[IMAGE_KEY]) == batch[LABEL_KEY], tf.int32)))
+            total += int(tf.size(batch[LABEL_KEY]))
+        return correct / max(total, 1)
+
+    initial_accuracy = eval_accuracy()
+    best_accuracy, best_values, history = initial_accuracy, [v.numpy() for v in variables], []
+    for epoch in range(hp["fine_tune_epochs"]):
+        losses = [float(step(training_images(batch[IMAGE_KEY]), batch[LABEL_KEY]))
+                  for batch in image_dataset(train_files).shuffle(2048, seed=hp["seed"] + epoch)
+                  .batch(hp["batch_size"])]
+        accuracy = eval_accuracy()
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "eval_accuracy": accuracy})
+        logger.info("fine-tuning epoch %d: loss %.4f, eval accuracy %.4f", epoch + 1, np.mean(losses), accuracy)
+        if accuracy > best_accuracy:
+            best_accuracy, best_values = accuracy, [v.numpy() for v in variables]
+    for variable, value in zip(variables, best_values):
+        variable.assign(value)
+    return {"variables": count, "initial_eval_accuracy": initial_accuracy, "best_eval_accuracy": best_accuracy,
+            "epochs": history}
 
 
 def build_head(feature_dim: int, num_classes: int, hp: dict[str, Any]):
@@ -229,8 +286,11 @@ def run_fn(fn_args) -> None:
         validation_data=(x_eval, keras.utils.to_categorical(y_eval, num_classes)),
         epochs=hp["epochs"], batch_size=hp["batch_size"], shuffle=True, callbacks=callbacks, verbose=2,
     )
+    fine_tuning = None
+    if hp["fine_tune_variables"] > 0:
+        fine_tuning = fine_tune(image_module, head, fn_args.train_files, fn_args.eval_files, num_classes, hp)
     export_serving_model(image_module, head, labels, fn_args.serving_model_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training_summary.json"), "w") as f:
         json.dump({"hyperparameters": hp, "module_handle": module_handle, "labels": labels,
-                   "epochs_run": len(history.history["loss"]),
+                   "epochs_run": len(history.history["loss"]), "fine_tuning": fine_tuning,
                    "final": {k: float(v[-1]) for k, v in history.history.items()}}, f, indent=2)
