@@ -2,10 +2,15 @@
 in-process calls of the same signature and a Flask-per-request server like the seeds'; plus the server's RSS.
 
     .venv/bin/python benchmarks/bench_serving.py                      # on a small fixture classifier
-    .venv/bin/python benchmarks/bench_serving.py --model_base_path /path/to/pushed/model --requests 300
+    .venv/bin/python benchmarks/bench_serving.py --model_base_path /path/to/pushed/model --image chelsea
 
 The server runs as its own process (`python -m serving --enable_batching`), so client and server do not share a GIL;
-the in-process baseline loads the same SavedModel version into this process and calls the signature directly.
+the in-process rows load the same SavedModel version into this process and call the signature directly:
+  in-process c=N      N threads, one image per call (the latency baseline, and what N clients get unbatched);
+  in-process b=BxT    T threads (= the server's num_batch_threads), B images per call: the throughput ceiling that
+                      the server's batching aims at (same work, no transport, no batch formation).
+Every row is repeated --rounds times, interleaved; rows show their median round and ratios are taken per round (rows
+measured side by side), then the median. The machine is shared, so single rounds catch other jobs' bursts.
 Flask comes from the optional `bench` extra.
 """
 from __future__ import annotations
@@ -25,6 +30,7 @@ import tempfile
 import threading
 import time
 
+METRICS_PATH = "/monitoring/prometheus/metrics"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -52,62 +58,102 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory (VmRSS) or its peak (VmHWM) of a process, in MiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def test_image(size: int) -> bytes:
+def test_image(kind: str, size: int) -> tuple[bytes, str]:
+    """The request payload and a description of it.
+
+    random: noise JPEG of size x size (worst case for JPEG size); chelsea / coffee: scikit-image's photos as JPEG,
+    resized to size x size (0 keeps the native 451x300 / 600x400); digit: a 32x32 grayscale PNG like the demo's
+    digits (scikit-learn's 8x8 digit scaled up); anything else is read as an image file and sent unchanged.
+    """
     import numpy as np
     from PIL import Image
-    rng = np.random.default_rng(0)
-    pixels = (rng.random((size, size, 3)) * 255).astype("uint8")
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+
+    def encode(pixels, image_format, **save_args):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format=image_format, **save_args)
+        return buffer.getvalue()
+
+    if kind == "random":
+        pixels = (np.random.default_rng(0).random((size, size, 3)) * 255).astype("uint8")
+        return encode(pixels, "JPEG", quality=90), f"random noise JPEG {size}x{size}"
+    if kind in ("chelsea", "coffee"):
+        import skimage.data
+        photo = Image.fromarray(getattr(skimage.data, kind)())
+        if size:
+            photo = photo.resize((size, size), Image.BILINEAR)
+        return encode(np.asarray(photo), "JPEG", quality=90), f"{kind} JPEG {photo.width}x{photo.height}"
+    if kind == "digit":
+        from sklearn.datasets import load_digits
+        gray = (255 - load_digits().images[0] * 255.0 / 16.0).clip(0, 255).astype(np.uint8)
+        digit = Image.fromarray(gray, mode="L").resize((32, 32), Image.NEAREST)
+        return encode(np.asarray(digit), "PNG"), "digit PNG 32x32 grayscale"
+    with open(kind, "rb") as f:
+        return f.read(), kind
 
 
-def measure(call_factory, concurrency: int, requests: int) -> dict:
-    """Runs `requests` calls split over `concurrency` threads (each with its own call from call_factory)."""
+def measure(call_factory, concurrency: int, requests: int, images_per_call: int = 1) -> dict:
+    """Runs `requests` calls split over `concurrency` threads (each with its own call from call_factory).
+
+    Latency is per call; throughput ("rps") counts images, i.e. calls x images_per_call per second."""
     per_thread = max(1, requests // concurrency)
     latencies: list[float] = []
     lock = threading.Lock()
     start_barrier = threading.Barrier(concurrency + 1)
 
+    errors: list[BaseException] = []
+
     def worker():
-        call = call_factory()
-        call()  # warm connection / callable
-        start_barrier.wait()
-        mine = []
-        for _ in range(per_thread):
-            t0 = time.perf_counter()
-            call()
-            mine.append(time.perf_counter() - t0)
-        with lock:
-            latencies.extend(mine)
+        try:
+            call = call_factory()
+            call()  # warm connection / callable
+            start_barrier.wait()
+            mine = []
+            for _ in range(per_thread):
+                t0 = time.perf_counter()
+                call()
+                mine.append(time.perf_counter() - t0)
+            with lock:
+                latencies.extend(mine)
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as error:  # reported by the caller instead of a silently shorter run
+            errors.append(error)
+            start_barrier.abort()
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
-    start_barrier.wait()
+    try:
+        start_barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
     started = time.perf_counter()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} client thread(s) failed") from errors[0]
     latencies.sort()
     return {"p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-            "rps": len(latencies) / elapsed}
+            "rps": len(latencies) * images_per_call / elapsed, "images": len(latencies) * images_per_call}
 
 
 def wait_for(port: int, process, timeout_s=180):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+            with open(process.log_path, errors="replace") as log:
+                raise RuntimeError(f"server exited with {process.returncode}: {log.read()[-2000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -116,14 +162,48 @@ def wait_for(port: int, process, timeout_s=180):
     raise TimeoutError(f"port {port} did not open")
 
 
+def batch_counts(rest_port: int) -> tuple[float, float]:
+    """(sum, count) of the server's processed_batch_size histogram, read from its Prometheus page."""
+    connection = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=30)
+    connection.request("GET", METRICS_PATH)
+    text = connection.getresponse().read().decode()
+    connection.close()
+    values = {}
+    for line in text.splitlines():
+        for field in ("sum", "count"):
+            if line.startswith(f":tensorflow:serving:batching_session:processed_batch_size_{field} "):
+                values[field] = float(line.split()[1])
+    return values.get("sum", 0.0), values.get("count", 0.0)
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """The round with the median throughput (the machine is shared: single rounds catch other jobs' bursts)."""
+    return sorted(rounds, key=lambda row: row["rps"])[(len(rounds) - 1) // 2]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_base_path", help="model dir with numeric versions (default: a fixture classifier)")
     parser.add_argument("--model_name", default="classifier")
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="repeat every row, interleaved; rows report their median round")
     parser.add_argument("--concurrency", default="1,16")
-    parser.add_argument("--image_size", type=int, default=224, help="side of the random JPEG sent")
+    parser.add_argument("--image", default="random",
+                        help="request image: random | chelsea | coffee | digit | path to an image file")
+    parser.add_argument("--image_size", type=int, default=224,
+                        help="side of the random / chelsea / coffee JPEG (0: the photo's native size)")
     parser.add_argument("--max_batch_size", type=int, default=16)
+    parser.add_argument("--batch_timeout_micros", type=int, default=0)
+    parser.add_argument("--num_batch_threads", type=int, default=os.cpu_count() or 1,
+                        help="server batch threads, and callers of the batched in-process row (default: CPUs)")
     parser.add_argument("--skip_flask", action="store_true")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
@@ -138,21 +218,47 @@ def main() -> int:
     base_path = os.path.abspath(base_path)
     version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
     version_dir = os.path.join(base_path, str(version))
-    image = test_image(args.image_size)
-    print(f"model {version_dir}; image {len(image)} bytes JPEG {args.image_size}px; "
-          f"{args.requests} requests per row; {os.cpu_count()} CPUs")
+    image, image_description = test_image(args.image, args.image_size)
+    print(f"model {version_dir}; image: {image_description}, {len(image)} bytes; "
+          f"{args.requests} requests per row, median of {args.rounds} rounds; {os.cpu_count()} CPUs")
 
     batching_file = os.path.join(tmp, "batching.config")
     with open(batching_file, "w") as f:
-        f.write(f"max_batch_size {{ value: {args.max_batch_size} }}\nbatch_timeout_micros {{ value: 0 }}\n"
-                f"num_batch_threads {{ value: {os.cpu_count() or 1} }}\nmax_enqueued_batches {{ value: 1000 }}\n")
+        f.write(f"max_batch_size {{ value: {args.max_batch_size} }}\n"
+                f"batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n"
+                f"num_batch_threads {{ value: {args.num_batch_threads} }}\nmax_enqueued_batches {{ value: 1000 }}\n")
+    monitoring_file = os.path.join(tmp, "monitoring.config")
+    with open(monitoring_file, "w") as f:
+        f.write(f'prometheus_config {{ enable: true, path: "{METRICS_PATH}" }}\n')
     grpc_port, rest_port = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
          f"--model_name={args.model_name}", f"--model_base_path={base_path}", "--enable_batching",
-         f"--batching_parameters_file={batching_file}", "--bind_address=127.0.0.1", "--log_level=WARNING"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    results: dict[str, dict] = {}
+         f"--batching_parameters_file={batching_file}", f"--monitoring_config_file={monitoring_file}",
+         "--bind_address=127.0.0.1", "--log_level=WARNING"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "server.log"), "w"))
+    server.log_path = os.path.join(tmp, "server.log")
+    rounds: dict[str, list[dict]] = {}
+
+    def record(name, row):
+        rounds.setdefault(name, []).append(row)
+
+    def in_process_row(name, call_factory, concurrency, requests, images_per_call=1):
+        cpu_before = cpu_seconds(os.getpid())
+        row = measure(call_factory, concurrency, requests, images_per_call)
+        row["cpu_ms"] = 1000 * (cpu_seconds(os.getpid()) - cpu_before) / row["images"]
+        record(name, row)
+
+    def server_row(name, call_factory, concurrency):
+        sum_before, count_before = batch_counts(rest_port)
+        cpu_before, client_cpu_before = cpu_seconds(server.pid), cpu_seconds(os.getpid())
+        row = measure(call_factory, concurrency, args.requests)
+        row["cpu_ms"] = 1000 * (cpu_seconds(server.pid) - cpu_before) / row["images"]
+        row["client_cpu_ms"] = 1000 * (cpu_seconds(os.getpid()) - client_cpu_before) / row["images"]
+        sum_after, count_after = batch_counts(rest_port)
+        row["mean_batch"] = (sum_after - sum_before) / max(1.0, count_after - count_before)
+        record(name, row)
+
     try:
         wait_for(rest_port, server)
         rss_loaded = rss_mib(server.pid)
@@ -164,10 +270,11 @@ def main() -> int:
         signature = loaded.signatures["serving_default"]
         input_name = next(iter(signature.inputs))
         outputs = sorted(signature.outputs)
-        batch = np.array([image], dtype=object)
+        single = np.array([image], dtype=object)
+        batched = np.array([image] * args.max_batch_size, dtype=object)
 
-        def in_process():
-            return lambda: loaded.run("serving_default", {input_name: batch}, outputs)
+        def in_process(inputs=single):
+            return lambda: loaded.run("serving_default", {input_name: inputs}, outputs)
 
         # ---- gRPC: official stubs, one channel per client thread
         import grpc
@@ -198,11 +305,18 @@ def main() -> int:
                     raise RuntimeError(f"HTTP {response.status}: {data[:300]!r}")
             return call
 
-        for c in concurrencies:
-            results[f"in-process c={c}"] = measure(in_process, c, args.requests)
-            results[f"gRPC c={c}"] = measure(grpc_call, c, args.requests)
-            results[f"REST c={c}"] = measure(rest_call, c, args.requests)
-        rss_after = rss_mib(server.pid)
+        # The batched in-process row is the throughput ceiling the server's batching aims at: num_batch_threads
+        # callers each running whole batches of max_batch_size images, no transport, no batch formation.
+        batched_row = f"in-process b={args.max_batch_size}x{args.num_batch_threads}"
+        batched_calls = max(10 * args.num_batch_threads, args.requests // args.max_batch_size)
+        for _ in range(args.rounds):
+            in_process_row(batched_row, lambda: in_process(batched), args.num_batch_threads, batched_calls,
+                           args.max_batch_size)
+            for c in concurrencies:
+                in_process_row(f"in-process c={c}", in_process, c, args.requests)
+                server_row(f"gRPC c={c}", grpc_call, c)
+                server_row(f"REST c={c}", rest_call, c)
+        rss_after, rss_peak = rss_mib(server.pid), rss_mib(server.pid, "VmHWM")
         loaded.unload()
     finally:
         server.terminate()
@@ -214,33 +328,52 @@ def main() -> int:
         with open(app_file, "w") as f:
             f.write(FLASK_APP)
         flask = subprocess.Popen([sys.executable, app_file, version_dir, str(flask_port)], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)
+                                 stderr=open(os.path.join(tmp, "flask.log"), "w"))
+        flask.log_path = os.path.join(tmp, "flask.log")  # a pipe nobody reads would fill up with the access log
         try:
             wait_for(flask_port, flask)
             flask_body = json.dumps({"image": base64.b64encode(image).decode()}).encode()
-            for c in concurrencies:
-                results[f"Flask c={c}"] = measure(
-                    lambda: rest_call(flask_port, "/predict", flask_body), c, args.requests)
+            for _ in range(args.rounds):
+                for c in concurrencies:
+                    record(f"Flask c={c}", measure(lambda: rest_call(flask_port, "/predict", flask_body), c,
+                                                   args.requests))
         finally:
             flask.terminate()
             flask.wait(timeout=60)
 
-    print(f"\n{'':18}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
+    results = {name: median_round(rows) for name, rows in rounds.items()}
+
+    def ratio(name, base_name):  # per round (rows measured side by side), then the median over rounds
+        return statistics.median(a["rps"] / b["rps"] for a, b in zip(rounds[name], rounds[base_name]))
+
+    def p50_overhead(name, base_name):
+        return statistics.median(a["p50_ms"] - b["p50_ms"] for a, b in zip(rounds[name], rounds[base_name]))
+
+    print(f"\n{'':20}{'p50 ms':>9}{'p99 ms':>9}{'img/s':>9}{'cpu ms':>8}{'client':>8}{'batch':>7}")
     for name, row in results.items():
-        print(f"{name:18}{row['p50_ms']:9.2f}{row['p99_ms']:9.2f}{row['rps']:9.1f}")
-    print("\nratios (targets in brackets)")
+        cpu = f"{row['cpu_ms']:8.2f}" if "cpu_ms" in row else f"{'':8}"
+        client = f"{row['client_cpu_ms']:8.2f}" if "client_cpu_ms" in row else f"{'':8}"
+        batch = f"{row['mean_batch']:7.1f}" if "mean_batch" in row else ""
+        print(f"{name:20}{row['p50_ms']:9.2f}{row['p99_ms']:9.2f}{row['rps']:9.1f}{cpu}{client}{batch}")
+    print("(median round of each row; latency per call; img/s = images per second; cpu ms = CPU per image of the "
+          "process doing the work: this one in-process, the server otherwise; client = CPU per image of the load "
+          "generator (this process) on the same cores; batch = mean batch the server ran)")
+    print("\nratios: per round, median over rounds (targets in brackets)")
     for c in concurrencies:
-        base = results[f"in-process c={c}"]
+        base = f"in-process c={c}"
         for transport in ("gRPC", "REST"):
-            row = results[f"{transport} c={c}"]
-            print(f"  c={c:<3} {transport:5} p50 overhead {row['p50_ms'] - base['p50_ms']:+.2f} ms [<= 2 ms]   "
-                  f"throughput {row['rps'] / base['rps']:.2f}x in-process "
-                  f"[{'>= 0.8x' if transport == 'gRPC' else '>= 0.7x'} with batching]")
-        if f"Flask c={c}" in results:
-            flask_rps = results[f"Flask c={c}"]["rps"]
-            print(f"  c={c:<3} REST vs Flask throughput {results[f'REST c={c}']['rps'] / flask_rps:.2f}x, "
-                  f"gRPC vs Flask {results[f'gRPC c={c}']['rps'] / flask_rps:.2f}x [>= 3x]")
-    print(f"\nserver RSS: {rss_loaded:.0f} MiB after load, {rss_after:.0f} MiB after the run [<= 1024 MiB]")
+            name = f"{transport} c={c}"
+            line = (f"  c={c:<3} {transport:5} p50 overhead {p50_overhead(name, base):+6.2f} ms vs {base}"
+                    f"{' [<= 2 ms]' if c == 1 else ''}; throughput {ratio(name, base):.2f}x {base}")
+            if c > 1:
+                target = ">= 0.8x" if transport == "gRPC" else ">= 0.7x"
+                line += f", {ratio(name, batched_row):.2f}x {batched_row} [{target}]"
+            print(line)
+        if f"Flask c={c}" in rounds:
+            print(f"  c={c:<3} REST vs Flask throughput {ratio(f'REST c={c}', f'Flask c={c}'):.2f}x, "
+                  f"gRPC vs Flask {ratio(f'gRPC c={c}', f'Flask c={c}'):.2f}x [>= 3x]")
+    print(f"\nserver RSS: {rss_loaded:.0f} MiB after load, {rss_after:.0f} MiB after the run, peak {rss_peak:.0f} MiB "
+          "[<= 1024 MiB]")
     return 0
 
 

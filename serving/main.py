@@ -79,6 +79,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log_level", default="INFO", help="Python logging level (default INFO)")
 
 
+def import_tensorflow_without_keras() -> None:
+    """Imports TensorFlow for a server process without the Keras that `import tensorflow` loads eagerly.
+
+    TensorFlow's __init__ imports keras.src.optimizers, and with it Keras, scikit-learn, pandas, pyarrow, ... (about
+    200 MiB of RSS), only to register optimizers for restoring Keras objects. The server runs SavedModel graphs in a
+    Session and never touches Keras, so the import is blocked while TensorFlow loads (TF skips it on ImportError);
+    afterwards `import keras` works as usual. No-op if TensorFlow is already imported.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    blocked = [name for name in ("keras", "tf_keras") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # makes `import keras` raise ImportError
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
+
+
 def options_from_args(args):
     from serving.server import ServerOptions
     fields = {f.name for f in dataclasses.fields(ServerOptions)}
@@ -98,6 +119,7 @@ def main(args) -> int:
     from serving.errors import ConfigError, ServingError
     from serving.server import ModelServer
 
+    import_tensorflow_without_keras()
     server = ModelServer(options_from_args(args))
     try:
         server.start()
