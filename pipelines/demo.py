@@ -68,13 +68,12 @@ def serve_and_predict(model_base_path: str, images: list[tuple[str, bytes]]) -> 
 
         (grpc_path, grpc_image), (rest_path, rest_image) = images[0], images[1]
         grpc_client = GrpcClient(f"127.0.0.1:{grpc_port}")
-        prediction = grpc_client.predict_images(MODEL_NAME, [grpc_image], top_k=3)[0]
+        predictions = [("gRPC Predict ", grpc_path, grpc_client.predict_images(MODEL_NAME, [grpc_image], top_k=3)[0]),
+                       ("REST :predict", rest_path, rest.predict_images(MODEL_NAME, [rest_image], top_k=3)[0])]
         grpc_client.close()
-        print(f"gRPC Predict  {grpc_path}: {prediction.label}  top-3 "
-              + ", ".join(f"{label}={score:.3f}" for label, score in prediction.top_k))
-        prediction = rest.predict_images(MODEL_NAME, [rest_image], top_k=3)[0]
-        print(f"REST :predict {rest_path}: {prediction.label}  top-3 "
-              + ", ".join(f"{label}={score:.3f}" for label, score in prediction.top_k))
+        for api, path, prediction in predictions:
+            print(f"{api} {path} (true label {path.split('/')[0]}): {prediction.label}   top-3 "
+                  + ", ".join(f"{label}={score:.3f}" for label, score in prediction.top_k))
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -106,11 +105,26 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(result.serving_model_dir):
         print("no model has been pushed yet (never blessed): nothing to serve", file=sys.stderr)
         return 1
-    samples = sorted(os.path.join(data_dir, label, name) for label in ("3", "7")
-                     for name in os.listdir(os.path.join(data_dir, label)))
-    picks = [samples[-1], samples[0]]
-    serve_and_predict(result.serving_model_dir, [(os.path.relpath(p, data_dir), open(p, "rb").read()) for p in picks])
+    serve_and_predict(result.serving_model_dir, held_out_images(options, count=2))
     return 0
+
+
+def held_out_images(options, count: int) -> list[tuple[str, bytes]]:
+    """The first images of this run's test split (never trained on): (path relative to the data dir, bytes)."""
+    import glob
+
+    import tensorflow as tf
+
+    pattern = options.path("tfx_pipeline_output", options.pipeline_name, "ImageExampleGen", "examples", "*",
+                           "Split-test", "*")
+    newest_run = max(glob.glob(os.path.dirname(os.path.dirname(pattern))), key=lambda p: int(os.path.basename(p)))
+    files = sorted(glob.glob(os.path.join(newest_run, "Split-test", "*")))
+    picked = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count):
+        example = tf.train.Example.FromString(record.numpy())
+        feature = example.features.feature
+        picked.append((feature["path"].bytes_list.value[0].decode(), feature["image_raw"].bytes_list.value[0]))
+    return picked
 
 
 if __name__ == "__main__":
