@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("batching_parameters_file", str, "BatchingParameters text proto")
     flag("monitoring_config_file", str, "MonitoringConfig text proto (Prometheus page on the REST port)")
     flag("grpc_channel_arguments", str, "extra gRPC server options: key=value,key=value")
-    flag("grpc_max_threads", int, "gRPC worker threads; 0 = 4 x CPUs")
+    flag("grpc_max_threads", int, "gRPC worker threads; 0 = 4 x CPUs, with batching at least "
+         "max_batch_size x num_batch_threads more (up to 256)")
     flag("enable_grpc_healthcheck_service", bool, "register grpc.health.v1.Health")
     flag("max_num_load_retries", int, "retries of a failed version load")
     flag("load_retry_interval_micros", int, "wait between load retries")

@@ -18,6 +18,7 @@ from serving import config as config_files
 from serving.errors import ConfigError
 
 log = logging.getLogger(__name__)
+MAX_DEFAULT_BATCHING_GRPC_THREADS = 256
 
 
 @dataclasses.dataclass
@@ -164,7 +165,7 @@ class ModelServer:
             return
         try:
             self._grpc_server, ports = build_server(
-                self.core, addresses=addresses, max_threads=o.grpc_max_threads or 4 * (os.cpu_count() or 1),
+                self.core, addresses=addresses, max_threads=o.grpc_max_threads or self._default_grpc_threads(),
                 channel_arguments=o.grpc_channel_arguments, enable_health=o.enable_grpc_healthcheck_service)
         except ValueError as error:
             raise ConfigError(str(error)) from None
@@ -174,6 +175,19 @@ class ModelServer:
             print(f"Running gRPC ModelServer at {o.bind_address}:{self.grpc_port} ...", flush=True)
         if o.grpc_socket_path:
             print(f"Running gRPC ModelServer at UNIX socket {o.grpc_socket_path} ...", flush=True)
+
+    def _default_grpc_threads(self) -> int:
+        """tensorflow_model_server's 4 x CPUs; with batching, enough handler threads to fill every batch thread's batch.
+
+        A handler thread blocks while its request waits in a batch, so the pool caps how many requests can be batched
+        at once: with 8 threads and 16 clients only 8 requests reach the batcher. The executor starts threads only
+        when needed, so a larger cap costs nothing while idle.
+        """
+        threads = 4 * (os.cpu_count() or 1)
+        if self.batcher is not None:
+            wanted = self.batcher.options.max_batch_size * self.batcher.options.num_batch_threads + threads
+            threads = max(threads, min(wanted, MAX_DEFAULT_BATCHING_GRPC_THREADS))
+        return threads
 
     def _start_rest(self, prometheus_path):
         from serving.rest import RestServer
