@@ -208,12 +208,27 @@ def format_result(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+def check_inputs(options: RunOptions) -> None:
+    """Fails in a second, before TFX starts, on inputs that cannot work."""
+    if options.data_dir and "://" not in options.data_dir and not os.path.isdir(options.data_dir):
+        raise ValueError(f"--data-dir {options.data_dir!r} is not a directory (expected DIR/<label>/<images>)")
+    if options.manifest and "://" not in options.manifest and not os.path.isfile(options.manifest):
+        raise ValueError(f"--manifest {options.manifest!r} is not a file (expected a CSV with path,label columns)")
+    if len(options.split_ratios) != 3 or min(options.split_ratios) < 1:
+        raise ValueError(f"--split-ratios needs three positive integers (train,eval,test), got {options.split_ratios}")
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         options = options_from_args(args)
+        check_inputs(options)
     except ValueError as error:
         print(f"image-retrain run: {error}", file=sys.stderr)
         return 2
-    result = run_pipeline(options)
+    try:
+        result = run_pipeline(options)
+    except ValueError as error:  # bad data found by a component (e.g. fewer than two usable classes)
+        print(f"image-retrain run: the pipeline stopped: {error}", file=sys.stderr)
+        return 1
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_result(result))
     return 0
