@@ -212,31 +212,28 @@ class ServingCore:
             result.regressions.add(value=value)
         return signature_name, result
 
-    def classify(self, request, entrypoint="GRPC", timeout_ms=0):
-        from tensorflow_serving.apis import classification_pb2
-
+    def _single_result(self, request, api: str, compute, response_type, entrypoint: str, timeout_ms: int):
+        """Classify and Regress share everything but the result they compute and the response they fill."""
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         name, version, label = self.spec_args(request.model_spec)
-        with self.observe(name, "Classify", entrypoint), self.servable(name, version, label) as loaded:
-            signature_name, result = self.classification_result(loaded, request.model_spec.signature_name,
-                                                                request.input, timeout_ms)
-            response = classification_pb2.ClassificationResponse(result=result)
+        with self.observe(name, api, entrypoint), self.servable(name, version, label) as loaded:
+            signature_name, result = compute(loaded, request.model_spec.signature_name, request.input, timeout_ms)
+            response = response_type(result=result)
             self._echo(response.model_spec, name, loaded, signature_name)
             return response
+
+    def classify(self, request, entrypoint="GRPC", timeout_ms=0):
+        from tensorflow_serving.apis import classification_pb2
+
+        return self._single_result(request, "Classify", self.classification_result,
+                                   classification_pb2.ClassificationResponse, entrypoint, timeout_ms)
 
     def regress(self, request, entrypoint="GRPC", timeout_ms=0):
         from tensorflow_serving.apis import regression_pb2
 
-        if not request.HasField("model_spec"):
-            raise invalid("Missing ModelSpec")
-        name, version, label = self.spec_args(request.model_spec)
-        with self.observe(name, "Regress", entrypoint), self.servable(name, version, label) as loaded:
-            signature_name, result = self.regression_result(loaded, request.model_spec.signature_name,
-                                                            request.input, timeout_ms)
-            response = regression_pb2.RegressionResponse(result=result)
-            self._echo(response.model_spec, name, loaded, signature_name)
-            return response
+        return self._single_result(request, "Regress", self.regression_result,
+                                   regression_pb2.RegressionResponse, entrypoint, timeout_ms)
 
     def multi_inference(self, request, entrypoint="GRPC"):
         from tensorflow_serving.apis import inference_pb2
