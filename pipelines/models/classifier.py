@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from components.image_decoding import decode_rgb, preprocess_batch, to_model_input
+from components.image_decoding import decode_rgb, preprocess_batch
 from components.image_module import load_image_module
 from components.saved_model_signatures import CLASSIFY_METHOD, set_method_names
 from pipelines import configs
