@@ -20,6 +20,9 @@ from serving.servable import DEFAULT_SIGNATURE
 
 log = logging.getLogger(__name__)
 
+# A refused (413) body is still read up to this much beyond the limit, for this long, so the client gets the answer.
+DISCARD_BEYOND_LIMIT_BYTES = 16 << 20
+DISCARD_TIMEOUT_SECONDS = 5.0
 API_PATH = re.compile(r"(?i)/v1/.*")
 POST_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
 GET_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
@@ -107,6 +110,20 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
     def _send_error_json(self, error: ServingError):
         self._send(error.http_status, json_tensor.error_json(error.message))
 
+    def _discard_body(self, length: int) -> None:
+        """Reads and drops a refused body (up to a bound) before the 413 goes out: closing with unread bytes makes
+        the kernel reset the connection, and a client still sending would see a broken pipe instead of our answer."""
+        remaining = min(length, self.server.max_body_bytes + DISCARD_BEYOND_LIMIT_BYTES)
+        self.connection.settimeout(DISCARD_TIMEOUT_SECONDS)
+        try:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 16))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        except OSError:
+            pass
+
     def _read_body(self) -> bytes:
         limit = self.server.max_body_bytes
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -131,6 +148,7 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
                 raise invalid("Invalid Content-Length header") from None
             if length > limit:
                 self.close_connection = True  # the unread body makes the connection unusable
+                self._discard_body(length)
                 raise _too_large(length, limit)
             body = self.rfile.read(length) if length > 0 else b""
         if "gzip" in self.headers.get("Content-Encoding", "").lower():
