@@ -54,7 +54,11 @@ def parse_json(body: bytes) -> dict:
 
 
 def _debug(value) -> str:
-    text = json.dumps(value, allow_nan=True) if not isinstance(value, (bytes, bytearray)) else repr(value)
+    # json_tensor.cc JsonValueToString writes with rapidjson's PrettyWriter: 4-space indent, one item per line, raw UTF-8.
+    if isinstance(value, (bytes, bytearray)):
+        text = repr(value)
+    else:
+        text = json.dumps(value, allow_nan=True, indent=4, ensure_ascii=False)
     return text if len(text) <= 200 else text[:200] + "..."
 
 

@@ -250,7 +250,8 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         if version is not None:
             request.model_spec.version.value = version
         response = self.server.core.status(request)
-        return json_format.MessageToJson(response, always_print_fields_with_no_presence=True).encode()
+        # http_rest_api_util.cc ToJsonString: protobuf's C++ JSON printer with add_whitespace (1-space indent).
+        return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1).encode()
 
     def _metadata(self, name, version, label) -> bytes:
         from tensorflow_serving.apis import get_model_metadata_pb2

@@ -249,7 +249,7 @@ def test_rest_classify_regress(server):
                 {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}, {"x": 4.0}]})[:2] == (
         200, {"results": [3.0, 4.0]})
     assert rest(server, "/v1/models/default:regress", {"signature_name": "regress_x_to_y"})[:2] == (
-        400, {"error": 'JSON Value: {"signature_name": "regress_x_to_y"} When method is regress, key \'examples\' '
+        400, {"error": 'JSON Value: {\n    "signature_name": "regress_x_to_y"\n} When method is regress, key \'examples\' '
                        "is expected and was not found"})
 
 

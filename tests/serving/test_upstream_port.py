@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -498,3 +499,23 @@ def test_get_model_metadata_rest(servers):
 def test_prometheus_endpoint(servers):
     response = call_rest(f"{servers['default'].rest}/monitoring/prometheus/metrics")
     assert "# TYPE" in response.decode("utf-8")
+
+
+# --- Byte-level details beyond upstream's parsed-JSON comparisons (TF Serving sources cited) ---------------------------
+
+def test_status_json_bytes_use_protobuf_cpp_whitespace(servers):
+    """http_rest_api_util.cc ToJsonString: MessageToJsonString(add_whitespace=true) indents by one space."""
+    response = call_rest(f"{servers['default'].rest}/v1/models/default").decode()
+    assert response.startswith('{\n "model_version_status": [\n  {\n   "version": "123",')
+
+
+def test_json_value_in_error_messages_is_rapidjson_pretty(servers):
+    """json_tensor.cc JsonValueToString uses rapidjson's PrettyWriter (4-space indent) for the echoed JSON value."""
+    request = urllib.request.Request(f"{servers['default'].rest}/v1/models/default:predict",
+                                     data=json.dumps({"instances": [1.0], "inputs": [1.0]}).encode())
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=30)
+    assert error.value.code == 400
+    assert json.loads(error.value.read()) == {"error": (
+        'JSON Value: {\n    "instances": [\n        1.0\n    ],\n    "inputs": [\n        1.0\n    ]\n} '
+        "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ")}
