@@ -342,19 +342,48 @@ def format_float(value: float, single: bool) -> str:
     return text
 
 
+# The response bodies reproduce rapidjson's PrettyWriter byte for byte, as json_tensor.cc drives it: 4-space indent;
+# an array in the default mode puts every element on its own line, in kFormatSingleLineArray mode it writes
+# "a, b, c" on one line (and no newline before its "]"); objects always put each member on its own line, whatever the
+# mode. The indent of a line is the writer's nesting depth, which is what `level` tracks below.
+
+def _indent(level: int) -> str:
+    return "\n" + "    " * level
+
+
+_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r", 0x22: '\\"', 0x5C: "\\\\"}
+
+
+def _json_string(value) -> str:
+    """rapidjson Writer::String: escapes '"', '\\' and control characters (\\u00XX, upper-case hex); everything else,
+    including '/' and non-ASCII, raw. Bytes that are not UTF-8 pass through unchanged, as TF Serving writes them."""
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+    text = data.decode("utf-8", errors="surrogateescape")
+    if any(ord(c) < 0x20 or c in '"\\' for c in text):
+        text = "".join(_ESCAPES.get(ord(c), "\\u%04X" % ord(c)) if ord(c) < 0x20 or c in '"\\' else c for c in text)
+    return '"' + text + '"'
+
+
+def _b64_object(value, level: int) -> str:
+    # {"b64": ...} is an object, so it spans lines even inside a single-line array.
+    return ("{" + _indent(level + 1) + '"b64": "' + base64.b64encode(_as_bytes(value)).decode("ascii") + '"'
+            + _indent(level) + "}")
+
+
 def _scalar_writer(array: np.ndarray, as_b64: bool):
+    """-> write(value, level) for one element of `array` (AddSingleValueAndAdvance)."""
     kind = array.dtype.kind
     if kind == "f":
         single = array.dtype != np.float64
-        return lambda v: format_float(v, single)
+        return lambda v, level: format_float(v, single)
     if kind == "b":
-        return lambda v: "true" if v else "false"
+        return lambda v, level: "true" if v else "false"
     if kind in "iu":
-        return str
+        return lambda v, level: str(v)
     if kind in "OSU":
         if as_b64:
-            return lambda v: '{"b64": "' + base64.b64encode(_as_bytes(v)).decode("ascii") + '"}'
-        return lambda v: json.dumps(_as_bytes(v).decode("utf-8", errors="replace"), ensure_ascii=False)
+            return _b64_object
+        return lambda v, level: _json_string(v)
     raise invalid(f"Failed to write JSON value for tensor type: {array.dtype}")
 
 
@@ -362,30 +391,48 @@ def _as_bytes(value) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
-def _json_writer(array: np.ndarray, name: str):
-    """-> (python nested values, write(value, depth)) for one output tensor."""
+def _array(items: list[str], level: int, single_line: bool) -> str:
+    """An array whose writer nesting depth is `level` before StartArray, from its already written elements."""
+    if not items:
+        return "[]"
+    if single_line:
+        return "[" + ", ".join(items) + "]"
+    inner = _indent(level + 1)
+    return "[" + inner + ("," + inner).join(items) + _indent(level) + "]"
+
+
+def _object(members: list[tuple[str, str]], level: int) -> str:
+    if not members:
+        return "{}"
+    inner = _indent(level + 1)
+    return "{" + inner + ("," + inner).join(f"{_json_string(k)}: {v}" for k, v in members) + _indent(level) + "}"
+
+
+def _tensor_writer(array: np.ndarray, name: str):
+    """-> (nested python values, write(value, dims_left, level, single_line)) for one output (AddTensorValues)."""
     scalar = _scalar_writer(array, name.endswith("_bytes"))
 
-    def write(value, depth):
-        if depth == 0:
-            return scalar(value)
-        return "[" + ", ".join(write(v, depth - 1) for v in value) + "]"
+    def write(value, dims_left, level, single_line):
+        if dims_left == 0:
+            return scalar(value, level)
+        return _array([write(v, dims_left - 1, level + 1, single_line) for v in value], level, single_line)
     return array.tolist(), write
 
 
-def tensor_json(array: np.ndarray, name: str) -> str:
-    values, write = _json_writer(array, name)
-    return write(values, array.ndim)
-
-
 def predict_response_json(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
+    """MakeRowFormatJsonFromTensors / MakeColumnarFormatJsonFromTensors."""
+    if not outputs:
+        raise invalid("Cannot convert empty tensor map to JSON")
     if not row_format:
+        # Columnar: the default pretty mode throughout, one element per line.
+        tensors = {name: _tensor_writer(array, name) for name, array in outputs.items()}
         if len(outputs) == 1:
-            (name, array), = outputs.items()
-            body = tensor_json(array, name)
+            (name, (values, write)), = tensors.items()
+            body = write(values, outputs[name].ndim, 1, False)
         else:
-            body = "{" + ", ".join(f"{json.dumps(n)}: {tensor_json(a, n)}" for n, a in outputs.items()) + "}"
-        return ('{\n    "outputs": ' + body + "\n}").encode("utf-8")
+            body = _object([(name, write(values, outputs[name].ndim, 2, False))
+                            for name, (values, write) in tensors.items()], 1)
+        return _encode('{\n    "outputs": ' + body + "\n}")
     batch = None
     for name, array in outputs.items():
         if array.ndim == 0:
@@ -394,32 +441,42 @@ def predict_response_json(outputs: dict[str, np.ndarray], row_format: bool) -> b
             batch = array.shape[0]
         elif array.shape[0] != batch:
             raise invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch}")
-    writers = {name: (_json_writer(array, name), array.ndim - 1) for name, array in outputs.items()}
+    tensors = {name: (_tensor_writer(array, name), array.ndim - 1) for name, array in outputs.items()}
     if len(outputs) == 1:
-        ((values, write), depth), = writers.values()
-        items = [write(values[i], depth) for i in range(batch or 0)]
+        # Each item is written in single-line mode, so items follow each other on the "predictions" line.
+        ((values, write), dims_left), = tensors.values()
+        body = _array([write(values[i], dims_left, 2, True) for i in range(batch)], 1, True)
+        if batch:  # the mode is back to default when "predictions" closes: newline before its "]"
+            body = body[:-1] + _indent(1) + "]"
     else:
-        items = ["{" + ", ".join(f"{json.dumps(n)}: {w(v[i], d)}" for n, ((v, w), d) in writers.items()) + "}"
-                 for i in range(batch or 0)]
-    return ('{\n    "predictions": [' + ", ".join(items) + "\n    ]\n}").encode("utf-8")
+        # An item object starts in the default mode (one per line); its values are written single-line.
+        body = _array([_object([(name, write(values[i], dims_left, 3, True))
+                                for name, ((values, write), dims_left) in tensors.items()], 2)
+                       for i in range(batch)], 1, False)
+    return _encode('{\n    "predictions": ' + body + "\n}")
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", errors="surrogateescape")
 
 
 def classification_json(result) -> bytes:
+    """MakeJsonFromClassificationResult: each example's [[label, score], ...] on the "results" line."""
     if not result.classifications:
         raise invalid("Cannot convert empty ClassificationResults to JSON")
-    rows = []
-    for classifications in result.classifications:
-        rows.append("[" + ", ".join(f"[{json.dumps(c.label)}, {format_float(c.score, True)}]"
-                                    for c in classifications.classes) + "]")
-    return ('{\n    "results": [' + ", ".join(rows) + "]\n}").encode("utf-8")
+    rows = [_array([_array([_json_string(c.label), format_float(c.score, True)], 3, True)
+                    for c in classifications.classes], 2, True)
+            for classifications in result.classifications]
+    return _encode('{\n    "results": [' + ", ".join(rows) + _indent(1) + "]\n}")
 
 
 def regression_json(result) -> bytes:
+    """MakeJsonFromRegressionResult: the whole "results" array in single-line mode."""
     if not result.regressions:
         raise invalid("Cannot convert empty RegressionResults to JSON")
-    return ('{\n    "results": [' + ", ".join(format_float(r.value, True) for r in result.regressions)
-            + "]\n}").encode("utf-8")
+    return _encode('{\n    "results": ' + _array([format_float(r.value, True) for r in result.regressions], 1, True)
+                   + "\n}")
 
 
 def error_json(message: str) -> bytes:
-    return ('{\n    "error": ' + json.dumps(message) + "\n}").encode("utf-8")
+    return _encode('{\n    "error": ' + _json_string(message) + "\n}")

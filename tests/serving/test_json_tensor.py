@@ -19,12 +19,78 @@ def test_float_formatting_matches_tf_serving(value, text):
 def test_row_and_columnar_predict_responses():
     outputs = {"y": np.array([3.0, 3.5, 4.0], np.float32)}
     assert json_tensor.predict_response_json(outputs, True) == b'{\n    "predictions": [3.0, 3.5, 4.0\n    ]\n}'
-    assert json_tensor.predict_response_json(outputs, False) == b'{\n    "outputs": [3.0, 3.5, 4.0]\n}'
+    assert json_tensor.predict_response_json(outputs, False) == (
+        b'{\n    "outputs": [\n        3.0,\n        3.5,\n        4.0\n    ]\n}')
     multi = {"a": np.array([1, 2], np.int64), "b_bytes": np.array([b"\x00", b"x"], object)}
-    rows = np.array(0)
-    del rows
     parsed = __import__("json").loads(json_tensor.predict_response_json(multi, True))
     assert parsed == {"predictions": [{"a": 1, "b_bytes": {"b64": "AA=="}}, {"a": 2, "b_bytes": {"b64": "eA=="}}]}
+
+
+# Byte layout of TF Serving's responses: json_tensor.cc drives rapidjson's PrettyWriter, so the real rapidjson
+# (python-rapidjson wraps the same C++ writer) is the oracle wherever one format mode covers the whole document.
+# Values are chosen so that WriteDecimal and rapidjson's own number writer print them alike.
+rapidjson = pytest.importorskip("rapidjson")
+
+TENSORS = {
+    "scores": np.array([[0.25, 0.75], [1.0, 0.0]], np.float32),
+    "classes": np.array([[b"cat", b"dog"], [b"cat", b"dog"]], object),
+    "image_bytes": np.array([b"\x00\xff", b"ok"], object),
+    "count": np.array([3, 4], np.int64),
+    "flag": np.array([True, False]),
+}
+PYTHON_VALUES = {
+    "scores": [[0.25, 0.75], [1.0, 0.0]], "classes": [["cat", "dog"], ["cat", "dog"]],
+    "image_bytes": [{"b64": "AP8="}, {"b64": "b2s="}], "count": [3, 4], "flag": [True, False],
+}
+
+
+@pytest.mark.parametrize("names", [["scores"], ["classes"], ["image_bytes"], ["count", "flag"],
+                                   list(TENSORS)])
+def test_columnar_response_bytes_match_rapidjson_pretty_writer(names):
+    outputs = {name: TENSORS[name] for name in names}
+    expected = {"outputs": PYTHON_VALUES[names[0]] if len(names) == 1 else {n: PYTHON_VALUES[n] for n in names}}
+    assert json_tensor.predict_response_json(outputs, False) == rapidjson.dumps(
+        expected, indent=4, ensure_ascii=False).encode()
+
+
+def test_row_response_bytes_follow_tf_servings_format_switches():
+    # One output: each item in single-line mode, and the default mode back before "predictions" closes.
+    assert json_tensor.predict_response_json({"scores": TENSORS["scores"]}, True) == (
+        b'{\n    "predictions": [[0.25, 0.75], [1.0, 0.0]\n    ]\n}')
+    # A b64 object is an object, so it spans lines even inside a single-line array; that part is what rapidjson's
+    # single-line mode writes for the same items.
+    items = rapidjson.dumps({"predictions": PYTHON_VALUES["image_bytes"]}, indent=4,
+                            write_mode=rapidjson.WM_SINGLE_LINE_ARRAY)
+    assert json_tensor.predict_response_json({"image_bytes": TENSORS["image_bytes"]}, True) == (
+        items[:-3] + "\n    ]\n}").encode()
+    # Several outputs: the item objects start in default mode (one per line), their values are single-line.
+    assert json_tensor.predict_response_json({"scores": TENSORS["scores"], "image_bytes": TENSORS["image_bytes"]},
+                                             True) == (
+        b'{\n    "predictions": [\n        {\n            "scores": [0.25, 0.75],\n            "image_bytes": {\n'
+        b'                "b64": "AP8="\n            }\n        },\n        {\n            "scores": [1.0, 0.0],\n'
+        b'            "image_bytes": {\n                "b64": "b2s="\n            }\n        }\n    ]\n}')
+    assert json_tensor.predict_response_json({"count": np.zeros([0], np.int64)}, True) == (
+        b'{\n    "predictions": []\n}')
+
+
+def test_classify_regress_and_error_bytes():
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    result = classification_pb2.ClassificationResult()
+    for scores in ([("cat", 0.75), ("dog", 0.25)], [("cat", 1.0)]):
+        classes = result.classifications.add()
+        for label, score in scores:
+            classes.classes.add(label=label, score=score)
+    assert json_tensor.classification_json(result) == (
+        b'{\n    "results": [[["cat", 0.75], ["dog", 0.25]], [["cat", 1.0]]\n    ]\n}')
+    regression = regression_pb2.RegressionResult()
+    for value in (42.0, 0.5):
+        regression.regressions.add(value=value)
+    assert json_tensor.regression_json(regression) == rapidjson.dumps(
+        {"results": [42.0, 0.5]}, indent=4, write_mode=rapidjson.WM_SINGLE_LINE_ARRAY).encode()
+    message = 'Servable not found for request: Latest(d\u00e9j\u00e0 "vu")\n\x01/'
+    assert json_tensor.error_json(message) == rapidjson.dumps({"error": message}, indent=4,
+                                                              ensure_ascii=False).encode()
 
 
 def test_instances_shapes_and_b64():
