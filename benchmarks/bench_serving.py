@@ -63,32 +63,67 @@ import io, sys
 import flask, keras, numpy as np
 from PIL import Image
 
-module_dir, head_file, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-head = np.load(head_file)
-labels, (height, width) = list(head["labels"]), head["input_size"]
-inputs = keras.Input((height, width, 3))
-features = keras.layers.TFSMLayer(module_dir, call_endpoint="serving_default")(inputs)
-x = next(iter(features.values())) if isinstance(features, dict) else features
-layers = int(head["layers"])
-for i in range(layers):
-    dense = keras.layers.Dense(head[f"kernel_{i}"].shape[1], activation="softmax" if i == layers - 1 else "relu")
-    x = dense(x)
-    dense.set_weights([head[f"kernel_{i}"], head[f"bias_{i}"]])
-model = keras.Model(inputs, x)
-app = flask.Flask(__name__)
 
-@app.route("/predict", methods=["POST"])
-def predict():
-    image = Image.open(io.BytesIO(flask.request.files["image"].read())).convert("RGB")
-    image = image.resize((width, height), Image.BILINEAR)
-    pixels = np.expand_dims(np.asarray(image, dtype="float32") / 255.0, 0)
-    scores = model.predict(pixels, verbose=0)[0]
-    top = np.argsort(scores)[::-1][:5]
-    return flask.jsonify({"success": True, "predictions": [
-        {"label": str(labels[i]), "probability": float(scores[i])} for i in top]})
+def build_model(module_dir, head_file):
+    # As TF Hub's make_image_classifier builds it: the feature-vector module as a layer, then the dense head.
+    head = np.load(head_file)
+    height, width = (int(v) for v in head["input_size"])
+    inputs = keras.Input((height, width, 3))
+    features = keras.layers.TFSMLayer(module_dir, call_endpoint="serving_default")(inputs)
+    x = next(iter(features.values())) if isinstance(features, dict) else features
+    layers = int(head["layers"])
+    for i in range(layers):
+        dense = keras.layers.Dense(head[f"kernel_{i}"].shape[1], activation="softmax" if i == layers - 1 else "relu")
+        x = dense(x)
+        dense.set_weights([head[f"kernel_{i}"], head[f"bias_{i}"]])
+    return keras.Model(inputs, x), [str(label) for label in head["labels"]], (width, height)
 
-app.run(host="127.0.0.1", port=port, threaded=True)
+
+def preprocess(image_bytes, size):
+    image = Image.open(io.BytesIO(image_bytes)).convert("RGB").resize(size, Image.BILINEAR)
+    return np.expand_dims(np.asarray(image, dtype="float32") / 255.0, 0)
+
+
+if __name__ == "__main__":
+    module_dir, head_file, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    model, labels, size = build_model(module_dir, head_file)
+    app = flask.Flask(__name__)
+
+    @app.route("/predict", methods=["POST"])
+    def predict():
+        pixels = preprocess(flask.request.files["image"].read(), size)
+        scores = model.predict(pixels, verbose=0)[0]
+        top = np.argsort(scores)[::-1][:5]
+        return flask.jsonify({"success": True, "predictions": [
+            {"label": labels[i], "probability": float(scores[i])} for i in top]})
+
+    app.run(host="127.0.0.1", port=port, threaded=True)
 """
+
+
+def seeds_cost_breakdown(app_file: str, module_dir: str, head_file: str, image: bytes, calls: int = 30) -> None:
+    """Where a seeds' request goes, in this process with the app's own code: PIL preprocessing, `model.predict`
+    and, for comparison, a direct `model(pixels)` call (what the lean baseline and the server avoid paying)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seeds_flask_app", app_file)
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    model, _, size = app.build_model(module_dir, head_file)
+    pixels = app.preprocess(image, size)
+    steps = {"PIL preprocessing": lambda: app.preprocess(image, size),
+             "model.predict(pixels)": lambda: model.predict(pixels, verbose=0),
+             "model(pixels) (direct call)": lambda: model(pixels, training=False)}
+    print("seeds' per-request cost, in-process, one thread (ms per call, median of "
+          f"{calls}):")
+    for name, step in steps.items():
+        step(), step()
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            step()
+            times.append(1000 * (time.perf_counter() - t0))
+        print(f"  {name:30}{statistics.median(times):8.2f}")
 
 
 def write_seeds_head(version_dir: str, module_handle: str, head_file: str) -> str | None:
@@ -434,6 +469,8 @@ def main() -> int:
             finally:
                 flask.terminate()
                 flask.wait(timeout=60)
+        if module_dir:
+            seeds_cost_breakdown(os.path.join(tmp, "flask_seeds.py"), module_dir, head_file, image)
 
     results = {name: median_round(rows) for name, rows in rounds.items()}
 
