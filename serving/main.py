@@ -124,13 +124,10 @@ def main(args) -> int:
     server = ModelServer(options_from_args(args))
     try:
         server.start()
-    except ConfigError as error:
-        print(f"Failed to start server. Error: {error}", file=sys.stderr)
-        return 1
     except ServingError as error:
         print(f"Failed to start server. Error: {error.code.name}: {error.message}", file=sys.stderr)
         return 1
-    except OSError as error:
+    except (ConfigError, OSError) as error:
         print(f"Failed to start server. Error: {error}", file=sys.stderr)
         return 1
 
