@@ -19,8 +19,8 @@ from components.image_example_gen.component import ImageExampleGen
 from components.model_report.component import ModelReport
 from components.vocabulary_checked_evaluator.component import VocabularyCheckedEvaluator
 from pipelines import configs
+from pipelines.options import BASELINES
 
-BASELINES = ("latest_blessed", "served_model")
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 
 
