@@ -173,6 +173,7 @@ def build_kfp_pipeline(options: CompileOptions):
         enable_cache=options.enable_cache,
         beam_pipeline_args=beam_args_for_image(
             list(DEFAULT_BEAM_ARGS) if options.beam_args is None else options.beam_args, options.image),
+        embed_beam_pipeline_args=beam_args_for_image(options.embed_beam_args, options.image),
     )
     use_candidate_when_nothing_served(pipeline)
     return pipeline

@@ -74,6 +74,7 @@ def build_pipeline(options: RunOptions):
         report_dir=options.path("reports"),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path),
         beam_pipeline_args=configs.LOCAL_BEAM_ARGS if options.beam_args is None else options.beam_args,
+        embed_beam_pipeline_args=options.embed_beam_args,
     ), metadata_path
 
 

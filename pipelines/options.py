@@ -27,6 +27,7 @@ class PipelineOptions:
     split_ratios: tuple[int, int, int] = configs.SPLIT_RATIOS
     hyperparameters: dict = dataclasses.field(default_factory=dict)
     beam_args: list[str] | None = None        # None: the runner's default
+    embed_beam_args: list[str] = dataclasses.field(default_factory=list)  # the embedding stage only, after beam_args
 
     def __post_init__(self):
         # One pipeline (and so one MLMD context and baseline history) per served model; KFP names take no '_'.
@@ -83,6 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, baseline_default: str, bea
     parser.add_argument("--beam-arg", action="append", dest="beam_args", default=None, metavar="ARG",
                         help="Beam pipeline argument for every Beam step, the embedding stage included; repeatable "
                              f"(default: {' '.join(beam_default)}).")
+    parser.add_argument("--embed-beam-arg", action="append", dest="embed_beam_args", default=[], metavar="ARG",
+                        help="Beam pipeline argument for the embedding stage only, applied after --beam-arg (the "
+                             "later value wins); repeatable. Sends the heavy stage to a cluster (e.g. "
+                             "--embed-beam-arg=--runner=PortableRunner) while the light steps stay where they are.")
 
 
 def _split_ratios(text: str) -> tuple[int, ...]:
@@ -101,5 +106,5 @@ def from_args(args: argparse.Namespace) -> dict:
         baseline=args.baseline, split_ratios=_split_ratios(args.split_ratios),
         hyperparameters={name: getattr(args, name) for name in configs.HYPERPARAMETERS
                          if getattr(args, name, None) is not None},
-        beam_args=args.beam_args,
+        beam_args=args.beam_args, embed_beam_args=args.embed_beam_args,
     )
