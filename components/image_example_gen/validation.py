@@ -168,7 +168,7 @@ def check_image_bytes(data: bytes, limits: ValidationLimits) -> CheckedImage:
     """Validates encoded image bytes by decoding them with the pipeline's own `decode_rgb`."""
     import tensorflow as tf
 
-    from components.image_decoding import SUPPORTED_FORMATS, claimed_size, decode_rgb
+    from components.image_decoding import GIF_MAX_STEPS, SUPPORTED_FORMATS, claimed_size, decode_rgb
 
     if not data:
         raise ImageRejected(EMPTY_FILE, "file is 0 bytes")
@@ -176,12 +176,15 @@ def check_image_bytes(data: bytes, limits: ValidationLimits) -> CheckedImage:
     if image_format not in SUPPORTED_FORMATS:
         raise ImageRejected(UNSUPPORTED_FORMAT,
                             f"content is {image_format}, supported: {', '.join(SUPPORTED_FORMATS)}")
-    # The served model's own header check (no pixels decoded), so a bomb costs nothing here either.
-    claimed_height, claimed_width, claimed_pixels = (int(x) for x in claimed_size(tf.constant(data)).numpy())
-    if claimed_pixels > limits.max_pixels:
-        raise ImageRejected(TOO_MANY_PIXELS, f"{claimed_width}x{claimed_height}: {claimed_pixels} pixels to decode, "
-                                             f"more than the limit of {limits.max_pixels}")
     try:
+        # The served model's own header check (no pixels decoded), so a bomb costs nothing here either.
+        claimed_height, claimed_width, claimed_pixels = (int(x) for x in claimed_size(tf.constant(data)).numpy())
+        if claimed_pixels < 0:
+            raise ImageRejected(TOO_MANY_PIXELS, f"GIF with more than {GIF_MAX_STEPS} blocks: too many to check its "
+                                                 "size before decoding")
+        if claimed_pixels > limits.max_pixels:
+            raise ImageRejected(TOO_MANY_PIXELS, f"{claimed_width}x{claimed_height}: {claimed_pixels} pixels to "
+                                                 f"decode, more than the limit of {limits.max_pixels}")
         pixels = decode_rgb(tf.constant(data), limits.max_pixels)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError) as exc:
         raise ImageRejected(UNDECODABLE, f"TensorFlow cannot decode this {image_format}: "
