@@ -107,6 +107,17 @@ def test_export_refuses_decompression_bombs_from_the_header_in_a_tf1_session(tmp
             # Decoded, these would be 1.6 GB and 0.5 GB of RGB.
             assert _peak_rss_rise_bytes(lambda: refused(bomb, size)) < 256 * 1024 * 1024  # noqa: B023 - run at once
         assert session.run(fetch, {feed: [encoded((0, 0, 250), "PNG")]}).shape == (1, 2)
+    # The limit is the trainer's `max_image_pixels` custom_config (default components/image_limits.py).
+    small_limit_dir = str(tmp_path / "small_limit")
+    classifier.export_serving_model(image_module, head, LABELS, small_limit_dir, max_image_pixels=1000)
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        serving = tf.compat.v1.saved_model.loader.load(session, ["serve"], small_limit_dir).signature_def[
+            "serving_default"]
+        feed, fetch = serving.inputs["image_bytes"].name, serving.outputs["scores"].name
+        assert session.run(fetch, {feed: [encoded((250, 0, 0), "PNG", (25, 40))]}).shape == (1, 2)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"Image of 40x30 \(1200 pixels to decode\) is "
+                                                                r"larger than the limit of 1000 pixels"):
+            session.run(fetch, {feed: [encoded((250, 0, 0), "PNG", (40, 30))]})
 
 
 def test_augmented_copies_are_new_embeddings(examples_file, image_module):
