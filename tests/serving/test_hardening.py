@@ -170,7 +170,7 @@ def test_malformed_grpc_request_gets_its_status(stub, method, request_proto, cod
     assert list(response.outputs["y"].float_val) == [3.0]
 
 
-def test_well_formed_outputs_pass_the_checks_and_ref_outputs_serialize(stub):
+def test_well_formed_outputs_pass_the_checks_and_ref_outputs_serialize(server, stub):
     response = stub.Regress(regress("bad", "regression", 2), timeout=30)
     assert [r.value for r in response.result.regressions] == [1.0, 1.0]
     # A TF1 signature output that is a variable (DT_FLOAT_REF) comes back as a plain float tensor.
@@ -179,6 +179,10 @@ def test_well_formed_outputs_pass_the_checks_and_ref_outputs_serialize(stub):
     assert response.outputs["v"].dtype == types_pb2.DT_FLOAT
     assert tf.make_ndarray(response.outputs["v"]).tolist() == [1.0, 2.0]
     assert tf.make_ndarray(response.outputs["y"]).tolist() == [2.0, 6.0]
+    request = urllib.request.Request(f"http://localhost:{server.rest_port}/v1/models/ref:predict",
+                                     data=json.dumps({"inputs": {"x": [1.0, 3.0]}}).encode())
+    with urllib.request.urlopen(request, timeout=30) as http_response:
+        assert json.loads(http_response.read()) == {"outputs": {"v": [1.0, 2.0], "y": [2.0, 6.0]}}
 
 
 def _spin(n: int):
