@@ -167,6 +167,10 @@ def check_inputs(options: RunOptions) -> None:
         raise ValueError(f"--data-dir {options.data_dir!r} is not a directory (expected DIR/<label>/<images>)")
     if options.manifest and "://" not in options.manifest and not os.path.isfile(options.manifest):
         raise ValueError(f"--manifest {options.manifest!r} is not a file (expected a CSV with path,label columns)")
+    if options.manifest:
+        from components.image_example_gen.sources import check_manifest_header
+
+        check_manifest_header(options.manifest)
     options.validate()
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.image_decoding import decode_rgb, preprocess_batch
+from components.image_limits import MAX_IMAGE_PIXELS
 from components.image_module import load_image_module
 from components.saved_model_signatures import CLASSIFY_METHOD, set_method_names
 from pipelines import configs
@@ -211,7 +212,7 @@ class DenseStack(tf.Module):
 class ImageClassifier(tf.Module):
     """Raw image bytes -> labels and scores: decode + resize + pretrained module + trained head."""
 
-    def __init__(self, image_module, head, labels: list[str], labels_path: str):
+    def __init__(self, image_module, head, labels: list[str], labels_path: str, max_image_pixels: int):
         super().__init__(name="image_classifier")
         self.image_module = image_module.module      # tracked, so the module's variables are saved
         self._embed = image_module
@@ -219,9 +220,11 @@ class ImageClassifier(tf.Module):
         self.vocabulary = tf.saved_model.Asset(labels_path)   # ships as assets/labels.txt
         self._labels = tf.constant(labels)
         self._input_size = tuple(image_module.input_size)
+        self._max_image_pixels = max_image_pixels
 
     def _scores(self, image_bytes):
-        return self.head(self._embed(preprocess_batch(image_bytes, self._input_size)))
+        # Images whose headers claim more than max_image_pixels are refused before decoding (INVALID_ARGUMENT).
+        return self.head(self._embed(preprocess_batch(image_bytes, self._input_size, self._max_image_pixels)))
 
     def _classes(self, scores):
         return tf.tile(self._labels[tf.newaxis, :], [tf.shape(scores)[0], 1])
@@ -239,14 +242,15 @@ class ImageClassifier(tf.Module):
         return {"classes": self._classes(scores), "scores": scores}
 
 
-def export_serving_model(image_module, head, labels: list[str], export_dir: str) -> None:
+def export_serving_model(image_module, head, labels: list[str], export_dir: str,
+                         max_image_pixels: int = MAX_IMAGE_PIXELS) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, LABELS_FILE)
         with open(labels_path, "w") as f:
             f.write("\n".join(labels) + "\n")
-        classifier = ImageClassifier(image_module, head, labels, labels_path)
+        classifier = ImageClassifier(image_module, head, labels, labels_path, max_image_pixels)
         tf.saved_model.save(classifier, export_dir, signatures={
             SERVING_SIGNATURE: classifier.serve.get_concrete_function(),
             CLASSIFY_SIGNATURE: classifier.classify.get_concrete_function(),
@@ -289,7 +293,8 @@ def run_fn(fn_args) -> None:
     fine_tuning = None
     if hp["fine_tune_variables"] > 0:
         fine_tuning = fine_tune(image_module, head, fn_args.train_files, fn_args.eval_files, num_classes, hp)
-    export_serving_model(image_module, head, labels, fn_args.serving_model_dir)
+    export_serving_model(image_module, head, labels, fn_args.serving_model_dir,
+                         int((fn_args.custom_config or {}).get("max_image_pixels", MAX_IMAGE_PIXELS)))
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training_summary.json"), "w") as f:
         json.dump({"hyperparameters": hp, "module_handle": module_handle, "labels": labels,
                    "epochs_run": len(history.history["loss"]), "fine_tuning": fine_tuning,
