@@ -8,17 +8,41 @@ import base64
 import binascii
 import json
 import math
+import re
 
+import grpc
 import numpy as np
-from tensorflow.core.framework import types_pb2
 from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.framework import types_pb2
 
 from serving.errors import ServingError, invalid
 from serving.tensors import NUMPY_BY_DTYPE, dtype_name
 
-import grpc
+INT64_MIN, UINT64_MAX = -2**63, 2**64 - 1
+# numpy's limit on dimensions (TensorFlow's is 254): a deeper nested list cannot become an array here.
+MAX_TENSOR_RANK = 64
+# A \uXXXX escape of a UTF-16 surrogate; only a high one followed by an escaped low one is a character.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
-_DECODER = json.JSONDecoder()
+
+def _rapidjson_int(text: str):
+    """rapidjson keeps an integer literal that fits int64 or uint64, makes a larger one a double, and refuses one past
+    the double range (plain int() would take any size up to 4300 digits, then raise a ValueError)."""
+    if len(text) < 19:
+        return int(text)
+    if len(text) <= 310:
+        value = int(text)
+        if INT64_MIN <= value <= UINT64_MAX:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            pass
+    raise invalid("JSON Parse error: Number too big to be stored in double.")
+
+
+_DECODER = json.JSONDecoder(parse_int=_rapidjson_int)
 
 # rapidjson's wording for the errors Python's decoder reports differently.
 _RAPIDJSON_MESSAGES = {
@@ -48,9 +72,27 @@ def parse_json(body: bytes) -> dict:
         raise invalid(f"JSON Parse error: {message} at offset: {error.pos + offset}") from None
     except RecursionError:
         raise invalid("JSON Parse error: Nesting too deep.") from None
+    if _SURROGATE_ESCAPE.search(stripped) and _has_lone_surrogate(value):
+        raise invalid("JSON Parse error: The surrogate pair in string is invalid.")
     if not isinstance(value, dict):
         raise invalid(f"JSON Value: {_debug(value)} Is not object")
     return value
+
+
+def _has_lone_surrogate(value) -> bool:
+    """Whether any string or key holds a surrogate that is not half of a pair (Python's decoder joins the pairs)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _debug(value) -> str:
@@ -164,6 +206,9 @@ def _check_leaf(dtype):
 def json_to_array(value, dtype: int) -> np.ndarray:
     """A JSON value (scalar, nested list, {"b64": ..}) -> ndarray of the signature's dtype."""
     shape = _shape_of(value)
+    if len(shape) > MAX_TENSOR_RANK:
+        raise invalid(f"JSON Value nested {len(shape)} levels deep: tensors of at most {MAX_TENSOR_RANK} dimensions "
+                      "are supported")
     if dtype == types_pb2.DT_STRING:
         leaves: list[bytes] = []
 
@@ -334,7 +379,7 @@ def format_float(value: float, single: bool) -> str:
         return "NaN"
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
-    text = "%g" % value
+    text = f"{value:g}"
     if (np.float32(float(text)) != np.float32(value)) if single else (float(text) != value):
         text = ("%.9g" if single else "%.17g") % value
     if "." not in text and "e" not in text and "n" not in text:
@@ -360,7 +405,7 @@ def _json_string(value) -> str:
     data = value if isinstance(value, bytes) else str(value).encode("utf-8")
     text = data.decode("utf-8", errors="surrogateescape")
     if any(ord(c) < 0x20 or c in '"\\' for c in text):
-        text = "".join(_ESCAPES.get(ord(c), "\\u%04X" % ord(c)) if ord(c) < 0x20 or c in '"\\' else c for c in text)
+        text = "".join(_ESCAPES.get(ord(c), f"\\u{ord(c):04X}") if ord(c) < 0x20 or c in '"\\' else c for c in text)
     return '"' + text + '"'
 
 
