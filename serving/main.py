@@ -81,8 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("port", int, "gRPC port; 0 disables TCP gRPC")
     flag("grpc_socket_path", str, "also serve gRPC on this UNIX socket")
     flag("rest_api_port", int, "REST/HTTP port (API, web page, metrics); 0 = off")
-    flag("rest_api_num_threads", int, "accepted for compatibility (a thread per connection is used)")
-    flag("rest_api_timeout_in_ms", int, "timeout of a REST inference call")
+    flag("rest_api_num_threads", int, "REST worker threads (JSON parsing and model calls; also the cap on requests "
+         "in progress); 0 = as --grpc_max_threads's default")
+    flag("rest_api_timeout_in_ms", int, "deadline of a REST request (body upload, queueing, model call): 408 if the "
+         "body is late, 504 otherwise")
+    flag("rest_api_idle_timeout_in_ms", int, "close a REST connection that has not sent a complete request head "
+         "this long after connecting or after its last response")
     flag("rest_api_enable_cors_support", bool, "add CORS headers to REST responses")
     flag("rest_api_max_request_bytes", int, "largest accepted REST request body; larger ones get 413")
     flag("bind_address", str, "address both ports bind to (127.0.0.1 for local only)")

@@ -1,17 +1,31 @@
-"""REST front end (TF Serving's /v1 API, the Prometheus page, and the web page at `/`) on a threaded HTTP server."""
+"""REST front end (TF Serving's /v1 API, the Prometheus page and the web page at `/`) on aiohttp's HTTP server.
+
+aiohttp because its server parses HTTP/1.1 with llhttp (Node's strict C parser: it refuses conflicting or malformed
+Content-Length, CL+TE smuggling and bad chunk sizes, and limits line and header sizes) and has idle timeouts, lingering
+close and graceful shutdown built in; uvicorn + httptools leaves header sizes and the header-read time unbounded.
+
+One event-loop thread moves the bytes. Everything else a /v1 request costs (JSON parsing, the model call, writing the
+response) runs on a pool of --rest_api_num_threads threads; a request holds one of as many slots from before its body
+is read until its worker is done, so bodies in memory and queued work are bounded by the pool, not by connections.
+"""
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import gzip
-import http.server
+import io
 import json
 import logging
 import os
 import re
+import socket
 import threading
-import time
 import urllib.parse
+import zlib
 
 import grpc
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 
 from serving import json_tensor
@@ -20,191 +34,246 @@ from serving.servable import DEFAULT_SIGNATURE
 
 log = logging.getLogger(__name__)
 
-# A refused (413) body is still read up to this much beyond the limit, for this long, so the client gets the answer.
-DISCARD_BEYOND_LIMIT_BYTES = 16 << 20
-DISCARD_TIMEOUT_SECONDS = 5.0
 API_PATH = re.compile(r"(?i)/v1/.*")
 POST_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
 GET_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 INT64_MAX = 2**63 - 1
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
+                "Access-Control-Allow-Headers": "Content-Type"}
+NOT_FOUND_HTML = b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>"
+# What TensorFlow's Session::Run says when RunOptions.timeout_in_ms runs out; TF Serving answers it with 504.
+DEADLINE_MESSAGE = "Timed out waiting for notification"
+
+# Request-head limits, enforced by the parser (a request over them gets 400 and the connection is closed).
+MAX_REQUEST_LINE_BYTES = 8190
+MAX_HEADER_FIELD_BYTES = 8190
+MAX_HEADERS = 100
+LISTEN_BACKLOG = 128
+# A refused (413) body is still read and dropped for up to this long before closing: closing with unread bytes makes
+# the kernel reset the connection, and a client still sending would see a broken pipe instead of the answer.
+LINGER_SECONDS = 5.0
+# Connections still open once the in-flight requests are drained get this long to finish before they are cut.
+CLOSE_SECONDS = 1.0
 
 
-class RestServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True  # idle keep-alive connections must not block shutdown; in-flight ones are drained
-    request_queue_size = 128
-    allow_reuse_address = True
+class _RefusedRequestFilter(logging.Filter):
+    """aiohttp logs every request its parser refuses as an ERROR with a traceback. That is the client's fault, and a
+    hostile client must not be able to flood the log: it becomes one debug line."""
 
-    def __init__(self, address, core, *, timeout_ms: int, max_body_bytes: int, enable_cors: bool,
-                 prometheus_path: str | None, metrics, model_names):
-        self.core = core
-        self.timeout_ms = timeout_ms
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            log.debug("Refused a malformed HTTP request: %s", str(error).splitlines()[0])
+            return False
+        return True
+
+
+_REFUSED_REQUEST_FILTER = _RefusedRequestFilter()
+
+
+class RestServer:
+    """The HTTP server: start() binds and serves on its own event-loop thread; drain() stops it gracefully."""
+
+    def __init__(self, host: str, port: int, core, *, num_threads: int, timeout_ms: int, idle_timeout_ms: int,
+                 max_body_bytes: int, enable_cors: bool, prometheus_path: str | None, metrics, model_names):
+        if num_threads < 1:
+            raise ValueError(f"REST worker threads must be at least 1, got {num_threads}")
+        self.api = RestApi(core, max_body_bytes=max_body_bytes)
+        self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
         self.enable_cors = enable_cors
         self.prometheus_path = prometheus_path
         self.metrics = metrics
         self.model_names = model_names  # callable -> list of served model names (for the web page)
+        self.num_threads = num_threads
+        self._idle_timeout_s = idle_timeout_ms / 1000
+        self._socket = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                            backlog=LISTEN_BACKLOG)
+        self.port = self._socket.getsockname()[1]
+        self._executor = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="rest_worker")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="rest_api", daemon=True)
+        self._runner = None
+        self._slots: asyncio.Semaphore | None = None
         self._in_flight = 0
-        self._idle = threading.Condition()
-        self.draining = False
-        import socket
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, RestHandler)
+        self._idle: asyncio.Event | None = None
+        self._draining = False
 
-    def request_started(self):
-        with self._idle:
-            self._in_flight += 1
+    # ------------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        logging.getLogger("aiohttp.server").addFilter(_REFUSED_REQUEST_FILTER)  # adds it once per process
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
 
-    def request_finished(self):
-        with self._idle:
-            self._in_flight -= 1
-            self._idle.notify_all()
+    async def _start(self):
+        self._slots = asyncio.Semaphore(self.num_threads)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=CLOSE_SECONDS,
+            access_log=log if log.isEnabledFor(logging.DEBUG) else None,
+            # A connection must deliver a complete request head within this long after it opens or after its last
+            # response: covers idle, keep-alive and half-sent-header connections alike.
+            keepalive_timeout=self._idle_timeout_s, lingering_time=LINGER_SECONDS,
+            max_line_size=MAX_REQUEST_LINE_BYTES, max_field_size=MAX_HEADER_FIELD_BYTES, max_headers=MAX_HEADERS,
+            auto_decompress=False)  # gzip bodies are inflated by RestApi, bounded by --rest_api_max_request_bytes
+        await self._runner.setup()
+        await web.SockSite(self._runner, self._socket, backlog=LISTEN_BACKLOG).start()
 
     def drain(self, timeout_s: float) -> bool:
-        """Stops accepting, then waits for in-flight requests (True if all finished)."""
-        self.draining = True
-        self.shutdown()
-        deadline = time.monotonic() + timeout_s
-        with self._idle:
-            while self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._idle.wait(remaining)
-        self.server_close()
-        return True
-
-
-class RestHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "TensorFlowServingPython"
-    server: RestServer
-
-    def setup(self):
-        super().setup()
-        # Headers and body are separate writes; without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per response.
-        import socket
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format, *args):  # access log only at debug level
-        log.debug("%s - %s", self.address_string(), format % args)
-
-    # ----------------------------------------------------------------------------------------- plumbing
-    def _send(self, status: int, body: bytes, content_type: str | None = "application/json", api=True):
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        if api and self.server.enable_cors:
-            self.send_header("Access-Control-Allow-Origin", "*")
-            self.send_header("Access-Control-Allow-Methods", "POST, GET")
-            self.send_header("Access-Control-Allow-Headers", "Content-Type")
-        self.send_header("Content-Length", str(len(body)))
-        if self.server.draining:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _send_error_json(self, error: ServingError):
-        self._send(error.http_status, json_tensor.error_json(error.message))
-
-    def _discard_body(self, length: int) -> None:
-        """Reads and drops a refused body (up to a bound) before the 413 goes out: closing with unread bytes makes
-        the kernel reset the connection, and a client still sending would see a broken pipe instead of our answer."""
-        remaining = min(length, self.server.max_body_bytes + DISCARD_BEYOND_LIMIT_BYTES)
-        self.connection.settimeout(DISCARD_TIMEOUT_SECONDS)
+        """Stops accepting, lets in-flight requests finish (up to timeout_s), then closes (True if all finished)."""
+        future = asyncio.run_coroutine_threadsafe(self._drain(timeout_s), self._loop)
         try:
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 16))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-        except OSError:
-            pass
-
-    def _read_body(self) -> bytes:
-        limit = self.server.max_body_bytes
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                total += size
-                if total > limit:
-                    self.close_connection = True
-                    raise _too_large(total, limit)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            body = b"".join(chunks)
-        else:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                raise invalid("Invalid Content-Length header") from None
-            if length > limit:
-                self.close_connection = True  # the unread body makes the connection unusable
-                self._discard_body(length)
-                raise _too_large(length, limit)
-            body = self.rfile.read(length) if length > 0 else b""
-        if "gzip" in self.headers.get("Content-Encoding", "").lower():
-            try:
-                body = _gunzip(body, limit)
-            except OSError as error:
-                raise invalid(f"Failed to decompress gzip request body: {error}") from None
-        return body
-
-    def _dispatch(self):
-        self.server.request_started()
-        try:
-            path = urllib.parse.urlsplit(self.path).path
-            if API_PATH.fullmatch(path):
-                self._handle_api(path)
-            elif self.server.prometheus_path and path == self.server.prometheus_path and self.command == "GET":
-                self._send(200, self.server.metrics.prometheus_text().encode(), "text/plain; version=0.0.4", False)
-            elif path in ("/", "/index.html") and self.command in ("GET", "HEAD"):
-                self._send(200, _index_html(self.server.model_names()), "text/html; charset=utf-8", False)
-            else:
-                self._send(404, b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
-                           b"</body></html>", "text/html", False)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+            drained = future.result(timeout_s + CLOSE_SECONDS + 5)
+        except concurrent.futures.TimeoutError:
+            drained = False
         finally:
-            self.server.request_finished()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        return drained
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
-
-    # ---------------------------------------------------------------------------------------------- /v1
-    def _handle_api(self, path: str):
-        if self.command == "OPTIONS":
-            origin = self.headers.get("Origin", "")
-            self._send(200 if re.match(r"https?://", origin) else 400, b"", None)
-            return
+    async def _drain(self, timeout_s: float) -> bool:
+        self._draining = True  # responses from now on say Connection: close
+        for site in list(self._runner.sites):
+            await site.stop()  # no new connections
         try:
-            body = self._read_body() if self.command in ("POST", "PUT", "PATCH") else b""
-            self._send(200, self._route(path, body))
-        except ServingError as error:
-            self._send_error_json(error)
-        except Exception as error:  # never drop the connection without an answer
-            log.exception("REST request %s %s failed", self.command, path)
-            self._send_error_json(ServingError(grpc.StatusCode.INTERNAL, f"Internal error: {error}"))
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            drained = True
+        except TimeoutError:
+            drained = False
+        await self._runner.cleanup()  # closes idle keep-alive connections
+        return drained
 
-    def _route(self, path: str, body: bytes) -> bytes:
-        malformed = invalid(f"Malformed request: {self.command} {path}")
-        if self.command == "POST":
+    # ------------------------------------------------------------------------------------------- requests
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            path = request.rel_url.raw_path  # still percent-encoded: TF Serving matches first, then decodes
+            if API_PATH.fullmatch(path):
+                return await self._api(request, path)
+            if self.prometheus_path and path == self.prometheus_path and request.method == "GET":
+                return self._response(200, self.metrics.prometheus_text().encode(), "text/plain; version=0.0.4",
+                                      api=False)
+            if path in ("/", "/index.html") and request.method in ("GET", "HEAD"):
+                return self._response(200, _index_html(self.model_names()), "text/html; charset=utf-8", api=False)
+            return self._response(404, NOT_FOUND_HTML, "text/html", api=False)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _api(self, request: web.Request, path: str) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return self._response(200 if re.match(r"https?://", request.headers.get("Origin", "")) else 400, b"", None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s if self.timeout_s else None
+        has_body = request.method in ("POST", "PUT", "PATCH")
+        worker = None
+        try:
+            await asyncio.wait_for(self._slots.acquire(), _remaining(loop, deadline))
+        except TimeoutError:
+            return self._error(ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE))
+        try:
+            body = await self._read_body(request, deadline) if has_body else b""
+            remaining = _remaining(loop, deadline)
+            worker = self._executor.submit(self.api.handle, request.method, path, body,
+                                           request.headers.get("Content-Encoding", ""),
+                                           int(remaining * 1000) if remaining is not None else 0)
+            worker.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
+            try:
+                # On timeout the client gets its answer now; the worker keeps its slot until the core returns.
+                payload = await asyncio.wait_for(asyncio.wrap_future(worker), remaining)
+            except TimeoutError:
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
+            return self._response(200, payload)
+        except ServingError as error:
+            if error.http_status == 408:
+                return await self._answer_and_close(request, self._error(error, close=True))
+            return self._error(error, close=has_body and not request.content.is_eof())
+        finally:
+            if worker is None:
+                self._slots.release()
+
+    async def _read_body(self, request: web.Request, deadline: float | None) -> bytes:
+        """The body, up to --rest_api_max_request_bytes, arriving before the request's deadline."""
+        limit = self.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _too_large(request.content_length, limit)
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout_at(deadline):
+                while chunk := await request.content.readany():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(size, limit)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"Request body not received within {self.timeout_s * 1000:.0f} ms "
+                               "(--rest_api_timeout_in_ms)", http_status=408) from None
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+        """Sends the response, then closes at once: no lingering read of a body the client has stopped sending."""
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+        return response
+
+    def _error(self, error: ServingError, close: bool = False) -> web.Response:
+        return self._response(error.http_status, json_tensor.error_json(error.message), close=close)
+
+    def _response(self, status: int, body: bytes, content_type: str | None = "application/json", api: bool = True,
+                  close: bool = False) -> web.Response:
+        headers = {"Content-Type": content_type} if content_type else {}
+        if api and self.enable_cors:
+            headers.update(CORS_HEADERS)
+        response = web.Response(status=status, body=body, headers=headers)
+        if close or self._draining:  # an unread body makes the connection unusable
+            response.force_close()
+        return response
+
+
+def _remaining(loop, deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - loop.time())
+
+
+class RestApi:
+    """TF Serving's /v1 API on one request (runs on a worker thread): -> the 200 body, or raises ServingError."""
+
+    def __init__(self, core, *, max_body_bytes: int):
+        self.core = core
+        self.max_body_bytes = max_body_bytes
+
+    def handle(self, method: str, path: str, body: bytes, content_encoding: str, timeout_ms: int) -> bytes:
+        try:
+            if "gzip" in content_encoding.lower():
+                body = _gunzip(body, self.max_body_bytes)
+            return self._route(method, path, body, timeout_ms)
+        except ServingError:
+            raise
+        except Exception:  # a bug, not the client's fault: the traceback goes to the log, not to the client
+            log.exception("REST request %s %s failed", method, path)
+            raise ServingError(grpc.StatusCode.INTERNAL, "Internal error while handling the request") from None
+
+    def _route(self, method: str, path: str, body: bytes, timeout_ms: int) -> bytes:
+        malformed = invalid(f"Malformed request: {method} {path}")
+        if method == "POST":
             match = POST_PATH.fullmatch(path)
             if not match:
                 raise malformed
-            name, version, label, method = match.groups()
-            if method not in ("predict", "classify", "regress"):
+            name, version, label, verb = match.groups()
+            if verb not in ("predict", "classify", "regress"):
                 raise malformed
             return self._post(urllib.parse.unquote(name), _version(version),
-                              urllib.parse.unquote(label) if label else None, method, body)
-        if self.command == "GET":
+                              urllib.parse.unquote(label) if label else None, verb, body, timeout_ms)
+        if method == "GET":
             match = GET_PATH.fullmatch(path)
             if not match:
                 raise malformed
@@ -217,12 +286,11 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             return self._status(name, _version(version))
         raise malformed
 
-    def _post(self, name, version, label, method, body) -> bytes:
-        core = self.server.core
-        timeout_ms = self.server.timeout_ms
+    def _post(self, name, version, label, verb, body, timeout_ms) -> bytes:
+        core = self.core
         request = json_tensor.parse_json(body)
         signature_name = json_tensor.signature_name_of(request)
-        if method == "predict":
+        if verb == "predict":
             with core.observe(name, "predict", "REST"), core.servable(name, version, label) as loaded:
                 effective = signature_name or DEFAULT_SIGNATURE
                 signature = loaded.signatures.get(effective)
@@ -234,9 +302,9 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
                 inputs, row_format = json_tensor.predict_inputs_from_json(request, dtypes)
                 outputs = core.predict_arrays(loaded, effective, inputs, (), timeout_ms)
                 return json_tensor.predict_response_json(outputs, row_format)
-        input_proto = json_tensor.classify_regress_input_from_json(request, method)
-        with core.observe(name, method, "REST"), core.servable(name, version, label) as loaded:
-            if method == "classify":
+        input_proto = json_tensor.classify_regress_input_from_json(request, verb)
+        with core.observe(name, verb, "REST"), core.servable(name, version, label) as loaded:
+            if verb == "classify":
                 _, result = core.classification_result(loaded, signature_name, input_proto, timeout_ms)
                 return json_tensor.classification_json(result)
             _, result = core.regression_result(loaded, signature_name, input_proto, timeout_ms)
@@ -249,7 +317,7 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         request.model_spec.name = name
         if version is not None:
             request.model_spec.version.value = version
-        response = self.server.core.status(request)
+        response = self.core.status(request)
         # http_rest_api_util.cc ToJsonString: protobuf's C++ JSON printer with add_whitespace (1-space indent).
         return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1).encode()
 
@@ -262,7 +330,7 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             request.model_spec.version.value = version
         elif label:
             request.model_spec.version_label = label
-        response = self.server.core.metadata(request)
+        response = self.core.metadata(request)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_map)
         document = {
@@ -290,9 +358,11 @@ def _too_large(size: int, limit: int) -> ServingError:
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
-    import io
-    with gzip.GzipFile(fileobj=io.BytesIO(body)) as f:
-        data = f.read(limit + 1)
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(body)) as f:
+            data = f.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise invalid(f"Failed to decompress gzip request body: {error}") from None
     if len(data) > limit:
         raise _too_large(len(data), limit)
     return data

@@ -27,8 +27,9 @@ class ServerOptions:
     port: int = 8500
     grpc_socket_path: str = ""
     rest_api_port: int = 0
-    rest_api_num_threads: int = 0  # accepted for compatibility; the REST server uses a thread per connection
+    rest_api_num_threads: int = 0  # REST worker threads; 0 = as many as gRPC's default pool
     rest_api_timeout_in_ms: int = 30000
+    rest_api_idle_timeout_in_ms: int = 30000  # for a complete request head, after connecting or the last response
     rest_api_enable_cors_support: bool = False
     rest_api_max_request_bytes: int = 64 * 1024 * 1024
     bind_address: str = "0.0.0.0"
@@ -71,7 +72,7 @@ class ModelServer:
         self.rest_port: int | None = None
         self.manager = self.core = self.metrics = self.batcher = None
         self._grpc_server = self._rest_server = None
-        self._rest_thread = self._config_thread = None
+        self._config_thread = None
         self._stopped = threading.Event()  # stop requested: no new work
         self._finished = threading.Event()  # drained and unloaded
         self._model_config = None
@@ -86,6 +87,8 @@ class ModelServer:
             raise ConfigError("Nothing to serve on: --port=0, no --grpc_socket_path and --rest_api_port=0")
         if o.rest_api_port and o.rest_api_port == o.port:
             raise ConfigError(f"--rest_api_port ({o.rest_api_port}) must differ from --port ({o.port})")
+        if o.rest_api_num_threads < 0 or o.rest_api_idle_timeout_in_ms <= 0:
+            raise ConfigError("--rest_api_num_threads must be >= 0 and --rest_api_idle_timeout_in_ms > 0")
         if o.batching_parameters_file and not o.enable_batching:
             raise ConfigError("--batching_parameters_file is set but --enable_batching is not")
         if o.model_config_file:
@@ -119,7 +122,7 @@ class ModelServer:
         return batching, prometheus_path
 
     # --------------------------------------------------------------------------------------------- lifecycle
-    def start(self) -> "ModelServer":
+    def start(self) -> ModelServer:
         from serving.core import ServingCore
         from serving.manager import ModelManager
         from serving.metrics import Metrics
@@ -213,14 +216,14 @@ class ModelServer:
         from serving.rest import RestServer
         o = self.options
         self._rest_server = RestServer(
-            (o.bind_address, o.rest_api_port), self.core, timeout_ms=o.rest_api_timeout_in_ms,
-            max_body_bytes=o.rest_api_max_request_bytes, enable_cors=o.rest_api_enable_cors_support,
-            prometheus_path=prometheus_path, metrics=self.metrics,
+            o.bind_address, o.rest_api_port, self.core,
+            # REST workers block in batches like gRPC handler threads do, so the default pool is sized alike.
+            num_threads=o.rest_api_num_threads or self._default_grpc_threads(), timeout_ms=o.rest_api_timeout_in_ms,
+            idle_timeout_ms=o.rest_api_idle_timeout_in_ms, max_body_bytes=o.rest_api_max_request_bytes,
+            enable_cors=o.rest_api_enable_cors_support, prometheus_path=prometheus_path, metrics=self.metrics,
             model_names=lambda: [m.name for m in self.manager.models.values() if m.configured])
-        self.rest_port = self._rest_server.server_address[1]
-        self._rest_thread = threading.Thread(target=self._rest_server.serve_forever, kwargs={"poll_interval": 0.2},
-                                             name="rest_api", daemon=True)
-        self._rest_thread.start()
+        self._rest_server.start()
+        self.rest_port = self._rest_server.port
         host = "localhost" if o.bind_address in ("0.0.0.0", "::") else o.bind_address
         print(f"Exporting HTTP/REST API at:{host}:{self.rest_port} ...", flush=True)
 
@@ -236,7 +239,7 @@ class ModelServer:
                 self.manager.apply_config(config)
                 self._config_text = text
                 log.info("Reloaded model config from %s", self.options.model_config_file)
-            except Exception as error:  # a bad edit is logged; the running config stays
+            except Exception as error:  # noqa: BLE001 -- a bad edit is logged; the running config stays
                 log.error("Failed to reload model config %s: %s", self.options.model_config_file, error)
 
     def stop(self, grace_seconds: float | None = None) -> None:
