@@ -1,0 +1,303 @@
+"""The REST front end against hostile and broken clients: raw sockets and `requests` against `python -m serving`.
+
+Every malformed request gets a 4xx with TF Serving's JSON error body, or, for broken HTTP framing, the parser's 400
+and a closed connection; nothing smuggled behind a broken request is answered; stalled clients are cut off within the
+configured timeouts; the server's peak memory stays bounded; valid requests keep working in between.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from conftest import free_port, write
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MAX_BODY = 1 << 20
+TIMEOUT_MS = 3000
+IDLE_MS = 1000
+THREADS = 2
+SLACK_S = 1.5  # scheduling slack on a shared 2-core machine
+PREDICT = b"POST /v1/models/half:predict HTTP/1.1\r\nHost: localhost\r\n"
+VALID_BODY = b'{"instances": [2.0]}'
+
+
+def _request(headers: bytes, body: bytes = b"") -> bytes:
+    return PREDICT + headers + b"\r\n" + body
+
+
+def _with_length(body: bytes, extra: bytes = b"") -> bytes:
+    return _request(extra + b"Content-Length: %d\r\n" % len(body), body)
+
+
+@pytest.fixture(scope="module")
+def server(models_dir, tmp_path_factory):
+    """`python -m serving` with small limits, so every limit and timeout is reached within seconds."""
+    from serving.server import wait_for_port
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("rest_hardening") / "server.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving", f"--port={free_port()}", f"--rest_api_port={port}", "--model_name=half",
+             f"--model_base_path={models_dir / 'half'}", "--bind_address=127.0.0.1",
+             f"--rest_api_max_request_bytes={MAX_BODY}", f"--rest_api_timeout_in_ms={TIMEOUT_MS}",
+             f"--rest_api_idle_timeout_in_ms={IDLE_MS}", f"--rest_api_num_threads={THREADS}"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        wait_for_port("127.0.0.1", port, timeout_s=120)
+        process.port = port
+        process.log_path = log_path
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def exchange(port: int, data: bytes, wait_s: float = 10.0, half_close: bool = False
+             ) -> tuple[list[tuple[int, dict, bytes]], bool, float]:
+    """Sends `data` on a new connection (then shuts its sending side if half_close), reads until the server closes
+    (or wait_s passes). -> (responses parsed from what came back, whether the server closed, seconds until then)."""
+    started = time.monotonic()
+    received, closed = b"", False
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.settimeout(wait_s)
+        try:
+            connection.sendall(data)
+            if half_close:
+                connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server refused before reading everything; its answer (if any) is still to be read
+        try:
+            while chunk := connection.recv(1 << 16):
+                received += chunk
+            closed = True
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            pass
+    return parse_responses(received), closed, time.monotonic() - started
+
+
+def parse_responses(data: bytes) -> list[tuple[int, dict, bytes]]:
+    responses = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers.get("content-length", 0))
+        responses.append((status, headers, rest[:length]))
+        data = rest[length:]
+    return responses
+
+
+def assert_json_error(status: int, headers: dict, body: bytes, expected_status: int, fragment: str) -> None:
+    assert status == expected_status, body
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert fragment in error
+    assert "Traceback" not in error and "Internal error" not in error
+
+
+def assert_still_serving(server) -> None:
+    response = requests.post(f"http://127.0.0.1:{server.port}/v1/models/half:predict", data=VALID_BODY, timeout=30)
+    assert (response.status_code, response.json()) == (200, {"predictions": [3.0]})
+
+
+# ------------------------------------------------------------------------------------- broken framing: parser 400
+SMUGGLED = b"GET /v1/models/half HTTP/1.1\r\nHost: localhost\r\n\r\n"
+FRAMING_CASES = {
+    "negative Content-Length": _request(b"Content-Length: -5\r\n", VALID_BODY),
+    "conflicting Content-Length": _request(b"Content-Length: 20\r\nContent-Length: 21\r\n", VALID_BODY),
+    "Content-Length with sign and underscore": _request(b"Content-Length: +2_77\r\n", VALID_BODY),
+    "Content-Length overflowing 64 bits": _request(b"Content-Length: 99999999999999999999999\r\n", VALID_BODY),
+    "Content-Length plus Transfer-Encoding (smuggling)": _request(
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + SMUGGLED),
+    "bad chunk size hiding a request": _request(
+        b"Transfer-Encoding: chunked\r\n", b"zz\r\n" + VALID_BODY + b"\r\n0\r\n\r\n" + SMUGGLED),
+    "negative chunk size": _request(b"Transfer-Encoding: chunked\r\n", b"-5\r\nabcde\r\n0\r\n\r\n" + SMUGGLED),
+    "chunked not the last transfer coding": _request(b"Transfer-Encoding: chunked, gzip\r\n", b"0\r\n\r\n"),
+    "unknown transfer coding": _request(b"Transfer-Encoding: identity\r\n", b""),
+    "obsolete header line folding": _request(b"X-Folded: a\r\n b\r\nContent-Length: 20\r\n", VALID_BODY),
+    "space before the header colon": _request(b"Content-Length : 20\r\n", VALID_BODY),
+    "bare LF line ends": PREDICT.replace(b"\r\n", b"\n") + b"Content-Length: 20\n\n" + VALID_BODY,
+    "NUL in a header value": _request(b"X-Nul: a\x00b\r\nContent-Length: 20\r\n", VALID_BODY),
+    "request line over the limit": b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "header line over the limit": _request(b"X-Long: " + b"a" * 20000 + b"\r\n"),
+    "too many headers": _request(b"".join(b"X-H%d: v\r\n" % i for i in range(300))),
+    "TLS handshake on the HTTP port": bytes.fromhex("16030100c4010000c00303") + os.urandom(64),
+}
+
+
+@pytest.mark.parametrize("name", FRAMING_CASES)
+def test_broken_framing_is_refused_and_closed(server, name):
+    responses, closed, _ = exchange(server.port, FRAMING_CASES[name])
+    assert [status for status, _, _ in responses] == [400], responses  # one answer: nothing smuggled is served
+    assert closed
+    body = responses[0][2]
+    assert len(body) < 1024 and b"Traceback" not in body
+    assert_still_serving(server)
+
+
+# ------------------------------------------------------------------------------ malformed content: JSON 4xx
+def _gzip_bomb() -> bytes:
+    return gzip.compress(b"{" + b" " * (4 * MAX_BODY) + b"}")
+
+
+BAD_BODIES = {
+    "integer of 5000 digits": (b'{"instances": [' + b"9" * 5000 + b"]}", 400, "Number too big"),
+    "negative integer of 400 digits": (b'{"instances": [-' + b"9" * 400 + b"]}", 400, "Number too big"),
+    "nesting 70 levels": (b'{"instances": ' + b"[" * 70 + b"1.0" + b"]" * 70 + b"}", 400, "70 levels deep"),
+    "nesting 100000 levels": (b'{"instances": ' + b"[" * 100000 + b"]" * 100000 + b"}", 400, "Nesting too deep"),
+    "lone high surrogate in a value": (b'{"instances": ["\\ud800"]}', 400, "surrogate pair in string is invalid"),
+    "lone low surrogate in a key": (b'{"instances": [{"\\udc00": 1.0}]}', 400, "surrogate pair in string is invalid"),
+    "lone surrogate in a key of the request": (b'{"\\udbff": 1, "instances": [1.0]}', 400, "surrogate pair"),
+    "invalid UTF-8": (b'{"instances": ["\xff\xfe"]}', 400, "Invalid encoding in string"),
+    "truncated JSON": (b'{"instances": [1.0,', 400, "JSON Parse error"),
+    "not JSON": (b"instances=1", 400, "JSON Parse error"),
+    "empty body": (b"", 400, "The document is empty"),
+    "JSON array instead of object": (b"[1.0]", 400, "Is not object"),
+    "instances not a list": (b'{"instances": "abc"}', 400, "Expecting 'instances' to be an list/array"),
+    "string where float expected": (b'{"instances": ["abc"]}', 400, "is not of expected type: float"),
+    "ragged instances": (b'{"instances": [[1.0], [1.0, 2.0]]}', 400, "Expecting shape"),
+    "signature_name not a string": (b'{"signature_name": [], "instances": [1.0]}', 400, "must be a string value"),
+    "unknown signature": (b'{"signature_name": "nope", "instances": [1.0]}', 400, "not found in signature def"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_BODIES)
+def test_malformed_body_gets_a_json_4xx(server, name):
+    body, status, fragment = BAD_BODIES[name]
+    response = requests.post(f"http://127.0.0.1:{server.port}/v1/models/half:predict", data=body, timeout=30)
+    assert_json_error(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content,
+                      status, fragment)
+    assert_still_serving(server)
+
+
+@pytest.mark.parametrize("path,body,status,fragment", [
+    ("/v1/models/half:classify", b'{"signature_name": "classify_x_to_y", "examples": [{"x": "\\ud800"}]}', 400,
+     "surrogate"),
+    ("/v1/models/half:classify", b'{"signature_name": "classify_x_to_y", "examples": [{"x": 18446744073709551615}]}',
+     400, "uint64_t"),
+    ("/v1/models/half:regress", b'{"signature_name": "regress_x_to_y", "examples": "x"}', 400,
+     "Expecting 'examples' value to be an list/array"),
+    ("/v1/models/half:classify", b'{"signature_name": "classify_x_to_y", "examples": [{"x": {"b64": "@@"}}]}', 400,
+     "Unable to base64 decode"),
+    ("/v1/models/half/versions/99999999999999999999:predict", VALID_BODY, 400, "Failed to convert version"),
+    ("/v1/models/nope:predict", VALID_BODY, 404, "Servable not found"),
+    ("/v1/models/half:explain", VALID_BODY, 400, "Malformed request"),
+])
+def test_malformed_api_calls_get_a_json_4xx(server, path, body, status, fragment):
+    response = requests.post(f"http://127.0.0.1:{server.port}{path}", data=body, timeout=30)
+    assert_json_error(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content,
+                      status, fragment)
+
+
+def test_gzip_bodies(server):
+    url = f"http://127.0.0.1:{server.port}/v1/models/half:predict"
+    gzipped = {"Content-Encoding": "gzip"}
+    response = requests.post(url, data=gzip.compress(VALID_BODY), headers=gzipped, timeout=30)
+    assert (response.status_code, response.json()) == (200, {"predictions": [3.0]})
+    response = requests.post(url, data=b"\x1f\x8b\x08" + b"x" * 20, headers=gzipped, timeout=30)
+    assert_json_error(response.status_code, {"content-type": response.headers["Content-Type"]}, response.content, 400,
+                      "Failed to decompress gzip request body")
+    response = requests.post(url, data=_gzip_bomb(), headers=gzipped, timeout=30)  # 4 MiB inflated from ~4 KiB
+    assert_json_error(response.status_code, {"content-type": response.headers["Content-Type"]}, response.content, 413,
+                      "--rest_api_max_request_bytes")
+
+
+def test_oversized_bodies_get_413_not_a_reset(server):
+    url = f"http://127.0.0.1:{server.port}/v1/models/half:predict"
+    response = requests.post(url, data=b" " * (2 * MAX_BODY), timeout=30)  # Content-Length over the limit
+    assert_json_error(response.status_code, {"content-type": response.headers["Content-Type"]}, response.content, 413,
+                      "exceeds the limit of 1048576 bytes")
+    assert response.headers["Connection"] == "close"
+    response = requests.post(url, data=iter([b" " * (1 << 16)] * 40), timeout=30)  # chunked, over the limit
+    assert_json_error(response.status_code, {"content-type": response.headers["Content-Type"]}, response.content, 413,
+                      "--rest_api_max_request_bytes")
+    assert_still_serving(server)
+
+
+# ------------------------------------------------------------------------------------ stalled clients, timeouts
+def test_idle_and_half_sent_connections_are_closed(server):
+    for data in (b"", PREDICT + b"Content-Le"):
+        responses, closed, elapsed = exchange(server.port, data, wait_s=IDLE_MS / 1000 + 5)
+        assert closed and responses == [] and elapsed < IDLE_MS / 1000 + SLACK_S
+
+
+def test_keep_alive_connection_is_closed_when_idle(server):
+    responses, closed, elapsed = exchange(server.port, _with_length(VALID_BODY), wait_s=IDLE_MS / 1000 + 5)
+    assert [status for status, _, _ in responses] == [200] and closed
+    assert elapsed < IDLE_MS / 1000 + SLACK_S
+
+
+def test_short_body_gets_408_and_is_closed(server):
+    responses, closed, elapsed = exchange(server.port, _request(b"Content-Length: 100\r\n", b'{"inst'),
+                                          wait_s=TIMEOUT_MS / 1000 + 5)
+    assert len(responses) == 1 and closed
+    assert_json_error(*responses[0], 408, "--rest_api_timeout_in_ms")
+    assert TIMEOUT_MS / 1000 - 0.2 < elapsed < TIMEOUT_MS / 1000 + SLACK_S
+
+
+def test_requests_wait_for_one_of_num_threads_workers(server):
+    """Both workers are held by stalled uploads: a valid request waits for one, then succeeds."""
+    stalled = [threading.Thread(target=exchange, args=(server.port, _request(b"Content-Length: 100\r\n", b"{"),
+                                                         TIMEOUT_MS / 1000 + 5)) for _ in range(THREADS)]
+    for thread in stalled:
+        thread.start()
+    time.sleep(TIMEOUT_MS / 2000)
+    started = time.monotonic()
+    assert_still_serving(server)
+    waited = time.monotonic() - started
+    for thread in stalled:
+        thread.join()
+    assert waited > TIMEOUT_MS / 2000 - 0.5  # it was served only once the stalled uploads timed out
+
+
+# ----------------------------------------------------------------------------------------- bounded memory
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_big_hostile_bodies_cost_bounded_memory(server):
+    assert_still_serving(server)
+    before = _peak_rss_kib(server.pid)
+    endless = 32 << 20
+    for data in (
+            _request(b"Content-Length: %d\r\n" % (64 << 20), b" " * endless),  # body way over the limit
+            _request(b"Transfer-Encoding: chunked\r\n", b"0" * endless),  # endless chunk-size line
+            _request(b"Transfer-Encoding: chunked\r\n", b"5;" + b"e" * endless),  # endless chunk extension
+            _request(b"X-Endless: " + b"h" * endless),  # endless header line
+            _request(b"Transfer-Encoding: chunked\r\n", b"4000000\r\n" + b" " * endless)):  # chunked over the limit
+        responses, closed, _ = exchange(server.port, data, wait_s=TIMEOUT_MS / 1000 + 10, half_close=True)
+        assert closed and len(responses) <= 1
+        assert not responses or 400 <= responses[0][0] < 500
+    growth_mib = (_peak_rss_kib(server.pid) - before) / 1024
+    assert growth_mib < 16, f"peak RSS grew by {growth_mib:.0f} MiB for {endless >> 20} MiB hostile bodies"
+    assert_still_serving(server)
+
+
+# ------------------------------------------------------------------------------------------- REST deadline
+def test_deadline_is_answered_on_time(models_dir, make_server, tmp_path):
+    """A request stuck in a 10 s batch gets 504 after --rest_api_timeout_in_ms, the core having the same deadline."""
+    batching = write(tmp_path / "batching.config",
+                     "max_batch_size { value: 1000 } batch_timeout_micros { value: 10000000 }")
+    server = make_server(model_name="half", model_base_path=str(models_dir / "half"), enable_batching=True,
+                         batching_parameters_file=batching, rest_api_timeout_in_ms=1000)
+    started = time.monotonic()
+    response = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/half:predict", data=VALID_BODY,
+                             timeout=30)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504 and response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"] in ("Timed out waiting for notification",
+                                        "Deadline exceeded while waiting for the batch")
+    assert 0.9 < elapsed < 1 + SLACK_S
