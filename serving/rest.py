@@ -177,13 +177,14 @@ class RestServer:
         try:
             await asyncio.wait_for(self._slots.acquire(), _remaining(loop, deadline))
         except TimeoutError:
-            return self._error(ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE))
+            return self._error(ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE),
+                               close=has_body and not request.content.is_eof())
         try:
             body = await self._read_body(request, deadline) if has_body else b""
             remaining = _remaining(loop, deadline)
             worker = self._executor.submit(self.api.handle, request.method, path, body,
                                            request.headers.get("Content-Encoding", ""),
-                                           int(remaining * 1000) if remaining is not None else 0)
+                                           max(1, int(remaining * 1000)) if remaining is not None else 0)
             worker.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
             try:
                 # On timeout the client gets its answer now; the worker keeps its slot until the core returns.

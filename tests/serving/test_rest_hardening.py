@@ -301,3 +301,14 @@ def test_deadline_is_answered_on_time(models_dir, make_server, tmp_path):
     assert response.json()["error"] in ("Timed out waiting for notification",
                                         "Deadline exceeded while waiting for the batch")
     assert 0.9 < elapsed < 1 + SLACK_S
+
+
+@pytest.mark.parametrize("options", [{"rest_api_num_threads": -1}, {"rest_api_idle_timeout_in_ms": 0}])
+def test_bad_rest_flags_are_config_errors(models_dir, options):
+    from serving.errors import ConfigError
+    from serving.server import ModelServer, ServerOptions
+
+    server = ModelServer(ServerOptions(port=free_port(), rest_api_port=free_port(), model_name="half",
+                                       model_base_path=str(models_dir / "half"), **options))
+    with pytest.raises(ConfigError, match="--rest_api_num_threads must be >= 0"):
+        server.start()
