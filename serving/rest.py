@@ -77,8 +77,6 @@ class RestServer:
 
     def __init__(self, host: str, port: int, core, *, num_threads: int, timeout_ms: int, idle_timeout_ms: int,
                  max_body_bytes: int, enable_cors: bool, prometheus_path: str | None, metrics, model_names):
-        if num_threads < 1:
-            raise ValueError(f"REST worker threads must be at least 1, got {num_threads}")
         self.api = RestApi(core, max_body_bytes=max_body_bytes)
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
@@ -175,20 +173,22 @@ class RestServer:
         has_body = request.method in ("POST", "PUT", "PATCH")
         worker = None
         try:
-            await asyncio.wait_for(self._slots.acquire(), _remaining(loop, deadline))
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
         except TimeoutError:
             return self._error(ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE),
                                close=has_body and not request.content.is_eof())
         try:
             body = await self._read_body(request, deadline) if has_body else b""
-            remaining = _remaining(loop, deadline)
+            # The core gets what is left of the deadline (its timeout_ms 0 means none, so never round down to 0).
+            timeout_ms = max(1, int((deadline - loop.time()) * 1000)) if deadline is not None else 0
             worker = self._executor.submit(self.api.handle, request.method, path, body,
-                                           request.headers.get("Content-Encoding", ""),
-                                           max(1, int(remaining * 1000)) if remaining is not None else 0)
+                                           request.headers.get("Content-Encoding", ""), timeout_ms)
             worker.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
             try:
                 # On timeout the client gets its answer now; the worker keeps its slot until the core returns.
-                payload = await asyncio.wait_for(asyncio.wrap_future(worker), remaining)
+                async with asyncio.timeout_at(deadline):
+                    payload = await asyncio.wrap_future(worker)
             except TimeoutError:
                 raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
             return self._response(200, payload)
@@ -239,10 +239,6 @@ class RestServer:
         if close or self._draining:  # an unread body makes the connection unusable
             response.force_close()
         return response
-
-
-def _remaining(loop, deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - loop.time())
 
 
 class RestApi:
