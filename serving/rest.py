@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -180,8 +181,9 @@ class RestServer:
                                close=has_body and not request.content.is_eof())
         try:
             body = await self._read_body(request, deadline) if has_body else b""
-            # The core gets what is left of the deadline (its timeout_ms 0 means none, so never round down to 0).
-            timeout_ms = max(1, int((deadline - loop.time()) * 1000)) if deadline is not None else 0
+            # The core gets what is left of the deadline, rounded up to whole seconds (never 0, which means none): the
+            # session compiles one callable per RunOptions timeout, so exact milliseconds would compile one per request.
+            timeout_ms = 1000 * max(1, math.ceil(deadline - loop.time())) if deadline is not None else 0
             worker = self._executor.submit(self.api.handle, request.method, path, body,
                                            request.headers.get("Content-Encoding", ""), timeout_ms)
             worker.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
