@@ -33,8 +33,8 @@ def _request(headers: bytes, body: bytes = b"") -> bytes:
     return PREDICT + headers + b"\r\n" + body
 
 
-def _with_length(body: bytes, extra: bytes = b"") -> bytes:
-    return _request(extra + b"Content-Length: %d\r\n" % len(body), body)
+def _with_length(body: bytes) -> bytes:
+    return _request(b"Content-Length: %d\r\n" % len(body), body)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,7 @@ def server(models_dir, tmp_path_factory):
     from serving.server import wait_for_port
 
     port = free_port()
-    log_path = tmp_path_factory.mktemp("rest_hardening") / "server.log"
-    with open(log_path, "wb") as log_file:
+    with open(tmp_path_factory.mktemp("rest_hardening") / "server.log", "wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "serving", f"--port={free_port()}", f"--rest_api_port={port}", "--model_name=half",
              f"--model_base_path={models_dir / 'half'}", "--bind_address=127.0.0.1",
@@ -54,7 +53,6 @@ def server(models_dir, tmp_path_factory):
     try:
         wait_for_port("127.0.0.1", port, timeout_s=120)
         process.port = port
-        process.log_path = log_path
         yield process
     finally:
         process.terminate()
