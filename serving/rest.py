@@ -184,13 +184,14 @@ class RestServer:
             # The core gets what is left of the deadline, rounded up to whole seconds (never 0, which means none): the
             # session compiles one callable per RunOptions timeout, so exact milliseconds would compile one per request.
             timeout_ms = 1000 * max(1, math.ceil(deadline - loop.time())) if deadline is not None else 0
+            answer = loop.create_future()
             worker = self._executor.submit(self.api.handle, request.method, path, body,
                                            request.headers.get("Content-Encoding", ""), timeout_ms)
-            worker.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.release))
+            worker.add_done_callback(lambda _: loop.call_soon_threadsafe(self._worker_done, worker, answer))
             try:
                 # On timeout the client gets its answer now; the worker keeps its slot until the core returns.
                 async with asyncio.timeout_at(deadline):
-                    payload = await asyncio.wrap_future(worker)
+                    payload = await answer
             except TimeoutError:
                 raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
             return self._response(200, payload)
@@ -201,6 +202,18 @@ class RestServer:
         finally:
             if worker is None:
                 self._slots.release()
+
+    def _worker_done(self, worker: concurrent.futures.Future, answer: asyncio.Future) -> None:
+        """On the loop, once per worker (one wake-up): frees its slot and hands its result to a request still waiting."""
+        self._slots.release()
+        if answer.done():  # the deadline passed first
+            return
+        if worker.cancelled():
+            answer.cancel()
+        elif worker.exception() is not None:
+            answer.set_exception(worker.exception())
+        else:
+            answer.set_result(worker.result())
 
     async def _read_body(self, request: web.Request, deadline: float | None) -> bytes:
         """The body, up to --rest_api_max_request_bytes, arriving before the request's deadline."""
