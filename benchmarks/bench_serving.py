@@ -158,6 +158,16 @@ def multipart_body(field: str, filename: str, content: bytes) -> tuple[bytes, st
             "Content-Type: application/octet-stream\r\n\r\n").encode()
     return head + content + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -231,7 +241,7 @@ def measure(call_factory, concurrency: int, requests: int, images_per_call: int 
                 latencies.extend(mine)
         except threading.BrokenBarrierError:
             pass
-        except BaseException as error:  # reported by the caller instead of a silently shorter run
+        except BaseException as error:  # noqa: BLE001 -- reported by the caller instead of a silently shorter run
             errors.append(error)
             start_barrier.abort()
 
@@ -328,7 +338,8 @@ def main() -> int:
     version_dir = os.path.join(base_path, str(version))
     image, image_description = test_image(args.image, args.image_size)
     print(f"model {version_dir}; image: {image_description}, {len(image)} bytes; "
-          f"{args.requests} requests per row, median of {args.rounds} rounds; {os.cpu_count()} CPUs")
+          f"{args.requests} requests per row, median of {args.rounds} rounds")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {load_average()} at start")
 
     batching_file = os.path.join(tmp, "batching.config")
     with open(batching_file, "w") as f:
@@ -344,7 +355,7 @@ def main() -> int:
          f"--model_name={args.model_name}", f"--model_base_path={base_path}", "--enable_batching",
          f"--batching_parameters_file={batching_file}", f"--monitoring_config_file={monitoring_file}",
          "--bind_address=127.0.0.1", "--log_level=WARNING"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "server.log"), "w"))
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "server.log"), "w"))  # noqa: SIM115
     server.log_path = os.path.join(tmp, "server.log")
     rounds: dict[str, list[dict]] = {}
 
@@ -373,6 +384,7 @@ def main() -> int:
 
         # ---- in-process: the same signature, same session runtime, no transport
         import numpy as np
+
         from serving.servable import LoadedVersion
         loaded = LoadedVersion(args.model_name, version, version_dir)
         signature = loaded.signatures["serving_default"]
@@ -451,7 +463,7 @@ def main() -> int:
                 f.write(source)
             log_path = app_file[:-3] + ".log"  # a pipe nobody reads would fill up with the access log
             flask = subprocess.Popen([sys.executable, app_file, *app_args, str(flask_port)],
-                                     stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+                                     stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))  # noqa: SIM115
             flask.log_path = log_path
             try:
                 wait_for(flask_port, flask)
@@ -465,7 +477,8 @@ def main() -> int:
                 for _ in range(args.rounds):
                     for c in concurrencies:
                         record(f"{name} c={c}", measure(
-                            lambda: rest_call(flask_port, "/predict", body, content_type), c, args.requests))
+                            lambda: rest_call(flask_port, "/predict", body, content_type),  # noqa: B023 (called now)
+                            c, args.requests))
             finally:
                 flask.terminate()
                 flask.wait(timeout=60)
@@ -504,6 +517,7 @@ def main() -> int:
             if f"{flask_name} c={c}" in rounds:
                 print(f"  c={c:<3} REST vs {flask_name} throughput {ratio(f'REST c={c}', f'{flask_name} c={c}'):.2f}x, "
                       f"gRPC vs {flask_name} {ratio(f'gRPC c={c}', f'{flask_name} c={c}'):.2f}x{target}")
+    print(f"load average {load_average()} at the end")
     print(f"\nserver RSS: {rss_loaded:.0f} MiB after load, {rss_after:.0f} MiB after the run, peak {rss_peak:.0f} MiB "
           "[<= 1024 MiB]")
     return 0
