@@ -16,7 +16,6 @@ import gzip
 import io
 import json
 import logging
-import math
 import os
 import re
 import socket
@@ -181,9 +180,8 @@ class RestServer:
                                close=has_body and not request.content.is_eof())
         try:
             body = await self._read_body(request, deadline) if has_body else b""
-            # The core gets what is left of the deadline, rounded up to whole seconds (never 0, which means none): the
-            # session compiles one callable per RunOptions timeout, so exact milliseconds would compile one per request.
-            timeout_ms = 1000 * max(1, math.ceil(deadline - loop.time())) if deadline is not None else 0
+            # The core gets what is left of the deadline (at least 1 ms: its timeout_ms 0 means none).
+            timeout_ms = max(1, int((deadline - loop.time()) * 1000)) if deadline is not None else 0
             answer = loop.create_future()
             worker = self._executor.submit(self.api.handle, request.method, path, body,
                                            request.headers.get("Content-Encoding", ""), timeout_ms)
