@@ -24,7 +24,7 @@ import urllib.parse
 import zlib
 
 import grpc
-from aiohttp import web
+from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 
@@ -72,6 +72,26 @@ class _RefusedRequestFilter(logging.Filter):
 _REFUSED_REQUEST_FILTER = _RefusedRequestFilter()
 
 
+class _JsonErrorRequestHandler(web_protocol.RequestHandler):
+    """aiohttp answers what its parser refuses (broken framing, an oversized request head) itself, before any handler
+    runs, in text/plain. The same status and close here carry TF Serving's `{"error": ...}` body, so every refusal
+    reads alike to a client."""
+
+    def handle_error(self, request, status=500, exc=None, message=None):
+        plain = super().handle_error(request, status, exc, message)  # logs; raises if a response already went out
+        reason = getattr(exc, "message", None) or message or plain.reason
+        response = web.Response(status=status, body=json_tensor.error_json(" ".join(str(reason).split())),
+                                content_type="application/json")
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        # web.Server's protocol factory, with the handler above (its loop and keyword arguments are web.Server's).
+        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
 class RestServer:
     """The HTTP server: start() binds and serves on its own event-loop thread; drain() stops it gracefully."""
 
@@ -108,16 +128,14 @@ class RestServer:
         self._slots = asyncio.Semaphore(self.num_threads)
         self._idle = asyncio.Event()
         self._idle.set()
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", self._handle)
-        self._runner = web.AppRunner(
-            app, handle_signals=False, shutdown_timeout=CLOSE_SECONDS,
-            access_log=log if log.isEnabledFor(logging.DEBUG) else None,
+        server = _JsonErrorServer(
+            self._handle, access_log=log if log.isEnabledFor(logging.DEBUG) else None,
             # A connection must deliver a complete request head within this long after it opens or after its last
             # response: covers idle, keep-alive and half-sent-header connections alike.
             keepalive_timeout=self._idle_timeout_s, lingering_time=LINGER_SECONDS,
             max_line_size=MAX_REQUEST_LINE_BYTES, max_field_size=MAX_HEADER_FIELD_BYTES, max_headers=MAX_HEADERS,
             auto_decompress=False)  # gzip bodies are inflated by RestApi, bounded by --rest_api_max_request_bytes
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=CLOSE_SECONDS)
         await self._runner.setup()
         await web.SockSite(self._runner, self._socket, backlog=LISTEN_BACKLOG).start()
 
@@ -147,7 +165,7 @@ class RestServer:
         return drained
 
     # ------------------------------------------------------------------------------------------- requests
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -165,7 +183,7 @@ class RestServer:
             if not self._in_flight:
                 self._idle.set()
 
-    async def _api(self, request: web.Request, path: str) -> web.StreamResponse:
+    async def _api(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         if request.method == "OPTIONS":
             return self._response(200 if re.match(r"https?://", request.headers.get("Origin", "")) else 400, b"", None)
         loop = asyncio.get_running_loop()
@@ -213,7 +231,7 @@ class RestServer:
         else:
             answer.set_result(worker.result())
 
-    async def _read_body(self, request: web.Request, deadline: float | None) -> bytes:
+    async def _read_body(self, request: web.BaseRequest, deadline: float | None) -> bytes:
         """The body, up to --rest_api_max_request_bytes, arriving before the request's deadline."""
         limit = self.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
@@ -233,7 +251,7 @@ class RestServer:
         return b"".join(chunks)
 
     @staticmethod
-    async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    async def _answer_and_close(request: web.BaseRequest, response: web.Response) -> web.Response:
         """Sends the response, then closes at once: no lingering read of a body the client has stopped sending."""
         await response.prepare(request)
         await response.write_eof()
