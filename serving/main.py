@@ -66,9 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("enable_signature_method_name_check", bool, "Classify/Regress require the matching method_name")
     flag("tensorflow_intra_op_parallelism", int, "TF intra-op threads; 0 = auto")
     flag("tensorflow_inter_op_parallelism", int, "TF inter-op threads; 0 = auto")
+    flag("prefer_tflite_model", bool, "serve a version's model.tflite on LiteRT (XNNPACK) when it has one, with the "
+         "SavedModel's signatures")
     flag("shutdown_grace_seconds", float, "on SIGTERM, how long in-flight requests may take to finish")
     # Accepted so that tensorflow_model_server command lines keep working; they change nothing here.
-    for name in ("enable_profiler", "prefer_tflite_model", "flush_filesystem_caches", "enable_per_model_batching_parameters",
+    for name in ("enable_profiler", "flush_filesystem_caches", "enable_per_model_batching_parameters",
                  "remove_unused_fields_from_bundle_metagraph", "enable_serialization_as_tensor_content",
                  "xla_cpu_compilation_enabled"):
         parser.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=None, help=argparse.SUPPRESS)
@@ -115,8 +117,6 @@ def main(args) -> int:
         print("TensorFlow ModelServer: image-retrain serving (Python)")
         print(f"TensorFlow Library: {tf.__version__}")
         return 0
-    if getattr(args, "prefer_tflite_model", None):
-        print("--prefer_tflite_model: TF Lite models are not supported; serving SavedModels", file=sys.stderr)
     from serving.errors import ConfigError, ServingError
     from serving.server import ModelServer
 
