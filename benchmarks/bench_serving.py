@@ -327,6 +327,8 @@ def main() -> int:
     version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
     version_dir = os.path.join(base_path, str(version))
     image, image_description = test_image(args.image, args.image_size)
+    from benchmarks.machine import describe
+    print(describe())
     print(f"model {version_dir}; image: {image_description}, {len(image)} bytes; "
           f"{args.requests} requests per row, median of {args.rounds} rounds; {os.cpu_count()} CPUs")
 
@@ -504,6 +506,7 @@ def main() -> int:
             if f"{flask_name} c={c}" in rounds:
                 print(f"  c={c:<3} REST vs {flask_name} throughput {ratio(f'REST c={c}', f'{flask_name} c={c}'):.2f}x, "
                       f"gRPC vs {flask_name} {ratio(f'gRPC c={c}', f'{flask_name} c={c}'):.2f}x{target}")
+    print(describe().split("; ")[1] + " after")
     print(f"\nserver RSS: {rss_loaded:.0f} MiB after load, {rss_after:.0f} MiB after the run, peak {rss_peak:.0f} MiB "
           "[<= 1024 MiB]")
     return 0

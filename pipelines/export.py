@@ -17,7 +17,8 @@ import argparse
 import os
 import sys
 
-FORMATS = ("tflite", "coreml")
+EXTENSIONS = {"tflite": ".tflite", "coreml": ".mlpackage"}
+FORMATS = tuple(EXTENSIONS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

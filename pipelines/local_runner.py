@@ -32,6 +32,8 @@ class RunOptions:
     split_ratios: tuple[int, int, int] = configs.SPLIT_RATIOS
     hyperparameters: dict = dataclasses.field(default_factory=dict)
     beam_args: list[str] = dataclasses.field(default_factory=lambda: list(configs.LOCAL_BEAM_ARGS))
+    # After a push, also export the pushed version for apps (pipelines/export.py) into OUTPUT_DIR/mobile.
+    mobile_formats: tuple[str, ...] = ()
 
     @property
     def pipeline_name(self) -> str:
@@ -59,6 +61,7 @@ class RunResult:
     embeddings_cached: int
     rejects: int
     serving_model_dir: str
+    mobile_exports: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -143,7 +146,26 @@ def run_pipeline(options: RunOptions) -> RunResult:
         raise ValueError("give exactly one of --data-dir (folder per class) or --manifest (CSV path,label)")
     pipeline, metadata_path = build_pipeline(options)
     tfx.orchestration.LocalDagRunner().run(pipeline)
-    return collect_result(options, metadata_path)
+    result = collect_result(options, metadata_path)
+    if result.pushed and options.mobile_formats:
+        result.mobile_exports = export_for_apps(result.pushed_path, options)
+    return result
+
+
+def export_for_apps(version_dir: str, options: RunOptions) -> list[str]:
+    """The pipeline's optional last step: the pushed version as OUTPUT_DIR/mobile/<model>-<version>.<format>."""
+    from pipelines.export import EXTENSIONS, ExportedClassifier, export_coreml, export_tflite
+
+    classifier = ExportedClassifier(version_dir)
+    os.makedirs(options.path("mobile"), exist_ok=True)
+    paths = []
+    for file_format in options.mobile_formats:
+        path = options.path("mobile", f"{options.model_name}-{os.path.basename(version_dir)}"
+                                      f"{EXTENSIONS[file_format]}")
+        (export_tflite if file_format == "tflite" else export_coreml)(classifier, path)
+        print(f"[export] {file_format}: {path}", flush=True)
+        paths.append(path)
+    return paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +198,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             hyper.add_argument(flag, type=type(default), default=None, help=f"(default: {default})")
     parser.add_argument("--beam-arg", action="append", dest="beam_args", default=None,
                         help="Beam pipeline argument, repeatable (default: %s)." % " ".join(configs.LOCAL_BEAM_ARGS))
+    parser.add_argument("--mobile-export", action="append", dest="mobile_formats", choices=["tflite", "coreml"],
+                        default=None, help="After a push, also write the model for apps to OUTPUT_DIR/mobile "
+                                           "(repeatable; see `image-retrain export`).")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
 
@@ -189,6 +214,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         accuracy_threshold=args.accuracy_threshold, baseline=args.baseline, split_ratios=ratios,
         hyperparameters=hyperparameters,
         beam_args=args.beam_args if args.beam_args else list(configs.LOCAL_BEAM_ARGS),
+        mobile_formats=tuple(getattr(args, "mobile_formats", None) or ()),
     )
 
 
@@ -205,6 +231,7 @@ def format_result(result: RunResult) -> str:
         f"report:             {result.report_path}",
         f"model base path:    {result.serving_model_dir}",
     ]
+    lines += [f"for apps:           {path}" for path in result.mobile_exports]
     return "\n".join(lines)
 
 

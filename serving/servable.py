@@ -75,19 +75,14 @@ class VersionLifecycle:
 
 def load_version(name: str, version: int, path: str, tags=("serve",), session_config=None,
                  prefer_tflite_model: bool = False) -> VersionLifecycle:
-    """A version folder -> its servable: `model.tflite` on LiteRT when preferred and servable with the SavedModel's
-    signatures (serving/litert.py), else the SavedModel in a TF session (TF Serving falls back the same way)."""
+    """A version folder -> its servable: with `prefer_tflite_model`, its `model.tflite` on LiteRT when it has one
+    (serving/litert.py); else the SavedModel in a TF session (TF Serving falls back the same way)."""
     if prefer_tflite_model:
-        from serving.litert import TFLITE_FILE, LiteRTVersion, MissingLiteRTSteps
+        from serving.litert import TFLITE_FILE, LiteRTVersion
 
         if os.path.exists(os.path.join(path, TFLITE_FILE)):
-            try:
-                return LiteRTVersion(name, version, path, tags)
-            except MissingLiteRTSteps as reason:
-                log.warning("Serving the SavedModel of {name: %s version: %d}, not %s: %s", name, version,
-                            TFLITE_FILE, reason)
-        else:
-            log.info("No %s in %s: serving its SavedModel", TFLITE_FILE, path)
+            return LiteRTVersion(name, version, path, tags)
+        log.info("No %s in %s: serving its SavedModel", TFLITE_FILE, path)
     return LoadedVersion(name, version, path, tags, session_config)
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,7 +96,8 @@ def test_probe_difference_above_tolerance_falls_back_and_is_recorded(tmp_path, c
         assert litert_module_path(path) is None
     assert "differs from TensorFlow by" in caplog.text and "embedding with TensorFlow" in caplog.text
     (check,) = [f for f in os.listdir(path + ".litert") if f.endswith(".check.json")]
-    assert json.load(open(os.path.join(path + ".litert", check)))["passed"] is False
+    with open(os.path.join(path + ".litert", check), encoding="utf-8") as f:
+        assert json.load(f)["passed"] is False
     monkeypatch.undo()
     assert litert_module_path(path) is not None  # a changed tolerance verdict is re-probed, not trusted blindly
 
@@ -138,6 +140,22 @@ def test_export_writes_model_tflite_with_labels_beside_the_saved_model(tiny_clas
     assert json.loads(metadata["image_retrain.json"])["input"]["shape"] == [-1, 32, 32, 3]
     interpreter = litert.interpreter(os.path.join(tiny_classifier, "model.tflite"))
     assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["images"], "outputs": ["scores"]}}
+
+
+def test_fine_tuned_module_weights_are_what_model_tflite_holds(tmp_path, photos):
+    """Fine-tuning changes the module's variables in place before the export; the LiteRT file must carry them."""
+    module = load_image_module(tiny_module_dir(str(tmp_path)))
+    head = build_head(module.feature_dim, 2, dict(configs.HYPERPARAMETERS))
+    images = litert.probe_images(module.input_size)
+    before = head(module(tf.constant(images))).numpy()
+    kernel = module.module.kernel
+    kernel.assign(kernel * -0.5)  # what fine_tune's variable updates do
+    export_dir = export_classifier(module, head, ["a", "b"], str(tmp_path / "1"))
+    scores = litert.SignatureFunction(model_path=os.path.join(export_dir, "model.tflite"))(images=images)["scores"]
+    loaded = tf.saved_model.load(export_dir)  # held: a restored function needs its object alive
+    served = loaded.network(tf.constant(images))["scores"].numpy()
+    assert np.abs(scores - served).max() <= litert.TOLERANCE
+    assert np.abs(scores - before).max() > 1e-3
 
 
 @pytest.fixture
@@ -203,29 +221,45 @@ def test_prefer_tflite_model_serves_the_same_signatures_and_scores(make_server, 
     assert isinstance(loaded, LiteRTVersion)
 
 
-def test_prefer_tflite_model_without_steps_or_file_serves_the_saved_model(make_server, tmp_path, caplog):
+def test_prefer_tflite_model_serves_a_plain_tflite_with_its_own_signatures(make_server, tmp_path):
+    """TF Serving's testPredictOnTfLite case: y = 0.5 x + 2 as model.tflite (upstream's half_plus_two tflite, rebuilt),
+    alone in its version folder, and beside a SavedModel without TF steps; no model.tflite: the SavedModel."""
     import sys
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "serving"))
     from model_fixtures import write_half_plus_two
 
+    from serving.client import GrpcClient
+    from serving.litert import LiteRTVersion
     from serving.servable import LoadedVersion
 
-    version = write_half_plus_two(str(tmp_path / "half" / "1"))
-    server = make_server(version, prefer_tflite_model=True)
-    loaded = server.manager.resolve("classifier")
-    loaded.release()
-    assert type(loaded) is LoadedVersion  # no model.tflite: the SavedModel, as TF Serving does
-    with open(os.path.join(version, "model.tflite"), "wb") as f:  # a real tflite, but no TF steps in the SavedModel
-        f.write(litert.convert(tf.function(lambda x: {"y": 0.5 * x + 2}, input_signature=[
-            tf.TensorSpec([None], tf.float32, name="x")]).get_concrete_function(), None))
-    with caplog.at_level(logging.WARNING):
-        server = make_server(version, prefer_tflite_model=True)
-    loaded = server.manager.resolve("classifier")
-    loaded.release()
-    assert type(loaded) is LoadedVersion
-    assert "Serving the SavedModel of {name: classifier version: 1}, not model.tflite" in caplog.text
-    assert "has no litert." in caplog.text
+    half_plus_two = tf.Module()
+    half_plus_two.function = tf.function(lambda x: {"y": 0.5 * x + 2},
+                                         input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    model = litert.convert(half_plus_two.function.get_concrete_function(), half_plus_two)
+    tflite_only = tmp_path / "tflite_only" / "123"
+    tflite_only.mkdir(parents=True)
+    (tflite_only / "model.tflite").write_bytes(model)
+    beside_saved_model = write_half_plus_two(str(tmp_path / "half" / "1"))
+    for version_dir, kind in ((beside_saved_model, LoadedVersion), (str(tflite_only), LiteRTVersion),
+                              (beside_saved_model, LiteRTVersion)):
+        server = make_server(version_dir, prefer_tflite_model=True)
+        loaded = server.manager.resolve("classifier")
+        loaded.release()
+        assert type(loaded) is kind
+        if kind is LoadedVersion:
+            (Path(version_dir) / "model.tflite").write_bytes(model)  # the next round serves it
+            continue
+        assert sorted(loaded.signatures) == ["serving_default"]
+        client = GrpcClient(f"127.0.0.1:{server.grpc_port}")
+        try:
+            response = client.predict("classifier", {"x": np.array([2.0, 4.0], np.float32)})
+            assert tf.make_ndarray(response.outputs["y"]).tolist() == [3.0, 4.0]
+            with pytest.raises(Exception, match="x") as error:
+                client.predict("classifier", {"z": np.array([2.0], np.float32)})
+            assert "INVALID_ARGUMENT" in str(getattr(error.value, "code", error.value))
+        finally:
+            client.close()
 
 
 # ------------------------------------------------------------------ the real module on the shipped photos (e2e)
@@ -261,7 +295,8 @@ def test_mobile_tflite_export_classifies_photos_like_the_saved_model(imagenet_cl
         model = f.read()
     labels = litert.read_metadata(model)["labels.txt"].decode().splitlines()
     runner = litert.SignatureFunction(model=model)
-    saved_model = tf.saved_model.load(imagenet_classifier).signatures["serving_default"]
+    loaded = tf.saved_model.load(imagenet_classifier)  # held: its signatures need the object alive
+    saved_model = loaded.signatures["serving_default"]
     for name in PHOTOS:  # one image per call, as an app would
         image = preprocess_batch(tf.constant([photos[name]]), (224, 224)).numpy()
         scores = runner(images=image)["scores"][0]
