@@ -212,6 +212,10 @@ class DenseStack(tf.Module):
         return x
 
 
+IMAGE_BYTES_SPEC = tf.TensorSpec([None], tf.string, name="image_bytes")
+EXAMPLES_SPEC = tf.TensorSpec([None], tf.string, name="inputs")
+
+
 class ImageClassifier(tf.Module):
     """Raw image bytes -> labels and scores: decode + resize + pretrained module + trained head.
 
@@ -227,18 +231,18 @@ class ImageClassifier(tf.Module):
         self.head = DenseStack(head)
         self.vocabulary = tf.saved_model.Asset(labels_path)   # ships as assets/labels.txt
         self._labels = tf.constant(labels)
-        self._input_size = tuple(image_module.input_size)
-        height, width = self._input_size
+        self.input_size = tuple(image_module.input_size)
+        height, width = self.input_size
         self.network = tf.function(
             lambda images: {NETWORK_OUTPUT: self.head(self._embed(images))},
             input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=NETWORK_INPUT)])
         self.litert = LiteRTSteps({
-            SERVING_SIGNATURE: (self._images_from_bytes, self._serve_outputs, _IMAGE_BYTES_SPEC),
-            CLASSIFY_SIGNATURE: (self._images_from_examples, self._classify_outputs, _EXAMPLES_SPEC),
+            SERVING_SIGNATURE: (self._images_from_bytes, self._serve_outputs, IMAGE_BYTES_SPEC),
+            CLASSIFY_SIGNATURE: (self._images_from_examples, self._classify_outputs, EXAMPLES_SPEC),
         })
 
     def _images_from_bytes(self, image_bytes):
-        return {NETWORK_INPUT: preprocess_batch(image_bytes, self._input_size)}
+        return {NETWORK_INPUT: preprocess_batch(image_bytes, self.input_size)}
 
     def _images_from_examples(self, inputs):
         features = tf.io.parse_example(inputs, {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
@@ -256,17 +260,13 @@ class ImageClassifier(tf.Module):
         scores = network_outputs[NETWORK_OUTPUT]
         return {"classes": self._classes(scores), "scores": scores}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    @tf.function(input_signature=[IMAGE_BYTES_SPEC])
     def serve(self, image_bytes):
         return self._serve_outputs(self.network(**self._images_from_bytes(image_bytes)))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    @tf.function(input_signature=[EXAMPLES_SPEC])
     def classify(self, serialized_examples):
         return self._classify_outputs(self.network(**self._images_from_examples(serialized_examples)))
-
-
-_IMAGE_BYTES_SPEC = tf.TensorSpec([None], tf.string, name="image_bytes")
-_EXAMPLES_SPEC = tf.TensorSpec([None], tf.string, name="inputs")
 
 
 class LiteRTSteps(tf.Module):
@@ -293,13 +293,13 @@ def export_litert_model(classifier: ImageClassifier, labels: list[str], export_d
         logger.warning("no %s: the network does not convert to LiteRT: %s", TFLITE_FILE, error)
         return None
     difference = litert.max_difference(model, lambda images: classifier.network(tf.constant(images)), NETWORK_INPUT,
-                                       litert.probe_images(classifier._input_size))
+                                       litert.probe_images(classifier.input_size))
     if difference > litert.TOLERANCE:
         logger.warning("no %s: LiteRT scores differ from TensorFlow by %.2e on the probe batch (tolerance %.0e)",
                        TFLITE_FILE, difference, litert.TOLERANCE)
         return None
     path = os.path.join(export_dir, TFLITE_FILE)
-    litert.write_atomically(path, litert.with_metadata(model, litert_metadata(labels, classifier._input_size)))
+    litert.write_atomically(path, litert.with_metadata(model, litert_metadata(labels, classifier.input_size)))
     logger.info("wrote %s (max |difference| to TensorFlow on the probe batch: %.2e)", path, difference)
     return path
 
