@@ -80,6 +80,8 @@ def main() -> int:
     parser.add_argument("--image", default="chelsea", help="as bench_serving.py: random | chelsea | coffee | path")
     parser.add_argument("--image_size", type=int, default=0, help="as bench_serving.py (0: the photo's own size)")
     parser.add_argument("--max_batch_size", type=int, default=16)
+    parser.add_argument("--tflite_interpreters", type=int, default=1,
+                        help="--num_tflite_interpreters_per_pool of the LiteRT server (and the in-process LiteRT row)")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
@@ -101,7 +103,7 @@ def main() -> int:
         return 1
     image, image_description = test_image(args.image, args.image_size)
     print(f"model {version_dir}; image: {image_description}, {len(image)} bytes; {args.requests} requests per row, "
-          f"median of {args.rounds} rounds")
+          f"median of {args.rounds} rounds; LiteRT interpreters: {args.tflite_interpreters}")
     with open(os.path.join(tmp, "batching.config"), "w") as f:
         f.write(f"max_batch_size {{ value: {args.max_batch_size} }}\nbatch_timeout_micros {{ value: 0 }}\n"
                 f"num_batch_threads {{ value: {os.cpu_count()} }}\nmax_enqueued_batches {{ value: 1000 }}\n")
@@ -109,7 +111,8 @@ def main() -> int:
         f.write(f'prometheus_config {{ enable: true, path: "{METRICS_PATH}" }}\n')
 
     servers = {"SavedModel": start_server(tmp, "saved_model", base_path, args.model_name, []),
-               "LiteRT": start_server(tmp, "litert", base_path, args.model_name, ["--prefer_tflite_model"])}
+               "LiteRT": start_server(tmp, "litert", base_path, args.model_name, [
+                   "--prefer_tflite_model", f"--num_tflite_interpreters_per_pool={args.tflite_interpreters}"])}
     rounds: dict[str, list[dict]] = {}
 
     def record(name, row):
@@ -119,7 +122,8 @@ def main() -> int:
         for server in servers.values():
             wait_for(server.rest_port, server)
         loaded = {"SavedModel": LoadedVersion(args.model_name, version, version_dir),
-                  "LiteRT": LiteRTVersion(args.model_name, version, version_dir)}
+                  "LiteRT": LiteRTVersion(args.model_name, version, version_dir,
+                                          interpreters=args.tflite_interpreters)}
         import grpc
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc

@@ -51,11 +51,13 @@ class LiteRTVersion(VersionLifecycle):
 
         super().__init__()
         self.name, self.version, self.path = name, version, path
-        # TF Serving's default pool is one interpreter; each runs one call at a time on `threads` XNNPACK threads
-        # (default: every core), and releases the GIL while it runs.
+        # TF Serving's default pool is one interpreter. Each runs one call at a time on `threads` XNNPACK threads
+        # (default: the cores shared out between the interpreters) and releases the GIL while it runs.
+        interpreters = max(1, interpreters)
+        threads = threads or max(1, (os.cpu_count() or 1) // interpreters)
         self._interpreters: queue.Queue = queue.Queue()
-        for _ in range(max(1, interpreters)):
-            interpreter = Interpreter(model_path=os.path.join(path, TFLITE_FILE), num_threads=threads or os.cpu_count())
+        for _ in range(interpreters):
+            interpreter = Interpreter(model_path=os.path.join(path, TFLITE_FILE), num_threads=threads)
             self._interpreters.put({key: interpreter.get_signature_runner(key)
                                     for key in interpreter.get_signature_list()})
         self.signatures, self._steps = _saved_model_steps(path, tags)

@@ -68,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("tensorflow_inter_op_parallelism", int, "TF inter-op threads; 0 = auto")
     flag("prefer_tflite_model", bool, "serve a version's model.tflite on LiteRT (XNNPACK) when it has one, with the "
          "SavedModel's signatures")
+    flag("num_tflite_interpreters_per_pool", int, "LiteRT interpreters per model version, each running one call at a "
+         "time on CPUs / N XNNPACK threads")
     flag("shutdown_grace_seconds", float, "on SIGTERM, how long in-flight requests may take to finish")
     # Accepted so that tensorflow_model_server command lines keep working; they change nothing here.
     for name in ("enable_profiler", "flush_filesystem_caches", "enable_per_model_batching_parameters",
@@ -76,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=None, help=argparse.SUPPRESS)
     for name in ("platform_config_file", "ssl_config_file", "tensorflow_session_parallelism", "num_load_threads",
                  "num_unload_threads", "per_process_gpu_memory_fraction", "tensorflow_session_config_file",
-                 "thread_pool_factory_config_file", "mixed_precision"):
+                 "thread_pool_factory_config_file", "mixed_precision", "num_tflite_pools"):
         parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--log_level", default="INFO", help="Python logging level (default INFO)")

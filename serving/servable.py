@@ -74,14 +74,14 @@ class VersionLifecycle:
 
 
 def load_version(name: str, version: int, path: str, tags=("serve",), session_config=None,
-                 prefer_tflite_model: bool = False) -> VersionLifecycle:
+                 prefer_tflite_model: bool = False, tflite_interpreters: int = 1) -> VersionLifecycle:
     """A version folder -> its servable: with `prefer_tflite_model`, its `model.tflite` on LiteRT when it has one
     (serving/litert.py); else the SavedModel in a TF session (TF Serving falls back the same way)."""
     if prefer_tflite_model:
         from serving.litert import TFLITE_FILE, LiteRTVersion
 
         if os.path.exists(os.path.join(path, TFLITE_FILE)):
-            return LiteRTVersion(name, version, path, tags)
+            return LiteRTVersion(name, version, path, tags, interpreters=tflite_interpreters)
         log.info("No %s in %s: serving its SavedModel", TFLITE_FILE, path)
     return LoadedVersion(name, version, path, tags, session_config)
 

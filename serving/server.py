@@ -53,6 +53,7 @@ class ServerOptions:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     prefer_tflite_model: bool = False
+    num_tflite_interpreters_per_pool: int = 1
     shutdown_grace_seconds: float = 30.0
 
 
@@ -124,7 +125,8 @@ class ModelServer:
             tags=tuple(t.strip() for t in o.saved_model_tags.split(",") if t.strip()),
             allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
             session_config=self._session_config(),
-            version_loader=functools.partial(load_version, prefer_tflite_model=o.prefer_tflite_model))
+            version_loader=functools.partial(load_version, prefer_tflite_model=o.prefer_tflite_model,
+                                             tflite_interpreters=o.num_tflite_interpreters_per_pool))
         self.core = ServingCore(self.manager, self.batcher, self.metrics, o.enable_signature_method_name_check)
         if o.enable_model_warmup:
             self.manager.warmup = self._warmup
