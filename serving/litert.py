@@ -83,7 +83,7 @@ class LiteRTVersion(VersionLifecycle):
         inputs_fn, outputs_fn = self._steps[signature_name]
         try:
             network_inputs = {k: v.numpy() for k, v in inputs_fn(**feeds).items()}
-            network_outputs = self._invoke(NETWORK_SIGNATURE, network_inputs)
+            network_outputs = self._invoke_per_image(network_inputs)
             outputs = outputs_fn({k: tf.constant(v) for k, v in network_outputs.items()})
         except tf.errors.OpError as error:
             raise ServingError.from_tf(error) from None
@@ -98,6 +98,21 @@ class LiteRTVersion(VersionLifecycle):
             raise ServingError(_code("INVALID_ARGUMENT"), str(error)) from None
         finally:
             self._interpreters.put(runners)
+
+    def _invoke_per_image(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The network one image at a time: XNNPACK is fastest per image on single images, whose activations stay
+        in the caches (see components/image_module/litert.py); a batch still takes one interpreter once."""
+        count = len(next(iter(inputs.values())))
+        if count == 0:
+            return self._invoke(NETWORK_SIGNATURE, inputs)
+        runners = self._interpreters.get()
+        try:
+            network = runners[NETWORK_SIGNATURE]
+            rows = [{k: np.array(v) for k, v in network(**{k: v[i:i + 1] for k, v in inputs.items()}).items()}
+                    for i in range(count)]
+        finally:
+            self._interpreters.put(runners)
+        return {k: np.concatenate([row[k] for row in rows]) for k in rows[0]}
 
     def _close(self) -> None:
         while not self._interpreters.empty():

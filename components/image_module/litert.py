@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
+# Images per interpreter call. XNNPACK runs a graph layer by layer over the whole batch: at 32 images the first
+# blocks' activations (32 x 112 x 112 x 96 floats, ~150 MB) leave the caches, one image's stay in L2, so one image
+# at a time is faster per image (benchmarks/bench_image_module.py: LiteRT at batch 1 vs 32).
+INVOKE_BATCH = 1
 
 
 def cache_paths(module_path: str, identity: str) -> tuple[str, str]:
@@ -115,4 +119,5 @@ class LiteRTImageModule:
         self.input_size = (int(details["shape_signature"][1]), int(details["shape_signature"][2]))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self._function(**{INPUT_NAME: images})[OUTPUT_NAME]
+        return np.concatenate([self._function(**{INPUT_NAME: images[start:start + INVOKE_BATCH]})[OUTPUT_NAME]
+                               for start in range(0, len(images), INVOKE_BATCH)])
