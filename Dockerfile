@@ -22,13 +22,14 @@ RUN python -c "import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) 
 
 # The project with the lock as constraints: packages the TFX image already has at the pinned versions are kept,
 # the rest (kfp client, apscheduler, ...) is added at the versions the tests ran with. The [convert] extra (torch)
-# is left out. Non-editable install plus PYTHONPATH: every dotted path the compiled pipeline names
-# (components.*.executor.Executor, pipelines.models.classifier.run_fn) imports from the same files.
+# is left out. Non-editable install plus PYTHONPATH: every dotted path the compiled pipeline names imports from the
+# same files. The import check compiles a package and imports every module, executor, module function and artifact
+# type it names (`kfp check-imports`), so an image that cannot run a step fails here, not in the cluster.
 RUN python -m pip install --no-cache-dir -c requirements.lock . \
- && python -c "import components.served_model_baseline.executor, components.image_embedder.executor, \
-components.image_example_gen.executor, components.atomic_pusher.executor, components.model_report.executor, \
-components.vocabulary_checked_evaluator.executor, \
-pipelines.pipeline, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+ && cd /tmp && PYTHONPATH=/opt/image-retrain image-retrain kfp compile --output /tmp/check.yaml \
+      --pipeline-root minio://mlpipeline/v2/artifacts --pvc image-retrain-models:/models --serving-dir /models \
+      --data-dir /models/images --embedding-cache-dir /models/embedding_cache \
+ && PYTHONPATH=/opt/image-retrain image-retrain kfp check-imports /tmp/check.yaml && rm /tmp/check.yaml
 
 ENV PYTHONPATH=/opt/image-retrain \
     IMAGE_RETRAIN_MODELS_DIR=/opt/image-retrain/models

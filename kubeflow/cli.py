@@ -1,7 +1,8 @@
 """Kubeflow Pipelines v2: compile the pipeline and run it or schedule it with kfp.Client.
 
-  image-retrain kfp compile --pipeline-root gs://BUCKET/root --serving-dir /models --pvc image-retrain-models:/models
-                            --data-root gs://BUCKET/images [--image IMAGE] [--beam-args="--runner=DataflowRunner ..."]
+  image-retrain kfp compile --pipeline-root minio://mlpipeline/v2/artifacts --image REGISTRY/image-retrain:TAG \
+                            --pvc image-retrain-models:/models --serving-dir /models --data-dir /models/images \
+                            [every `image-retrain run` pipeline option: --epochs, --split-ratios, --beam-arg, ...]
   image-retrain kfp schedule --cron "0 0 3 * * *" [--host URL] [--experiment NAME] [--package pipeline.yaml]
   image-retrain kfp run [--host URL] [--experiment NAME] [--package pipeline.yaml]
 
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import re
-import shlex
 import sys
 
 DEFAULT_EXPERIMENT = "image-retrain"
@@ -80,44 +81,15 @@ def validate_kfp_cron(expression: str) -> str:
     return expression
 
 
-def _beam_args(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [arg for value in values for arg in shlex.split(value)]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="kfp_action", metavar="ACTION", required=True)
 
     compile_ = actions.add_parser("compile", help="Compile the pipeline to a KFP v2 package (pipeline.yaml).")
-    compile_.add_argument("--image", help="Component image built from the repository's Dockerfile "
-                                          "(default: image-retrain:latest).")
-    compile_.add_argument("--pipeline-root", required=True,
-                          help="Object-storage URI for every artifact (e.g. gs://BUCKET/image-retrain); also the "
-                               "package's defaultPipelineRoot.")
-    compile_.add_argument("--serving-dir", required=True,
-                          help="TF Serving models root: a path on a --pvc mount (the claim TF Serving reads) or a "
-                               "bucket URI. The model goes to SERVING_DIR/MODEL_NAME/<version>.")
-    compile_.add_argument("--model-name", help="Served model name (default: the pipeline configs' MODEL_NAME).")
-    source = compile_.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data-root", help="Images in folder-per-class layout (bucket URI or a --pvc path).")
-    source.add_argument("--manifest", help="CSV manifest (path,label[,split]) (bucket URI or a --pvc path).")
-    compile_.add_argument("--module", help="Image feature-vector module handle (default: the configs' builtin).")
-    compile_.add_argument("--embedding-cache-dir", help="Embedding cache shared by runs "
-                                                        "(default: PIPELINE_ROOT/embedding_cache).")
-    compile_.add_argument("--accuracy-threshold", type=float, help="Bless only if test accuracy >= this.")
-    compile_.add_argument("--beam-args", action="append", metavar="ARGS",
-                          help="Beam pipeline arguments for every Beam step, the embedding stage included, as one "
-                               "shell-quoted string (repeatable), e.g. --beam-args=\"--runner=DataflowRunner "
-                               "--project=P --region=R --temp_location=gs://B/tmp\". Distributed runners get "
-                               "the component image for their workers unless you set it. Default: DirectRunner, "
-                               "one process per core of the step's pod.")
-    compile_.add_argument("--pvc", action="append", default=[], metavar="CLAIM:PATH",
-                          help="Mount a PersistentVolumeClaim into every step (repeatable), e.g. "
-                               "image-retrain-models:/models, the claim of kubeflow/manifests.")
-    compile_.add_argument("--pipeline-name", help="KFP pipeline name (default: image-retrain-<model-name>).")
-    compile_.add_argument("--enable-cache", action="store_true", help="Let KFP reuse cached step results.")
-    compile_.add_argument("--output", default="pipeline.yaml", help="Package path (default: %(default)s).")
+    add_compile_arguments(compile_)
+
+    check = actions.add_parser("check-imports", help="Import every module, executor and artifact type a compiled "
+                                                     "package names (run it inside the image you built).")
+    check.add_argument("package", nargs="?", default="pipeline.yaml", help="Package (default: %(default)s).")
 
     def client_flags(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--host", help="KFP API endpoint (default: kfp.Client's in-cluster/kubeconfig discovery).")
@@ -142,24 +114,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     client_flags(run)
 
 
+def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+    from kubeflow.kubeflow_v2_runner import (
+        DEFAULT_BASELINE,
+        DEFAULT_BEAM_ARGS,
+        DEFAULT_IMAGE,
+        KFP_DEFAULT_PIPELINE_ROOT,
+        OBJECT_STORE_SCHEMES,
+    )
+    from pipelines import options as pipeline_options
+
+    pipeline_options.add_arguments(parser, baseline_default=DEFAULT_BASELINE, beam_default=list(DEFAULT_BEAM_ARGS))
+    parser.add_argument("--image", default=DEFAULT_IMAGE,
+                        help="Component image built from the repository's Dockerfile (default: %(default)s).")
+    parser.add_argument("--pipeline-root", required=True,
+                        help=f"Object storage for every artifact ({', '.join(OBJECT_STORE_SCHEMES)}), the package's "
+                             f"defaultPipelineRoot; the KFP deployment's default is {KFP_DEFAULT_PIPELINE_ROOT}.")
+    parser.add_argument("--pvc", action="append", default=[], metavar="CLAIM:PATH",
+                        help="Mount a PersistentVolumeClaim into every step (repeatable), e.g. "
+                             "image-retrain-models:/models, the claim of kubeflow/manifests.")
+    parser.add_argument("--enable-cache", action="store_true", help="Let KFP reuse cached step results.")
+    parser.add_argument("--output", default="pipeline.yaml", help="Package path (default: %(default)s).")
+    parser.add_argument("--allow-local-pipeline-root", action="store_true",
+                        help="Accept a local --pipeline-root: only for emulating the backend on one machine; the "
+                             "KFP launcher refuses it.")
+
+
 def compile_options_from_args(args: argparse.Namespace):
-    from kubeflow.kubeflow_v2_runner import DEFAULT_BEAM_ARGS, DEFAULT_IMAGE, CompileOptions, PvcMount
+    from kubeflow.kubeflow_v2_runner import CompileOptions, PvcMount
+    from pipelines import options as pipeline_options
 
     return CompileOptions(
-        image=args.image or DEFAULT_IMAGE,
+        **pipeline_options.from_args(args),
+        image=args.image,
         pipeline_root=args.pipeline_root,
-        serving_dir=args.serving_dir,
-        model_name=args.model_name,
-        data_root=args.data_root,
-        manifest=args.manifest,
-        module=args.module,
-        embedding_cache_dir=args.embedding_cache_dir,
-        accuracy_threshold=args.accuracy_threshold,
-        beam_args=_beam_args(args.beam_args) or list(DEFAULT_BEAM_ARGS),
         pvcs=[PvcMount.parse(text) for text in args.pvc],
-        pipeline_name=args.pipeline_name,
         enable_cache=args.enable_cache,
         output=args.output,
+        allow_local_pipeline_root=args.allow_local_pipeline_root,
     )
 
 
@@ -196,12 +188,20 @@ def _client(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    from kfp_server_api.exceptions import ApiException
+
     try:
         if args.kfp_action == "compile":
             from kubeflow.kubeflow_v2_runner import compile_pipeline
 
             path = compile_pipeline(compile_options_from_args(args))
             print(path)
+            return 0
+        if args.kfp_action == "check-imports":
+            from kubeflow.kubeflow_v2_runner import check_imports
+
+            for path in check_imports(args.package):
+                print(path)
             return 0
         if args.kfp_action == "schedule":
             validate_schedule_args(args)
@@ -232,3 +232,18 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"image-retrain kfp {args.kfp_action}: error: {error}", file=sys.stderr)
         return 2
+    except ImportError as error:
+        print(f"image-retrain kfp {args.kfp_action}: error: {error}", file=sys.stderr)
+        return 1
+    except ApiException as error:
+        print(f"image-retrain kfp {args.kfp_action}: the KFP API server refused the request "
+              f"({error.status} {error.reason}): {_api_message(error)}", file=sys.stderr)
+        return 1
+
+
+def _api_message(error) -> str:
+    try:
+        body = json.loads(error.body)
+    except (TypeError, ValueError):
+        return str(error.body)
+    return body.get("error_message") or body.get("message") or str(body)

@@ -1,14 +1,18 @@
 """Compile `create_pipeline()` for Kubeflow Pipelines v2 with TFX's KubeflowV2DagRunner.
 
 The output is `pipeline.yaml`: the bare PipelineSpec that `kfp.Client` uploads (TFX writes only `pipelineSpec` for a
-.yaml name; a .json name would give Vertex AI's PipelineJob wrapper, which open-source KFP rejects). On top of what TFX
-writes, this module
+.yaml name; a .json name would give Vertex AI's PipelineJob wrapper, which open-source KFP rejects) in schema 2.1.0,
+the only one the open-source KFP backend accepts. On top of what TFX writes, this module
+  - runs every step through `kubeflow.container_entrypoint`, which adapts the open-source launcher's executor input
+    to TFX's executors (TFX's stock entrypoint fails under it);
   - switches the pipeline to the served-model baseline (open-source KFP has no TFX resolver executors) with the
     candidate as the first run's baseline (the KFP launcher always records declared outputs);
   - sets `defaultPipelineRoot`, which TFX leaves to the Vertex runtimeConfig that a .yaml package drops;
   - appends a kfp-kubernetes platform document mounting PersistentVolumeClaims into every step (`--pvc`), e.g. the
     claim TF Serving reads the model base path from, so the Pusher writes where the server polls.
-  - makes distributed Beam runners run the project's image on their workers (see `beam_args_for_image`).
+  - makes distributed Beam runners run the project's image on their workers (see `beam_args_for_image`);
+  - refuses what the backend would refuse at run time: a pipeline root that is not object storage, container paths
+    outside the mounted volumes.
 """
 from __future__ import annotations
 
@@ -18,16 +22,27 @@ import re
 
 import yaml
 
+from pipelines import configs
+from pipelines.options import PipelineOptions
+
 # The image built from the repository's Dockerfile; override with --image for your registry.
 DEFAULT_IMAGE = "image-retrain:latest"
 DEFAULT_OUTPUT = "pipeline.yaml"
 # kubeflow/manifests: the claim TF Serving reads the model base path from, and where everything mounts it.
 SERVING_PVC = "image-retrain-models"
 SERVING_MOUNT_PATH = "/models"
-# TFX's container entrypoint (KubeflowV2DagRunnerConfig's default command), spelled out so the test can check it.
-CONTAINER_COMMAND = ("python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor")
-# In-container Beam default: one process per core of the step's pod.
-DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
+# The project's adapter of TFX's container entrypoint to the open-source KFP launcher (see its docstring).
+CONTAINER_COMMAND = ("python", "-m", "kubeflow.container_entrypoint")
+# Inside a step, one Beam worker: `--direct_num_workers=0` would start one TensorFlow-loading process per core of
+# the *node*, whatever the pod's CPU limit. Give the step more with --beam-arg=--direct_num_workers=N
+# --beam-arg=--direct_running_mode=multi_processing, or a distributed runner.
+DEFAULT_BEAM_ARGS = tuple(configs.LOCAL_BEAM_ARGS)
+DEFAULT_BASELINE = "served_model"
+# backend/src/v2/objectstore (ParseBucketPathToConfig): the pipeline roots the launcher accepts.
+OBJECT_STORE_SCHEMES = ("gs://", "s3://", "minio://", "mem://")
+KFP_DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
+# What TensorFlow's own file I/O opens (non-artifact paths: data, cache, serving dir).
+TF_FILESYSTEM_SCHEMES = ("gs://",)
 
 _PVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -57,41 +72,50 @@ class PvcMount:
 
 
 @dataclasses.dataclass
-class CompileOptions:
+class CompileOptions(PipelineOptions):
     image: str = DEFAULT_IMAGE
-    pipeline_root: str | None = None          # object storage (gs://...); every artifact is written below it
-    serving_dir: str | None = None            # TF Serving models root: the model goes to SERVING_DIR/MODEL_NAME/<version>
-    model_name: str | None = None
-    data_root: str | None = None
-    manifest: str | None = None
-    module: str | None = None
-    embedding_cache_dir: str | None = None    # default: PIPELINE_ROOT/embedding_cache (shared by all runs)
-    accuracy_threshold: float | None = None
-    beam_args: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_BEAM_ARGS))
+    pipeline_root: str | None = None          # object storage; every artifact is written below it
     pvcs: list[PvcMount] = dataclasses.field(default_factory=list)
-    pipeline_name: str | None = None
     enable_cache: bool = False
     output: str = DEFAULT_OUTPUT
+    allow_local_pipeline_root: bool = False   # for emulating the backend on one machine only
 
     def validate(self) -> None:
+        super().validate()
         if not self.image:
             raise ValueError("--image is required (the image built from the repository's Dockerfile)")
         if not self.pipeline_root:
-            raise ValueError("--pipeline-root is required: an object-storage URI (e.g. gs://BUCKET/image-retrain) "
-                             "that both the KFP launcher and TFX's file I/O can write")
+            raise ValueError(f"--pipeline-root is required: object storage the KFP launcher writes artifacts to "
+                             f"(the KFP deployment's default is {KFP_DEFAULT_PIPELINE_ROOT})")
+        if not self.pipeline_root.startswith(OBJECT_STORE_SCHEMES) and not self.allow_local_pipeline_root:
+            raise ValueError(f"--pipeline-root {self.pipeline_root!r} is not object storage: the KFP launcher only "
+                             f"accepts {', '.join(OBJECT_STORE_SCHEMES)} (the KFP deployment's default is "
+                             f"{KFP_DEFAULT_PIPELINE_ROOT})")
+        if (self.baseline or DEFAULT_BASELINE) != DEFAULT_BASELINE:
+            raise ValueError("--baseline latest_blessed needs TFX resolver executors, which the open-source KFP "
+                             "backend cannot run; Kubeflow runs compare against the served model (served_model)")
         if not self.serving_dir:
-            raise ValueError("--serving-dir is required: a path on a mounted volume (--pvc) or a bucket URI that "
+            raise ValueError("--serving-dir is required: a path on a mounted volume (--pvc) or a gs:// URI that "
                              "TF Serving reads as its model base path's parent")
-        if bool(self.data_root) == bool(self.manifest):
-            raise ValueError("give exactly one of --data-root (folder per class) or --manifest (CSV path,label)")
         if not self.output.endswith((".yaml", ".yml")):
             raise ValueError(f"--output must end with .yaml or .yml (kfp.Client's package format), got {self.output!r}")
-        local_paths = [p for p in (self.serving_dir, self.data_root, self.manifest, self.embedding_cache_dir)
-                       if p and p.startswith("/")]
-        for path in local_paths:
-            if not any(path == m.mount_path or path.startswith(m.mount_path.rstrip("/") + "/") for m in self.pvcs):
-                raise ValueError(f"{path} is a container path but no --pvc is mounted there; each step runs in its "
-                                 "own pod, so local paths must live on a mounted PersistentVolumeClaim")
+        paths = {"--serving-dir": self.serving_dir, "--data-dir": self.data_dir, "--manifest": self.manifest,
+                 "--embedding-cache-dir": self.embedding_cache_dir or self.default_embedding_cache_dir}
+        for flag, path in paths.items():
+            if not path:
+                continue
+            if path.startswith("/"):
+                if not any(path == m.mount_path or path.startswith(m.mount_path.rstrip("/") + "/") for m in self.pvcs):
+                    raise ValueError(f"{flag} {path} is a container path but no --pvc is mounted there; each step "
+                                     "runs in its own pod, so local paths must live on a mounted volume")
+            elif "://" in path and not path.startswith(TF_FILESYSTEM_SCHEMES):
+                hint = " (it defaults to PIPELINE_ROOT/embedding_cache)" if flag == "--embedding-cache-dir" else ""
+                raise ValueError(f"{flag} {path!r}{hint}: TensorFlow's file I/O opens only "
+                                 f"{', '.join(TF_FILESYSTEM_SCHEMES)} URIs or paths on a --pvc volume")
+
+    @property
+    def default_embedding_cache_dir(self) -> str | None:
+        return _join(self.pipeline_root, "embedding_cache") if self.pipeline_root else None
 
 
 def _join(base: str, *parts: str) -> str:
@@ -130,41 +154,44 @@ def beam_args_for_image(beam_args: list[str], image: str) -> list[str]:
 
 
 def build_kfp_pipeline(options: CompileOptions):
-    """The lead's `create_pipeline()` with the served-model baseline, as KFP should run it."""
+    """`create_pipeline()` with the served-model baseline, as KFP should run it."""
     from components.served_model_baseline.component import use_candidate_when_nothing_served
-    from pipelines import configs
     from pipelines.pipeline import create_pipeline
 
-    model_name = options.model_name or configs.MODEL_NAME
-    kwargs = dict(
-        pipeline_name=options.pipeline_name or f"{configs.PIPELINE_NAME}-{model_name}".replace("_", "-"),
+    pipeline = create_pipeline(
+        pipeline_name=options.pipeline_name,
         pipeline_root=options.pipeline_root,
-        serving_model_dir=_join(options.serving_dir, model_name),
-        data_root=options.data_root,
+        serving_model_dir=_join(options.serving_dir, options.model_name),
+        data_root=options.data_dir,
         manifest_path=options.manifest,
-        module_handle=options.module or configs.MODULE_HANDLE,
-        embedding_cache_dir=options.embedding_cache_dir or _join(options.pipeline_root, "embedding_cache"),
-        baseline="served_model",
+        module_handle=options.module,
+        embedding_cache_dir=options.embedding_cache_dir or options.default_embedding_cache_dir,
+        hyperparameters=options.hyperparameters,
+        eval_accuracy_threshold=options.accuracy_threshold,
+        baseline=DEFAULT_BASELINE,
+        split_ratios=options.split_ratios,
         enable_cache=options.enable_cache,
-        beam_pipeline_args=beam_args_for_image(options.beam_args, options.image),
+        beam_pipeline_args=beam_args_for_image(
+            list(DEFAULT_BEAM_ARGS) if options.beam_args is None else options.beam_args, options.image),
+        embed_beam_pipeline_args=beam_args_for_image(options.embed_beam_args, options.image),
     )
-    if options.accuracy_threshold is not None:
-        kwargs["eval_accuracy_threshold"] = options.accuracy_threshold
-    pipeline = create_pipeline(**kwargs)
     use_candidate_when_nothing_served(pipeline)
     return pipeline
 
 
 def compile_pipeline(options: CompileOptions) -> str:
     """Writes the KFP package (YAML) and returns its path."""
+    options.validate()  # before TensorFlow loads: a bad option fails in a second
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-    options.validate()
     pipeline = build_kfp_pipeline(options)
     output = os.path.abspath(options.output)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
-            default_image=options.image, default_commands=list(CONTAINER_COMMAND)),
+            default_image=options.image, default_commands=list(CONTAINER_COMMAND),
+            # Schema 2.1.0: the only one the KFP API server accepts (apiserver/template/v2_template.go), with
+            # `runtimeValue.constant` parameters (driver/resolve.go) and executor properties in parameterValues.
+            use_pipeline_spec_2_1=True),
         output_dir=os.path.dirname(output),
         output_filename=os.path.basename(output),
     )
@@ -187,3 +214,53 @@ def _finish_package(path: str, options: CompileOptions) -> None:
     with open(path, "w") as f:
         f.write(header)
         yaml.safe_dump_all(documents, f, sort_keys=True)
+
+
+_FUNCTION_PARAMETERS = ("run_fn", "tuner_fn", "preprocessing_fn", "stats_options_updater_fn")
+
+
+def class_paths(package_path: str) -> list[str]:
+    """Every Python path a compiled package makes the image import: the step command's module, each executor class,
+    each module function (run_fn), and each artifact type TFX's entrypoint resolves from a schema title (first-party
+    titles through TFX's table)."""
+    from tfx.orchestration.kubeflow.v2 import compiler_utils
+
+    with open(package_path) as f:
+        spec = next(yaml.safe_load_all(f))
+    paths = set()
+    for executor in spec["deploymentSpec"]["executors"].values():
+        container = executor["container"]
+        command, args = container["command"], container.get("args", [])
+        if "-m" in command:
+            paths.add(command[command.index("-m") + 1])
+        if "--executor_class_path" in args:
+            paths.add(args[args.index("--executor_class_path") + 1])
+    for task in spec["root"]["dag"]["tasks"].values():  # module functions TFX imports by dotted path (run_fn)
+        for name, parameter in task.get("inputs", {}).get("parameters", {}).items():
+            if name in _FUNCTION_PARAMETERS:
+                paths.add(parameter["runtimeValue"]["constant"])
+    for component in spec["components"].values():
+        for definitions in (component.get("inputDefinitions", {}), component.get("outputDefinitions", {})):
+            for artifact in definitions.get("artifacts", {}).values():
+                artifact_type = artifact["artifactType"]
+                title = artifact_type.get("schemaTitle") or yaml.safe_load(artifact_type["instanceSchema"])["title"]
+                paths.add(compiler_utils.TITLE_TO_CLASS_PATH.get(title, title))
+    return sorted(paths)
+
+
+def check_imports(package_path: str) -> list[str]:
+    """Imports every path of `class_paths`; returns them, or raises ImportError naming the first that fails."""
+    import importlib
+
+    from tfx.utils import import_utils
+
+    paths = class_paths(package_path)
+    for path in paths:
+        try:
+            importlib.import_module(path)
+        except ImportError:
+            try:
+                import_utils.import_class_by_path(path)
+            except (ImportError, AttributeError) as error:
+                raise ImportError(f"{path} (named by {package_path}) does not import: {error}") from error
+    return paths

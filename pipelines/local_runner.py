@@ -15,30 +15,17 @@ import json
 import os
 import sys
 
-from pipelines import configs
+from pipelines import configs, options as pipeline_options
+from pipelines.options import PipelineOptions
+
+DEFAULT_BASELINE = "latest_blessed"
 
 
 @dataclasses.dataclass
-class RunOptions:
-    data_dir: str | None = None
-    manifest: str | None = None
-    module: str = configs.MODULE_HANDLE
-    model_name: str = configs.MODEL_NAME
+class RunOptions(PipelineOptions):
     output_dir: str = "output"
-    serving_dir: str | None = None
-    embedding_cache_dir: str | None = None
-    accuracy_threshold: float = configs.EVAL_ACCURACY_THRESHOLD
-    baseline: str = "latest_blessed"
-    split_ratios: tuple[int, int, int] = configs.SPLIT_RATIOS
-    hyperparameters: dict = dataclasses.field(default_factory=dict)
-    beam_args: list[str] = dataclasses.field(default_factory=lambda: list(configs.LOCAL_BEAM_ARGS))
     # After a push, also export the pushed version for apps (pipelines/export.py) into OUTPUT_DIR/mobile.
     mobile_formats: tuple[str, ...] = ()
-
-    @property
-    def pipeline_name(self) -> str:
-        # One pipeline (and so one MLMD context and baseline history) per served model.
-        return f"{configs.PIPELINE_NAME}-{self.model_name}"
 
     def path(self, *parts: str) -> str:
         return os.path.abspath(os.path.join(self.output_dir, *parts))
@@ -72,11 +59,12 @@ def build_pipeline(options: RunOptions):
 
     from pipelines.pipeline import create_pipeline
 
-    metadata_path = options.path("tfx_metadata", options.pipeline_name, "metadata.db")
+    pipeline_name = options.pipeline_name
+    metadata_path = options.path("tfx_metadata", pipeline_name, "metadata.db")
     os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
     return create_pipeline(
-        pipeline_name=options.pipeline_name,
-        pipeline_root=options.path("tfx_pipeline_output", options.pipeline_name),
+        pipeline_name=pipeline_name,
+        pipeline_root=options.path("tfx_pipeline_output", pipeline_name),
         serving_model_dir=options.serving_model_dir,
         data_root=os.path.abspath(options.data_dir) if options.data_dir else None,
         manifest_path=os.path.abspath(options.manifest) if options.manifest else None,
@@ -84,11 +72,12 @@ def build_pipeline(options: RunOptions):
         embedding_cache_dir=os.path.abspath(options.embedding_cache_dir or options.path("embedding_cache")),
         hyperparameters=options.hyperparameters,
         eval_accuracy_threshold=options.accuracy_threshold,
-        baseline=options.baseline,
+        baseline=options.baseline or DEFAULT_BASELINE,
         split_ratios=options.split_ratios,
         report_dir=options.path("reports"),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path),
-        beam_pipeline_args=options.beam_args,
+        beam_pipeline_args=configs.LOCAL_BEAM_ARGS if options.beam_args is None else options.beam_args,
+        embed_beam_pipeline_args=options.embed_beam_args,
     ), metadata_path
 
 
@@ -142,8 +131,7 @@ def collect_result(options: RunOptions, metadata_path: str) -> RunResult:
 def run_pipeline(options: RunOptions) -> RunResult:
     from tfx import v1 as tfx
 
-    if bool(options.data_dir) == bool(options.manifest):
-        raise ValueError("give exactly one of --data-dir (folder per class) or --manifest (CSV path,label)")
+    options.validate()
     pipeline, metadata_path = build_pipeline(options)
     tfx.orchestration.LocalDagRunner().run(pipeline)
     result = collect_result(options, metadata_path)
@@ -169,35 +157,9 @@ def export_for_apps(version_dir: str, options: RunOptions) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data-dir", help="Images in folder-per-class layout: DIR/<label>/<image files>.")
-    source.add_argument("--manifest", help="CSV with columns path,label[,split]; relative paths are resolved "
-                                           "against the CSV's folder.")
-    parser.add_argument("--module", default=configs.MODULE_HANDLE,
-                        help="Image feature-vector module: TF Hub URL, local SavedModel dir, or builtin name "
-                             "(default: %(default)s).")
-    parser.add_argument("--model-name", default=configs.MODEL_NAME, help="Served model name (default: %(default)s).")
-    parser.add_argument("--serving-dir", help="TF Serving models root; the model goes to SERVING_DIR/MODEL_NAME/"
-                                              "<version> (default: OUTPUT_DIR/serving).")
-    parser.add_argument("--output-dir", default="output", help="Pipeline artifacts, metadata, cache and reports.")
-    parser.add_argument("--embedding-cache-dir", help="Embedding cache (default: OUTPUT_DIR/embedding_cache).")
-    parser.add_argument("--accuracy-threshold", type=float, default=configs.EVAL_ACCURACY_THRESHOLD,
-                        help="Bless only if test accuracy >= this (and >= baseline - %s)." % configs.BASELINE_TOLERANCE)
-    parser.add_argument("--baseline", choices=["latest_blessed", "served_model"], default="latest_blessed",
-                        help="Compare against the latest blessed model in ML Metadata, or the version currently "
-                             "under the serving dir (what the Kubeflow variant does).")
-    parser.add_argument("--split-ratios", default=",".join(map(str, configs.SPLIT_RATIOS)),
-                        help="train,eval,test hash-bucket ratios (default: %(default)s).")
-    hyper = parser.add_argument_group("head hyperparameters")
-    for name, default in configs.HYPERPARAMETERS.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            hyper.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
-                               metavar="BOOL", help=f"(default: {default})")
-        else:
-            hyper.add_argument(flag, type=type(default), default=None, help=f"(default: {default})")
-    parser.add_argument("--beam-arg", action="append", dest="beam_args", default=None,
-                        help="Beam pipeline argument, repeatable (default: %s)." % " ".join(configs.LOCAL_BEAM_ARGS))
+    pipeline_options.add_arguments(parser, baseline_default=DEFAULT_BASELINE, beam_default=configs.LOCAL_BEAM_ARGS)
+    parser.add_argument("--output-dir", default="output", help="Pipeline artifacts, metadata, cache and reports; "
+                                                               "also the default serving dir and embedding cache.")
     parser.add_argument("--mobile-export", action="append", dest="mobile_formats", choices=["tflite", "coreml"],
                         default=None, help="After a push, also write the model for apps to OUTPUT_DIR/mobile "
                                            "(repeatable; see `image-retrain export`).")
@@ -205,17 +167,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
-    ratios = tuple(int(part) for part in args.split_ratios.split(","))
-    hyperparameters = {name: getattr(args, name) for name in configs.HYPERPARAMETERS
-                       if getattr(args, name, None) is not None}
-    return RunOptions(
-        data_dir=args.data_dir, manifest=args.manifest, module=args.module, model_name=args.model_name,
-        output_dir=args.output_dir, serving_dir=args.serving_dir, embedding_cache_dir=args.embedding_cache_dir,
-        accuracy_threshold=args.accuracy_threshold, baseline=args.baseline, split_ratios=ratios,
-        hyperparameters=hyperparameters,
-        beam_args=args.beam_args if args.beam_args else list(configs.LOCAL_BEAM_ARGS),
-        mobile_formats=tuple(getattr(args, "mobile_formats", None) or ()),
-    )
+    return RunOptions(**pipeline_options.from_args(args), output_dir=args.output_dir,
+                      mobile_formats=tuple(getattr(args, "mobile_formats", None) or ()))
 
 
 def format_result(result: RunResult) -> str:
@@ -241,8 +194,11 @@ def check_inputs(options: RunOptions) -> None:
         raise ValueError(f"--data-dir {options.data_dir!r} is not a directory (expected DIR/<label>/<images>)")
     if options.manifest and "://" not in options.manifest and not os.path.isfile(options.manifest):
         raise ValueError(f"--manifest {options.manifest!r} is not a file (expected a CSV with path,label columns)")
-    if len(options.split_ratios) != 3 or min(options.split_ratios) < 1:
-        raise ValueError(f"--split-ratios needs three positive integers (train,eval,test), got {options.split_ratios}")
+    if options.manifest:
+        from components.image_example_gen.sources import check_manifest_header
+
+        check_manifest_header(options.manifest)
+    options.validate()
 
 
 def main(args: argparse.Namespace) -> int:

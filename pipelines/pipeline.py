@@ -19,8 +19,8 @@ from components.image_example_gen.component import ImageExampleGen
 from components.model_report.component import ModelReport
 from components.vocabulary_checked_evaluator.component import VocabularyCheckedEvaluator
 from pipelines import configs
+from pipelines.options import BASELINES
 
-BASELINES = ("latest_blessed", "served_model")
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 
 
@@ -63,6 +63,7 @@ def create_pipeline(
     enable_cache: bool = False,
     metadata_connection_config=None,
     beam_pipeline_args: list[str] | None = None,
+    embed_beam_pipeline_args: list[str] | None = None,
 ) -> tfx.dsl.Pipeline:
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
@@ -81,6 +82,9 @@ def create_pipeline(
 
     embedder = ImageEmbedder(examples=example_gen.outputs["examples"], module_handle=module_handle,
                              cache_dir=embedding_cache_dir, batch_size=configs.EMBEDDING_BATCH_SIZE)
+    if embed_beam_pipeline_args:
+        # After the pipeline's arguments, so the embedding stage's own runner settings win.
+        embedder.with_beam_pipeline_args(embed_beam_pipeline_args)
     components.append(embedder)
 
     trainer = tfx.components.Trainer(

@@ -3,6 +3,10 @@
 Concurrent Run calls on the same (version, signature, inputs, outputs, per-item shape) are concatenated along dim 0,
 run once, and the outputs split back. A batch closes when it is full; an open batch is scheduled once a batch thread is
 free and it is `batch_timeout_micros` old (0: as soon as a thread is free, so batches form only under load).
+
+Deadlines: a request whose deadline passed while it waited is dropped from its batch before the batch runs (its
+caller has already been answered DEADLINE_EXCEEDED), and the batch runs with the latest deadline of the requests left
+as its RunOptions timeout, as BatchingSession does.
 """
 from __future__ import annotations
 
@@ -49,12 +53,16 @@ class BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("inputs", "size", "done", "outputs", "error")
+    __slots__ = ("inputs", "size", "deadline", "abandoned", "done", "outputs", "error")
 
-    def __init__(self, inputs, size):
-        self.inputs, self.size = inputs, size
+    def __init__(self, inputs, size, deadline):
+        self.inputs, self.size, self.deadline = inputs, size, deadline
+        self.abandoned = False  # the caller stopped waiting (deadline passed): never run it
         self.done = threading.Event()
         self.outputs = self.error = None
+
+    def expired(self, now: float) -> bool:
+        return self.abandoned or (self.deadline is not None and self.deadline <= now)
 
 
 class _Batch:
@@ -87,17 +95,18 @@ class BatchScheduler:
         for thread in self._threads:
             thread.join(timeout=10)
 
-    def run(self, key: tuple, run, inputs: dict[str, np.ndarray], timeout_s: float | None = None):
-        """Runs `run(inputs)` as part of a batch. Inputs that cannot be batched (scalars, unequal dim 0) run alone."""
+    def run(self, key: tuple, run, inputs: dict[str, np.ndarray], deadline: float | None = None):
+        """Runs `run(merged_inputs, timeout_ms)` as part of a batch; `deadline` (time.monotonic()) bounds the wait and
+        the run. Inputs that cannot be batched (scalars, unequal dim 0) run alone."""
         sizes = {a.shape[0] if a.ndim else None for a in inputs.values()}
         if len(sizes) != 1 or None in sizes or 0 in sizes:
-            return run(inputs)
+            return run(inputs, _timeout_ms([deadline], time.monotonic()))
         size = sizes.pop()
         if size > self.options.max_batch_size:
             raise invalid(f"Task size {size} is larger than maximum input batch size {self.options.max_batch_size}")
         # Items batch together only if their per-item shapes and dtypes agree.
         key = key + tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(inputs.items()))
-        task = _Task(inputs, size)
+        task = _Task(inputs, size, deadline)
         with self._cond:
             if self._stopping:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "Batch scheduler is shutting down")
@@ -115,7 +124,9 @@ class BatchScheduler:
             if batch.size >= self.options.max_batch_size:
                 self._close(key)
             self._cond.notify()
-        if not task.done.wait(timeout_s):
+        if not task.done.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            with self._cond:
+                task.abandoned = True
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded while waiting for the batch")
         if task.error is not None:
             raise task.error
@@ -152,20 +163,28 @@ class BatchScheduler:
             self._process(batch)
 
     def _process(self, batch: _Batch):
-        tasks = batch.tasks
+        started = time.monotonic()
+        with self._cond:  # a task is either abandoned before this point or runs
+            expired = [t for t in batch.tasks if t.expired(started)]
+            tasks = [t for t in batch.tasks if not t.expired(started)]
+        for task in expired:
+            task.error = ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      "Run() timeout exceeded while waiting in batching queue")
+            task.done.set()
+        if not tasks:
+            return
+        size = sum(t.size for t in tasks)
         try:
             if len(tasks) == 1 and not self.options.allowed_batch_sizes:
                 merged = tasks[0].inputs
             else:
                 merged = {name: np.concatenate([t.inputs[name] for t in tasks]) for name in tasks[0].inputs}
-            padded = self._padded_size(batch.size)
-            if padded > batch.size:
-                merged = {n: np.concatenate([a, np.repeat(a[:1], padded - batch.size, axis=0)])
-                          for n, a in merged.items()}
-            started = time.monotonic()
-            outputs = batch.run(merged)
+            padded = self._padded_size(size)
+            if padded > size:
+                merged = {n: np.concatenate([a, np.repeat(a[:1], padded - size, axis=0)]) for n, a in merged.items()}
+            outputs = batch.run(merged, _timeout_ms([t.deadline for t in tasks], started))
             if self._metrics is not None:
-                self._metrics.record_batch(batch.size, padded, (started - batch.created) * 1e6)
+                self._metrics.record_batch(size, padded, (started - batch.created) * 1e6)
             offset = 0
             for task in tasks:
                 split = {}
@@ -191,3 +210,10 @@ class BatchScheduler:
             if allowed >= size:
                 return allowed
         return size
+
+
+def _timeout_ms(deadlines, now: float) -> int:
+    """RunOptions.timeout_in_ms for a run serving requests with these deadlines: the latest one (0 = none)."""
+    if any(deadline is None for deadline in deadlines):
+        return 0
+    return max(1, int((max(deadlines) - now) * 1000))

@@ -1,8 +1,9 @@
-"""Config files in TF Serving's text-proto formats: ModelServerConfig, BatchingParameters, MonitoringConfig.
+"""Config files in TF Serving's text-proto formats: ModelServerConfig, BatchingParameters, MonitoringConfig, SSLConfig.
 
-ModelServerConfig comes from tensorflow-serving-api. The pip package lacks the BatchingParameters and MonitoringConfig
-messages, so they are declared here with the upstream field names and numbers
-(servables/tensorflow/session_bundle_config.proto, config/monitoring_config.proto) in a private descriptor pool.
+ModelServerConfig comes from tensorflow-serving-api. The pip package lacks the BatchingParameters, MonitoringConfig
+and SSLConfig messages, so they are declared here with the upstream field names and numbers
+(servables/tensorflow/session_bundle_config.proto, config/monitoring_config.proto, config/ssl_config.proto) in a
+private descriptor pool.
 """
 from __future__ import annotations
 
@@ -46,12 +47,16 @@ def _build_messages():
     field(prometheus, "path", 2, F.TYPE_STRING)
     monitoring = proto.message_type.add(name="MonitoringConfig")
     field(monitoring, "prometheus_config", 1, F.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig")
+    ssl = proto.message_type.add(name="SSLConfig")
+    for name, number in (("server_key", 1), ("server_cert", 2), ("custom_ca", 3)):
+        field(ssl, name, number, F.TYPE_STRING)
+    field(ssl, "client_verify", 4, F.TYPE_BOOL)
     pool.Add(proto)
-    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")),
-            message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")))
+    return tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
+                 for name in ("BatchingParameters", "MonitoringConfig", "SSLConfig"))
 
 
-BatchingParameters, MonitoringConfig = _build_messages()
+BatchingParameters, MonitoringConfig, SSLConfig = _build_messages()
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
@@ -123,3 +128,14 @@ def read_batching_parameters(path: str):
 
 def read_monitoring_config(path: str):
     return parse_text_proto(_read(path, "monitoring config file"), MonitoringConfig(), path)
+
+
+def read_ssl_config(path: str):
+    """--ssl_config_file: PEM server_key and server_cert (required), custom_ca and client_verify (mutual TLS)."""
+    config = parse_text_proto(_read(path, "SSL config file"), SSLConfig(), path)
+    if not config.server_key or not config.server_cert:
+        raise ConfigError(f"SSL config file {path} must set both server_key and server_cert (PEM text)")
+    if config.client_verify and not config.custom_ca:
+        raise ConfigError(f"SSL config file {path} sets client_verify but no custom_ca to verify client "
+                          "certificates against")
+    return config

@@ -3,6 +3,7 @@ GetModelStatus, HandleReloadConfigRequest, with TF Serving's validation and mess
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 import grpc
@@ -39,12 +40,32 @@ def serialized_examples(input_proto) -> np.ndarray:
     return array
 
 
+def _deadline(timeout_ms: int) -> float | None:
+    return time.monotonic() + timeout_ms / 1000 if timeout_ms and timeout_ms > 0 else None
+
+
+def _remaining_ms(deadline: float | None) -> int:
+    """Milliseconds left before `deadline` (0: no deadline); DEADLINE_EXCEEDED once it has passed."""
+    if deadline is None:
+        return 0
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded before the model ran")
+    return max(1, math.ceil(remaining * 1000))
+
+
 class ServingCore:
-    def __init__(self, manager, batcher=None, metrics=None, enable_method_name_check=False):
+    """`max_request_batch_size` (0 = unlimited) and `max_implied_tensor_elements` bound one request's cost; their
+    defaults and meaning are in serving.server.ServerOptions."""
+
+    def __init__(self, manager, *, max_request_batch_size: int, max_implied_tensor_elements: int, batcher=None,
+                 metrics=None, enable_method_name_check=False):
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
         self.enable_method_name_check = enable_method_name_check
+        self.max_request_batch_size = max_request_batch_size
+        self.max_implied_tensor_elements = max_implied_tensor_elements
 
     # -------------------------------------------------------------------------------------------- helpers
     @contextlib.contextmanager
@@ -79,14 +100,25 @@ class ServingCore:
             if self.metrics is not None:
                 self.metrics.observe_request(model_name, api, entrypoint, status, time.perf_counter() - started)
 
+    def check_batch_size(self, size: int) -> None:
+        if self.max_request_batch_size and size > self.max_request_batch_size:
+            raise invalid(f"Request batch size {size} is larger than the limit of {self.max_request_batch_size} "
+                          "(--max_request_batch_size)")
+
+    def to_numpy(self, proto) -> np.ndarray:
+        return tensors.to_numpy(proto, self.max_implied_tensor_elements)
+
     def run_signature(self, loaded: LoadedVersion, signature_name: str, inputs: dict, output_keys,
                       timeout_ms: int = 0) -> dict:
-        """Runs through the batcher when batching is on."""
+        """Runs through the batcher when batching is on; `timeout_ms` (> 0) bounds the wait and the model run."""
+        deadline = _deadline(timeout_ms)
         if self.batcher is None:
-            return loaded.run(signature_name, inputs, output_keys, timeout_ms)
+            return loaded.run(signature_name, inputs, output_keys, _remaining_ms(deadline))
+        _remaining_ms(deadline)  # a request already late is not queued
         key = (id(loaded), signature_name, tuple(sorted(inputs)), tuple(output_keys))
-        return self.batcher.run(key, lambda merged: loaded.run(signature_name, merged, output_keys, timeout_ms),
-                                inputs, timeout_s=timeout_ms / 1000 if timeout_ms else None)
+        return self.batcher.run(
+            key, lambda merged, batch_timeout_ms: loaded.run(signature_name, merged, output_keys, batch_timeout_ms),
+            inputs, deadline=deadline)
 
     # --------------------------------------------------------------------------------------------- predict
     def predict_arrays(self, loaded: LoadedVersion, signature_name: str, inputs: dict[str, np.ndarray],
@@ -118,6 +150,9 @@ class ServingCore:
             output_keys = tuple(output_filter)
         else:
             output_keys = tuple(sorted(signature.outputs))
+        for array in inputs.values():
+            if array.ndim and array.dtype == np.object_:  # numeric inputs cost in proportion to their bytes
+                self.check_batch_size(array.shape[0])
         return self.run_signature(loaded, signature_name, inputs, output_keys, timeout_ms)
 
     def predict(self, request, entrypoint="GRPC", timeout_ms: int = 0):
@@ -127,7 +162,7 @@ class ServingCore:
             raise invalid("Missing ModelSpec")
         name, version, label = self.spec_args(request.model_spec)
         with self.observe(name, "Predict", entrypoint), self.servable(name, version, label) as loaded:
-            inputs = {alias: tensors.to_numpy(proto) for alias, proto in request.inputs.items()}
+            inputs = {alias: self.to_numpy(proto) for alias, proto in request.inputs.items()}
             outputs = self.predict_arrays(loaded, request.model_spec.signature_name, inputs,
                                           list(request.output_filter), timeout_ms)
             response = predict_pb2.PredictResponse()
@@ -170,16 +205,25 @@ class ServingCore:
             raise invalid('Expected classification signature outputs to contain at least one of "classes" and '
                           '"scores".')
         examples = serialized_examples(input_proto)
+        self.check_batch_size(len(examples))
         outputs = self.run_signature(loaded, signature_name, {input_alias: examples}, output_keys, timeout_ms)
         classes, scores = outputs.get("classes"), outputs.get("scores")
         batch = len(examples)
-        for alias, array in (("classes", classes), ("scores", scores)):
-            if array is not None and (array.ndim != 2 or array.shape[0] != batch):
-                raise invalid(f"Expected Tensor shape: [batch_size num_classes] of {alias} with batch_size {batch} "
-                              f"but got {list(array.shape)}")
-        if classes is not None and scores is not None and classes.shape != scores.shape:
-            raise invalid(f"Tensors class and score should match in shape: {list(classes.shape)} vs "
-                          f"{list(scores.shape)}")
+        # classifier.cc PostProcessClassificationResult's checks, in its order and words.
+        for alias, array, wanted in (("classes", classes, types_pb2.DT_STRING), ("scores", scores, types_pb2.DT_FLOAT)):
+            if array is None:
+                continue
+            if array.ndim != 2:
+                raise invalid(f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(array)}")
+            dtype = tensors.dtype_of(array)
+            if dtype != wanted:
+                raise invalid(f"Expected {alias} Tensor of {types_pb2.DataType.Name(wanted)}. Got: "
+                              f"{types_pb2.DataType.Name(dtype)}")
+            if array.shape[0] != batch:
+                raise invalid(f"Expected {alias} output batch size of {batch}. Got: {array.shape[0]}")
+        if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+            raise invalid(f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. "
+                          f"{scores.shape[1]}")
         num_classes = (classes if classes is not None else scores).shape[1]
         result = classification_pb2.ClassificationResult()
         for i in range(batch):
@@ -201,12 +245,19 @@ class ServingCore:
         if "outputs" not in signature.outputs:
             raise invalid('Expected regression signature outputs to contain "outputs".')
         examples = serialized_examples(input_proto)
+        self.check_batch_size(len(examples))
         values = self.run_signature(loaded, signature_name, {input_alias: examples}, ["outputs"], timeout_ms)
         values = values["outputs"]
         batch = len(examples)
-        if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)) or values.shape[0] != batch:
+        # regressor.cc PostProcessRegressionResult's checks, in its order and words.
+        if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
             raise invalid("Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-                          f"{list(values.shape)}")
+                          f"{_shape_text(values)}")
+        if values.shape[0] != batch:
+            raise invalid(f"Input batch size did not match output batch size: {batch} vs. {values.shape[0]}")
+        dtype = tensors.dtype_of(values)
+        if dtype != types_pb2.DT_FLOAT:
+            raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: {types_pb2.DataType.Name(dtype)}")
         result = regression_pb2.RegressionResult()
         for value in values.reshape(-1).tolist():
             result.regressions.add(value=value)
@@ -235,7 +286,7 @@ class ServingCore:
         return self._single_result(request, "Regress", self.regression_result,
                                    regression_pb2.RegressionResponse, entrypoint, timeout_ms)
 
-    def multi_inference(self, request, entrypoint="GRPC"):
+    def multi_inference(self, request, entrypoint="GRPC", timeout_ms=0):
         from tensorflow_serving.apis import inference_pb2
 
         if not request.tasks:
@@ -254,6 +305,7 @@ class ServingCore:
             if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
                 raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: "
                                    f"{task.method_name}")
+        deadline = _deadline(timeout_ms)
         name, version, label = self.spec_args(request.tasks[0].model_spec)
         with self.observe(name, "MultiInference", entrypoint), self.servable(name, version, label) as loaded:
             response = inference_pb2.MultiInferenceResponse()
@@ -262,11 +314,12 @@ class ServingCore:
                 if signature not in loaded.signatures:
                     raise invalid(f"Requested signature not found in model graph: {signature}")
                 result = response.results.add()
+                remaining_ms = _remaining_ms(deadline)  # the tasks share the request's deadline
                 if task.method_name == CLASSIFY_METHOD:
-                    _, classification = self.classification_result(loaded, signature, request.input)
+                    _, classification = self.classification_result(loaded, signature, request.input, remaining_ms)
                     result.classification_result.CopyFrom(classification)
                 else:
-                    _, regression = self.regression_result(loaded, signature, request.input)
+                    _, regression = self.regression_result(loaded, signature, request.input, remaining_ms)
                     result.regression_result.CopyFrom(regression)
                 self._echo(result.model_spec, name, loaded, signature)
             return response
@@ -327,7 +380,7 @@ class ServingCore:
         kind = log_entry.WhichOneof("log_type")
         if kind == "predict_log":
             request = log_entry.predict_log.request
-            inputs = {alias: tensors.to_numpy(proto) for alias, proto in request.inputs.items()}
+            inputs = {alias: self.to_numpy(proto) for alias, proto in request.inputs.items()}
             self.predict_arrays(loaded, request.model_spec.signature_name, inputs, list(request.output_filter))
         elif kind == "classify_log":
             request = log_entry.classify_log.request
@@ -345,6 +398,11 @@ class ServingCore:
                                            log_entry.multi_inference_log.request.input)
         else:
             raise invalid(f"Unsupported log_type for warmup: {kind}")
+
+
+def _shape_text(array: np.ndarray) -> str:
+    """TensorShape::DebugString: [2,3]."""
+    return "[" + ",".join(str(d) for d in array.shape) + "]"
 
 
 def _error_code_value(name: str) -> int:

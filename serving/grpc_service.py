@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
+import math
 
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -12,6 +13,17 @@ from serving.errors import ServingError
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 1024  # grpc_status_util.cc truncates longer messages
+_NO_DEADLINE_S = 1e8  # grpc reports "no deadline" as a time far in the future
+
+
+def timeout_ms(context) -> int:
+    """The client's deadline as RunOptions.timeout_in_ms (0 = none), like TF Serving's DeadlineToTimeoutMillis."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > _NO_DEADLINE_S:
+        return 0
+    if remaining <= 0:
+        raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded before the request was handled")
+    return max(1, math.ceil(remaining * 1000))
 
 
 def _abort_on_error(method):
@@ -33,19 +45,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_abort_on_error
     def Predict(self, request, context):
-        return self.core.predict(request)
+        return self.core.predict(request, timeout_ms=timeout_ms(context))
 
     @_abort_on_error
     def Classify(self, request, context):
-        return self.core.classify(request)
+        return self.core.classify(request, timeout_ms=timeout_ms(context))
 
     @_abort_on_error
     def Regress(self, request, context):
-        return self.core.regress(request)
+        return self.core.regress(request, timeout_ms=timeout_ms(context))
 
     @_abort_on_error
     def MultiInference(self, request, context):
-        return self.core.multi_inference(request)
+        return self.core.multi_inference(request, timeout_ms=timeout_ms(context))
 
     @_abort_on_error
     def GetModelMetadata(self, request, context):
@@ -76,9 +88,18 @@ def parse_channel_arguments(text: str) -> list[tuple[str, object]]:
     return options
 
 
+def server_credentials(ssl_config) -> grpc.ServerCredentials:
+    """server.cc BuildServerCredentials: the key pair, custom_ca as the roots, client_verify = require and verify
+    client certificates (mutual TLS)."""
+    return grpc.ssl_server_credentials(
+        [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
+        root_certificates=ssl_config.custom_ca.encode() or None, require_client_auth=ssl_config.client_verify)
+
+
 def build_server(core, *, addresses: list[str], max_threads: int, channel_arguments: str = "",
-                 enable_health: bool = False) -> tuple[grpc.Server, list[int]]:
-    """Creates and binds (not starts) the gRPC server; returns it and the bound ports."""
+                 enable_health: bool = False, ssl_config=None) -> tuple[grpc.Server, list[int]]:
+    """Creates and binds (not starts) the gRPC server; returns it and the bound ports. With `ssl_config` (SSLConfig)
+    every address, TCP and UNIX socket alike, serves TLS only, as tensorflow_model_server does."""
     options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
     options += parse_channel_arguments(channel_arguments)
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_threads,
@@ -95,9 +116,11 @@ def build_server(core, *, addresses: list[str], max_threads: int, channel_argume
             for service in ("tensorflow.serving.ModelService", "tensorflow.serving.PredictionService", ""):
                 servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
             health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    credentials = server_credentials(ssl_config) if ssl_config is not None else None
     ports = []
     for address in addresses:
-        port = server.add_insecure_port(address)
+        port = (server.add_secure_port(address, credentials) if credentials is not None
+                else server.add_insecure_port(address))
         if port == 0 and not address.startswith("unix:"):
             raise OSError(f"Failed to bind gRPC server to {address}")
         ports.append(port)

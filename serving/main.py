@@ -26,6 +26,46 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+# tensorflow_model_server flags we do not implement, each with the one value that matches what this server does
+# anyway. Any other value refuses to start: a silently ignored flag (say a
+# platform config or a session config) would serve something else than asked for.
+UNIMPLEMENTED_FLAGS = {
+    "enable_profiler": "false", "flush_filesystem_caches": "false", "enable_per_model_batching_parameters": "false",
+    "remove_unused_fields_from_bundle_metagraph": "false", "enable_serialization_as_tensor_content": "false",
+    "xla_cpu_compilation_enabled": "false", "use_alts_credentials": "false", "platform_config_file": "",
+    "tensorflow_session_parallelism": "0", "num_load_threads": "0", "num_unload_threads": "0",
+    "per_process_gpu_memory_fraction": "0", "tensorflow_session_config_file": "",
+    "thread_pool_factory_config_file": "", "mixed_precision": "", "num_tflite_pools": "1",
+}
+
+
+def refuse_unimplemented_flags(args) -> None:
+    """Raises ConfigError naming every unimplemented flag given a value that would change behaviour."""
+    from serving.errors import ConfigError
+
+    refused = []
+    for name, harmless in UNIMPLEMENTED_FLAGS.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if harmless == "false":
+            same = str(value).strip().lower() in ("0", "false", "no", "off")
+        else:
+            same = str(value).strip() == harmless or (harmless == "0" and _is_zero(value))
+        if not same:
+            refused.append(f"--{name}={value}")
+    if refused:
+        raise ConfigError(f"{', '.join(refused)}: not implemented by this server (it would be ignored); remove "
+                          "the flag(s), or run tensorflow_model_server for these features")
+
+
+def _is_zero(text) -> bool:
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from serving.server import ServerOptions  # dataclass only: no TensorFlow import
     defaults = ServerOptions()
@@ -71,15 +111,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("num_tflite_interpreters_per_pool", int, "LiteRT interpreters per model version, each running one call at a "
          "time on CPUs / N XNNPACK threads")
     flag("shutdown_grace_seconds", float, "on SIGTERM, how long in-flight requests may take to finish")
-    # Accepted so that tensorflow_model_server command lines keep working; they change nothing here.
-    for name in ("enable_profiler", "flush_filesystem_caches", "enable_per_model_batching_parameters",
-                 "remove_unused_fields_from_bundle_metagraph", "enable_serialization_as_tensor_content",
-                 "xla_cpu_compilation_enabled"):
-        parser.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=None, help=argparse.SUPPRESS)
-    for name in ("platform_config_file", "ssl_config_file", "tensorflow_session_parallelism", "num_load_threads",
-                 "num_unload_threads", "per_process_gpu_memory_fraction", "tensorflow_session_config_file",
-                 "thread_pool_factory_config_file", "mixed_precision", "num_tflite_pools"):
-        parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
+    flag("ssl_config_file", str, "SSLConfig text proto: TLS for gRPC (server_key, server_cert), mutual TLS with "
+         "client_verify + custom_ca")
+    flag("max_request_batch_size", int, "our addition: most items (dim 0) of a request's string inputs (encoded "
+         "images, tf.Examples); 0 = unlimited")
+    flag("max_implied_tensor_elements", int, "our addition: most elements a TensorProto may declare beyond the "
+         "values it carries")
+    # tensorflow_model_server flags this server does not implement: parsed so that the refusal can name them.
+    for name in UNIMPLEMENTED_FLAGS:
+        parser.add_argument(f"--{name}", nargs="?", const="true", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--log_level", default="INFO", help="Python logging level (default INFO)")
 
@@ -121,6 +161,12 @@ def main(args) -> int:
         return 0
     from serving.errors import ConfigError, ServingError
     from serving.server import ModelServer
+
+    try:
+        refuse_unimplemented_flags(args)
+    except ConfigError as error:
+        print(f"Failed to start server. Error: {error}", file=sys.stderr)
+        return 1
 
     import_tensorflow_without_keras()
     server = ModelServer(options_from_args(args))

@@ -2,8 +2,16 @@
 
 Mirrors TF Serving's FileSystemStoragePathSource + AvailabilityPreservingPolicy + ServableStateMonitor: numeric child
 directories of base_path are versions; the policy picks the aspired ones; a new version is loaded before the old one is
-unloaded, so requests never see a gap; a version that fails to load ends in END with its error while the previous one
-keeps serving; every version ever seen stays in the status list, newest first.
+unloaded, so requests never see a gap; every version ever seen stays in the status list, newest first.
+
+Failed loads (a corrupt, empty or half-copied version) never hold up the others:
+- a failed version shows its load error in the status at once, while it waits for a retry (LOADING) and once it has
+  given up (END);
+- retries are scheduled, not slept through: each poll retries the versions whose interval has passed, and a version
+  stops being retried as soon as it is no longer aspired (a newer one was pushed), as in TF Serving;
+- while an aspired version is failing, the newest versions that did not fail stand in for it (with `latest`, the
+  newest good version is served within a poll or two, wherever the broken ones sit);
+- a failed version whose directory changes (a copy that was still in progress) is tried again on the next poll.
 """
 from __future__ import annotations
 
@@ -23,13 +31,21 @@ START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UN
 
 
 class VersionRecord:
-    __slots__ = ("version", "state", "error_code", "error_message", "loaded")
+    __slots__ = ("version", "state", "error_code", "error_message", "loaded", "attempts", "retry_at", "fingerprint")
 
     def __init__(self, version: int):
         self.version = version
         self.state = START
         self.error_code, self.error_message = "OK", ""
         self.loaded: LoadedVersion | None = None
+        self.attempts = 0
+        self.retry_at = 0.0  # time.monotonic() of the next retry while LOADING after a failure
+        self.fingerprint: tuple = ()  # the version directory's files when the last attempt failed
+
+    @property
+    def failed(self) -> bool:
+        """The last load attempt failed: waiting for a retry (LOADING) or given up (END)."""
+        return self.error_code != "OK" and self.state in (LOADING, END)
 
 
 class ServedModel:
@@ -68,20 +84,39 @@ def list_versions(base_path: str) -> dict[int, str] | None:
     return versions
 
 
-def aspired_versions(config, available: dict[int, str]) -> set[int]:
+def directory_fingerprint(path: str) -> tuple:
+    """(relative path, size, mtime) of every file under `path`: changes while a copy is still in progress."""
+    entries = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            try:
+                info = os.stat(full)
+            except OSError:
+                continue
+            entries.append((os.path.relpath(full, path), info.st_size, info.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+def aspired_versions(config, available: dict[int, str], failed: set[int] = frozenset()) -> tuple[set[int], set[int]]:
+    """(policy's versions, versions to serve): the version policy over the versions on disk, and the same policy over
+    the versions that did not fail, which serve while the policy's own versions are failing (no fallback for
+    `specific`: exactly those versions were asked for)."""
     policy = config.model_version_policy
     kind = policy.WhichOneof("policy_choice")
     if kind == "all":
-        return set(available)
+        return set(available), set(available) - failed
     if kind == "specific":
         wanted = set(policy.specific.versions)
         missing = wanted - set(available)
         if missing:
             log.warning("Model %s: requested versions %s not found under %s", config.name, sorted(missing),
                         config.base_path)
-        return wanted & set(available)
+        wanted &= set(available)
+        return wanted, wanted - failed
     count = max(1, policy.latest.num_versions) if kind == "latest" else 1
-    return set(sorted(available, reverse=True)[:count])
+    newest_first = sorted(available, reverse=True)
+    return set(newest_first[:count]), set([v for v in newest_first if v not in failed][:count])
 
 
 class ModelManager:
@@ -147,30 +182,40 @@ class ModelManager:
         model.labels = labels
 
     def _wait_for_models(self, models, startup: bool) -> list[str]:
-        """Waits until each model's aspired versions settled; returns the failures."""
+        """Waits until each model serves, or its versions settled without any serving; returns the failures."""
         failures = []
         for model in models:
             warned = False
             while not self._stop.is_set():
                 versions = list_versions(model.config.base_path)
-                aspired = aspired_versions(model.config, versions) if versions else set()
-                if aspired and all(v in model.versions and model.versions[v].state in (AVAILABLE, END)
-                                   for v in aspired):
+                window, serve = aspired_versions(model.config, versions or {}, self._failed(model, versions or {}))
+                wanted = window | serve
+                records = [model.versions.get(v) for v in wanted]
+                serving = any(r is not None and r.state == AVAILABLE for r in records)
+                settled = all(r is not None and (r.state in (AVAILABLE, END) or (r.failed and serving))
+                              for r in records)
+                if wanted and settled:
                     break
-                if not aspired and not warned:
+                if not wanted and not warned:
                     log.warning("No versions of servable %s found under base path %s. Did you forget to name your "
                                 "leaf directory as a number (eg. '/1/')?", model.name, model.config.base_path)
                     warned = True
                 time.sleep(max(0.2, min(self.poll_seconds, 1.0)) if self.poll_seconds > 0 else 1.0)
                 self.sync(model)
+            if model.latest_available() is not None:
+                continue
             for version, record in sorted(model.versions.items()):
-                if record.state == END and record.error_code != "OK":
+                if record.failed:
                     failures.append(f"{{name: {model.name} version: {version}}} due to error: {record.error_message}")
         return failures
 
     # -------------------------------------------------------------------------------------------- transitions
+    @staticmethod
+    def _failed(model: ServedModel, available: dict[int, str]) -> set[int]:
+        return {v for v, record in model.versions.items() if record.failed and v in available}
+
     def sync(self, model: ServedModel) -> None:
-        """One poll of `model`'s base path: load new aspired versions (newest first), then unload the rest."""
+        """One poll of `model`'s base path: load (or retry) aspired versions, newest first, then unload the rest."""
         with model.transition_lock:
             if not model.configured:
                 return
@@ -178,47 +223,76 @@ class ModelManager:
             if available is None:
                 log.error("Could not find base path %s for servable %s", model.config.base_path, model.name)
                 return
-            aspired = aspired_versions(model.config, available)
-            for version in sorted(aspired, reverse=True):
-                record = model.versions.get(version)
-                if record is not None and (record.state in (AVAILABLE, LOADING)
-                                           or (record.state == END and record.error_code != "OK")):
-                    continue  # serving, or failed (not retried, as with TF Serving's default)
-                self._load(model, version, available[version])
-            # Availability preserving: drop un-aspired versions only once an aspired one serves (or none is wanted).
-            if not aspired or any(model.versions.get(v) and model.versions[v].state == AVAILABLE for v in aspired):
+            window, serve = aspired_versions(model.config, available, self._failed(model, available))
+            for version in sorted(window | serve, reverse=True):
+                self._load_or_retry(model, version, available[version], version in window)
+            for version, record in model.versions.items():
+                if record.failed and record.state == LOADING and version not in window:
+                    with self._lock:
+                        record.state = END  # keeps its error; TF Serving stops retrying un-aspired versions too
+                    log.info("Servable {name: %s version: %d} is no longer aspired; not retrying its load",
+                             model.name, version)
+            # A version that just failed hands over to the next good one in this same poll.
+            window, serve = aspired_versions(model.config, available, self._failed(model, available))
+            for version in sorted(serve, reverse=True):
+                self._load_or_retry(model, version, available[version], version in window)
+            wanted = window | serve
+            # Availability preserving: drop un-wanted versions only once a wanted one serves (or none is wanted).
+            if not wanted or any(model.versions.get(v) and model.versions[v].state == AVAILABLE for v in wanted):
                 for version in sorted(model.versions):
                     record = model.versions[version]
-                    if version not in aspired and record.state == AVAILABLE:
+                    if version not in wanted and record.state == AVAILABLE:
                         self._unload(model, record)
 
-    def _load(self, model: ServedModel, version: int, path: str) -> None:
-        record = VersionRecord(version)
+    def _load_or_retry(self, model: ServedModel, version: int, path: str, in_policy: bool) -> None:
+        """Loads a wanted version not loaded yet; retries a failed one when its directory changed, or (while the
+        policy still wants it) when its retry is due."""
+        record = model.versions.get(version)
+        if record is None or (record.state == END and not record.failed):
+            self._attempt(model, VersionRecord(version), path)
+        elif record.failed and directory_fingerprint(path) != record.fingerprint:
+            log.info("Servable {name: %s version: %d} changed on disk since it failed to load; trying again",
+                     model.name, version)
+            self._attempt(model, VersionRecord(version), path)
+        elif record.failed and record.state == LOADING and in_policy and time.monotonic() >= record.retry_at:
+            self._attempt(model, record, path)
+
+    def _attempt(self, model: ServedModel, record: VersionRecord, path: str) -> None:
+        """One load attempt of `record`'s version; on failure the error goes to the status and a retry is scheduled
+        (max_num_load_retries, load_retry_interval_micros) or the version ends in END."""
         with self._lock:
-            model.versions[version] = record
+            model.versions[record.version] = record
             record.state = LOADING
-        log.info("Loading servable: {name: %s version: %d} from %s", model.name, version, path)
+            record.attempts += 1
+        log.info("Loading servable: {name: %s version: %d} from %s", model.name, record.version, path)
         started = time.monotonic()
-        for attempt in range(self.load_retries + 1):
+        try:
+            loaded = self.version_loader(model.name, record.version, path, self.tags, self.session_config)
             try:
-                loaded = self.version_loader(model.name, version, path, self.tags, self.session_config)
                 if self.warmup is not None:
                     self.warmup(loaded)
-                break
-            except Exception as error:  # any load failure ends up in status, the old version keeps serving
-                message = getattr(error, "message", None) or str(error) or type(error).__name__
-                code = error.code.name if isinstance(error, ServingError) else _tf_code_name(error)
-                log.error("Loading servable {name: %s version: %d} failed (attempt %d): %s", model.name, version,
-                          attempt + 1, message)
-                if attempt < self.load_retries and not self._stop.wait(self.load_retry_interval_s):
-                    continue
-                with self._lock:
-                    record.state, record.error_code, record.error_message = END, code, message
-                return
+            except Exception:
+                loaded.unload()
+                raise
+        except Exception as error:  # any load failure ends up in status; other versions keep serving
+            message = getattr(error, "message", None) or str(error) or type(error).__name__
+            code = error.code.name if isinstance(error, ServingError) else _tf_code_name(error)
+            retry = record.attempts <= self.load_retries and not self._stop.is_set()
+            log.error("Loading servable {name: %s version: %d} failed (attempt %d)%s: %s", model.name,
+                      record.version, record.attempts,
+                      f", retrying in {self.load_retry_interval_s:g}s" if retry else "", message)
+            fingerprint = directory_fingerprint(path)
+            with self._lock:
+                record.error_code, record.error_message = code, message
+                record.fingerprint = fingerprint
+                record.retry_at = time.monotonic() + self.load_retry_interval_s
+                record.state = LOADING if retry else END
+            return
         with self._lock:
             record.loaded = loaded
+            record.error_code, record.error_message = "OK", ""
             record.state = AVAILABLE
-        log.info("Successfully loaded servable version {name: %s version: %d} in %.2fs", model.name, version,
+        log.info("Successfully loaded servable version {name: %s version: %d} in %.2fs", model.name, record.version,
                  time.monotonic() - started)
 
     def _unload(self, model: ServedModel, record: VersionRecord) -> None:

@@ -54,7 +54,17 @@ class ServerOptions:
     tensorflow_inter_op_parallelism: int = 0
     prefer_tflite_model: bool = False
     num_tflite_interpreters_per_pool: int = 1
+    ssl_config_file: str = ""
+    # Our additions (tensorflow_model_server has no such flags).
     shutdown_grace_seconds: float = 30.0
+    # Bounds on one request's cost, refused with INVALID_ARGUMENT before anything is allocated. Items per request in
+    # string inputs (dim 0: encoded images, serialized tf.Examples; the examples of Classify/Regress), whose cost is
+    # not bounded by their bytes (1000 small images made the served classifier allocate 6 GB); numeric inputs cost in
+    # proportion to the bytes sent and are not counted. 0 = unlimited.
+    max_request_batch_size: int = 64
+    # Elements a TensorProto may declare beyond the values it carries (TF fills them in): a [12000, 12000] shape with
+    # one value would otherwise cost 549 MB.
+    max_implied_tensor_elements: int = 1 << 20
 
 
 class ModelServer:
@@ -69,6 +79,7 @@ class ModelServer:
         self._finished = threading.Event()  # drained and unloaded
         self._model_config = None
         self._config_text = None
+        self._ssl_config = None
 
     # ------------------------------------------------------------------------------------------ configuration
     def _read_configs(self):
@@ -99,6 +110,10 @@ class ModelServer:
                 batching = BatchingOptions.from_proto(params)
             except ValueError as error:
                 raise ConfigError(f"Invalid batching parameters: {error}") from None
+        if o.ssl_config_file:
+            self._ssl_config = config_files.read_ssl_config(o.ssl_config_file)
+        if o.max_request_batch_size < 0 or o.max_implied_tensor_elements < 0:
+            raise ConfigError("--max_request_batch_size and --max_implied_tensor_elements must be >= 0")
         prometheus_path = None
         if o.monitoring_config_file:
             monitoring = config_files.read_monitoring_config(o.monitoring_config_file)
@@ -127,7 +142,9 @@ class ModelServer:
             session_config=self._session_config(),
             version_loader=functools.partial(load_version, prefer_tflite_model=o.prefer_tflite_model,
                                              tflite_interpreters=o.num_tflite_interpreters_per_pool))
-        self.core = ServingCore(self.manager, self.batcher, self.metrics, o.enable_signature_method_name_check)
+        self.core = ServingCore(self.manager, max_request_batch_size=o.max_request_batch_size,
+                                max_implied_tensor_elements=o.max_implied_tensor_elements, batcher=self.batcher,
+                                metrics=self.metrics, enable_method_name_check=o.enable_signature_method_name_check)
         if o.enable_model_warmup:
             self.manager.warmup = self._warmup
         try:
@@ -172,13 +189,16 @@ class ModelServer:
         try:
             self._grpc_server, ports = build_server(
                 self.core, addresses=addresses, max_threads=o.grpc_max_threads or self._default_grpc_threads(),
-                channel_arguments=o.grpc_channel_arguments, enable_health=o.enable_grpc_healthcheck_service)
+                channel_arguments=o.grpc_channel_arguments, enable_health=o.enable_grpc_healthcheck_service,
+                ssl_config=self._ssl_config)
         except ValueError as error:
             raise ConfigError(str(error)) from None
         self._grpc_server.start()
         if o.port:
             self.grpc_port = ports[0]
-            print(f"Running gRPC ModelServer at {o.bind_address}:{self.grpc_port} ...", flush=True)
+            tls = " (TLS, client certificates required)" if self._ssl_config and self._ssl_config.client_verify else (
+                " (TLS)" if self._ssl_config else "")
+            print(f"Running gRPC ModelServer at {o.bind_address}:{self.grpc_port}{tls} ...", flush=True)
         if o.grpc_socket_path:
             print(f"Running gRPC ModelServer at UNIX socket {o.grpc_socket_path} ...", flush=True)
 

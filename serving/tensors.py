@@ -24,9 +24,48 @@ _VALUE_FIELD = {
 }
 
 
+# TF's DataType enum numbers each reference type (a variable's DT_FLOAT_REF) as its value type + 100.
+_REF_OFFSET = 100
+
+# Dtypes a request cannot carry as values: handles, variants and reference types exist only inside a graph.
+_NOT_FROM_REQUESTS = {types_pb2.DT_INVALID, types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT} | {
+    value for value in types_pb2.DataType.values() if value > _REF_OFFSET}
+
+
+def base_dtype(dtype: int) -> int:
+    """DT_FLOAT_REF -> DT_FLOAT: a fetched variable is a plain tensor of its value type."""
+    return dtype - _REF_OFFSET if dtype > _REF_OFFSET else dtype
+
+
 def dtype_name(dtype: int) -> str:
     """DT_FLOAT -> 'float', as TF error messages spell it."""
     return types_pb2.DataType.Name(dtype)[3:].lower()
+
+
+def _elements_carried(proto: tensor_pb2.TensorProto) -> int:
+    """Upper bound of the elements a TensorProto's payload holds: tensor_content bytes or the longest *_val field."""
+    carried = len(proto.tensor_content)
+    for field, value in proto.ListFields():
+        if field.label == field.LABEL_REPEATED and field.name.endswith("_val"):
+            carried = max(carried, len(value))
+    return carried
+
+
+def checked_shape(proto: tensor_pb2.TensorProto, max_implied_elements: int) -> list[int]:
+    """The declared shape, refused (INVALID_ARGUMENT, before anything is allocated) when a dimension is negative or
+    the shape claims more than `max_implied_elements` elements beyond what the proto carries."""
+    shape = [d.size for d in proto.tensor_shape.dim]
+    if any(size < 0 for size in shape):
+        raise invalid(f"Invalid TensorProto: negative dimension in tensor_shape {shape}")
+    elements = 1
+    for size in shape:
+        elements *= size  # Python ints: no overflow for 1e5 x 1e5 x ...
+    carried = _elements_carried(proto)
+    if elements - carried > max_implied_elements:
+        raise invalid(f"Invalid TensorProto: tensor_shape {shape} declares {elements} elements but the request "
+                      f"carries {carried} values; at most {max_implied_elements} elements may be filled in "
+                      "(--max_implied_tensor_elements)")
+    return shape
 
 
 def dtype_of(array: np.ndarray) -> int:
@@ -38,12 +77,16 @@ def dtype_of(array: np.ndarray) -> int:
         raise invalid(f"Unsupported tensor type: {array.dtype}") from None
 
 
-def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Any valid TensorProto (tensor_content or typed values, incl. the one-value broadcast) -> ndarray."""
+def to_numpy(proto: tensor_pb2.TensorProto, max_implied_elements: int) -> np.ndarray:
+    """Any valid TensorProto (tensor_content or typed values, incl. the one-value broadcast) -> ndarray.
+
+    TF fills the values a proto leaves out with the last one sent (or zeros); at most `max_implied_elements` of them
+    (see `checked_shape`), so a few bytes of request cannot make the server allocate gigabytes.
+    """
     from tensorflow.python.framework import tensor_util
 
+    shape = checked_shape(proto, max_implied_elements)
     if proto.dtype == types_pb2.DT_STRING:
-        shape = [d.size for d in proto.tensor_shape.dim]
         values = list(proto.string_val)
         size = int(np.prod(shape)) if shape else 1
         if len(values) == 1 and size != 1:
@@ -53,6 +96,9 @@ def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
         array = np.empty(size, dtype=object)
         array[:] = values
         return array.reshape(shape)
+    if proto.dtype in _NOT_FROM_REQUESTS or proto.dtype not in types_pb2.DataType.values():
+        name = types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() else proto.dtype
+        raise invalid(f"Invalid TensorProto: unsupported dtype {name}")
     try:
         return tensor_util.MakeNdarray(proto)
     except (TypeError, ValueError) as error:
@@ -61,8 +107,12 @@ def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
 
 def to_proto(array: np.ndarray, dtype: int | None = None) -> tensor_pb2.TensorProto:
     """ndarray -> TensorProto with typed `*_val` fields and the shape, like AsProtoField."""
+    from tensorflow.python.framework import tensor_util
+
     array = np.asarray(array)
-    dtype = dtype_of(array) if dtype is None else dtype
+    dtype = dtype_of(array) if dtype is None else base_dtype(dtype)
+    if dtype not in _VALUE_FIELD and dtype != types_pb2.DT_HALF:
+        return tensor_util.make_tensor_proto(array)  # complex, bfloat16, ...: TF's own encoding
     proto = tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(
         dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape]))
     flat = array.reshape(-1)

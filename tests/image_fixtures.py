@@ -108,6 +108,32 @@ NON_ASCII_FILE = "façade_图片.png"
 HUGE_SIZE = (6000, 4000)
 
 
+def png_bomb(width: int = 23000, height: int = 23000) -> bytes:
+    """A valid 1-bit grayscale PNG of width x height zeros: ~62 KB at 23000^2, which decodes to 1.6 GB of RGB."""
+    import struct
+    import zlib
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def jpeg_header_bomb(side: int = 13000) -> bytes:
+    """A < 1 KB JPEG whose frame header claims side x side pixels (the scan data is for 8x8)."""
+    import struct
+
+    data = bytearray(_encode(Image.new("L", (8, 8)), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", side, side)
+    return bytes(data)
+
+
 def make_bad_input_corpus(root) -> BadCorpus:
     """Writes a folder-per-class tree and a manifest full of edge cases, and says what must happen to each.
 
@@ -193,10 +219,26 @@ def make_bad_input_corpus(root) -> BadCorpus:
     reject("empty_class/", "empty_class", "empty_class")
     reject("README.txt", "", "not_in_class_folder", b"stray file at the top level\n")
     (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # hidden: skipped, not a class, not a reject
+    # Decompression bombs: refused from the header, never decoded.
+    reject("circle/bomb_23000x23000.png", "circle", "too_many_pixels", png_bomb())
+    reject("square/header_claims_13000x13000.jpg", "square", "too_many_pixels", jpeg_header_bomb())
+    # Symbolic links leaving the data folder (a file and a folder) are reported, never followed.
+    outside = root / "outside_data_root"
+    outside.mkdir(exist_ok=True)
+    (outside / "elsewhere.png").write_bytes(_encode(shape_image("circle"), "PNG"))
+    os.symlink(outside / "elsewhere.png", circle / "link_to_elsewhere.png")
+    reject("circle/link_to_elsewhere.png", "circle", "link_outside_data_root")
+    os.symlink(outside, square / "linked_folder")
+    reject("square/linked_folder/", "square", "link_outside_data_root")
+    # A folder named like an image is reported and not searched.
+    (circle / "z.jpg").mkdir()
+    (circle / "z.jpg" / "inside.png").write_bytes(_encode(shape_image("circle"), "PNG"))
+    reject("circle/z.jpg/", "circle", "image_named_folder")
     corpus.folder_vocabulary = sorted(["circle", "square", NON_ASCII_LABEL])
 
     # Manifest next to the folder: relative paths resolve against the manifest's folder; one absolute path.
-    (folder / "square" / "a_directory.jpg").mkdir()  # in the folder layout just an empty subfolder
+    (folder / "square" / "a_directory.jpg").mkdir()
+    corpus.folder_rejects[("square/a_directory.jpg/", "square")] = "image_named_folder"
     rows = [
         ("images/circle/good_0.png", "circle", corpus.manifest_accepted),
         ("images/circle/good_1.png", "circle", corpus.manifest_accepted),

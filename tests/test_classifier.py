@@ -73,6 +73,53 @@ def test_export_loads_like_tf_serving_and_classifies_bytes(tmp_path, image_modul
     assert (tmp_path / "export" / "assets" / "labels.txt").read_text().split() == LABELS
 
 
+def _peak_rss_rise_bytes(run) -> int:
+    """Peak RSS while `run()` runs minus RSS before (VmHWM is reset through /proc/self/clear_refs)."""
+    def status_kb(field):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status_kb("VmRSS")
+    run()
+    return (status_kb("VmHWM") - before) * 1024
+
+
+def test_export_refuses_decompression_bombs_from_the_header_in_a_tf1_session(tmp_path, image_module):
+    from image_fixtures import jpeg_header_bomb, png_bomb
+
+    head = classifier.build_head(image_module.feature_dim, len(LABELS), dict(configs.HYPERPARAMETERS))
+    export_dir = str(tmp_path / "export")
+    classifier.export_serving_model(image_module, head, LABELS, export_dir)
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as session:  # loaded as TF Serving loads it
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], export_dir)
+        serving = meta_graph.signature_def["serving_default"]
+        feed, fetch = serving.inputs["image_bytes"].name, serving.outputs["scores"].name
+        session.run(fetch, {feed: [encoded((250, 0, 0), "JPEG")]})  # warm
+        def refused(bomb, size):
+            with pytest.raises(tf.errors.InvalidArgumentError,
+                               match=f"Image of {size} .* larger than the limit of 100000000 pixels"):
+                session.run(fetch, {feed: [bomb]})
+
+        for bomb, size in ((png_bomb(), "23000x23000"), (jpeg_header_bomb(), "13000x13000")):
+            # Decoded, these would be 1.6 GB and 0.5 GB of RGB.
+            assert _peak_rss_rise_bytes(lambda: refused(bomb, size)) < 256 * 1024 * 1024  # noqa: B023 - run at once
+        assert session.run(fetch, {feed: [encoded((0, 0, 250), "PNG")]}).shape == (1, 2)
+    # The limit is the trainer's `max_image_pixels` custom_config (default components/image_limits.py).
+    small_limit_dir = str(tmp_path / "small_limit")
+    classifier.export_serving_model(image_module, head, LABELS, small_limit_dir, max_image_pixels=1000)
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        serving = tf.compat.v1.saved_model.loader.load(session, ["serve"], small_limit_dir).signature_def[
+            "serving_default"]
+        feed, fetch = serving.inputs["image_bytes"].name, serving.outputs["scores"].name
+        assert session.run(fetch, {feed: [encoded((250, 0, 0), "PNG", (25, 40))]}).shape == (1, 2)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"Image of 40x30 \(1200 pixels to decode\) is "
+                                                                r"larger than the limit of 1000 pixels"):
+            session.run(fetch, {feed: [encoded((250, 0, 0), "PNG", (40, 30))]})
+
+
 def test_augmented_copies_are_new_embeddings(examples_file, image_module):
     embeddings, labels = classifier.augmented_embeddings(examples_file, image_module, copies=2, flip=True, seed=1)
     assert embeddings.shape == (12, image_module.feature_dim) and list(labels) == [0, 1, 0, 1, 0, 1] * 2

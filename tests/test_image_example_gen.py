@@ -190,6 +190,11 @@ def test_bad_input_corpus_folder_layout(tmp_path):
     assert "0 bytes" in rejects[("circle/zero_byte.jpg", "circle")]
     assert "text" in rejects[("circle/text_file.jpg", "circle")]
     assert "JPEG" in rejects[("circle/truncated.jpg", "circle")]
+    bomb = rejects[("circle/bomb_23000x23000.png", "circle")]
+    assert "23000x23000" in bomb and "limit of 100000000" in bomb
+    assert "13000x13000" in rejects[("square/header_claims_13000x13000.jpg", "square")]
+    assert "outside_data_root/elsewhere.png" in rejects[("circle/link_to_elsewhere.png", "circle")]
+    assert "not searched" in rejects[("circle/z.jpg/", "circle")]
 
     # Non-ASCII names survive into the examples; the 6000x4000 image is stored as its original bytes.
     rows = {path: row for split_rows in by_split.values() for path, row in split_rows.items()}
@@ -252,6 +257,22 @@ def test_manifest_split_column_and_relative_paths(tmp_path):
     (manifest_dir / "nolabel.csv").write_text("file,class\na.jpg,x\n")
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['path', 'label'\]"):
         run_executor(ImageExampleGen(manifest=str(manifest_dir / "nolabel.csv")), tmp_path / "out_bad2")
+
+
+def test_manifest_header_is_checked_before_anything_runs(tmp_path):
+    from components.image_example_gen.component import ImageExampleGen
+    from pipelines.local_runner import RunOptions, check_inputs
+
+    # Many rows, no label column: refused from the header row alone, at pipeline construction and by the CLI check.
+    manifest = tmp_path / "no_label.csv"
+    manifest.write_text("path,split\n" + "x.jpg,train\n" * 200_000)
+    for check in (lambda: ImageExampleGen(manifest=str(manifest)), lambda: check_inputs(RunOptions(
+            manifest=str(manifest)))):
+        with pytest.raises(ValueError, match=r"lacks column\(s\) \['label'\].*found columns \['path', 'split'\]"):
+            check()
+    (tmp_path / "latin1.csv").write_bytes("pfad,étiquette\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not a readable UTF-8 CSV"):
+        ImageExampleGen(manifest=str(tmp_path / "latin1.csv"))
 
 
 def test_fewer_than_two_classes_fails_with_clear_message(tmp_path):

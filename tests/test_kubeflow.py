@@ -3,11 +3,14 @@ ServedModelBaseline component that replaces the resolver the open-source KFP bac
 import http.server
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import yaml
+from kfp_backend import BackendError, upload
 
 IMAGE = "registry.invalid/image-retrain:test"
 PIPELINE_ROOT = "gs://test-bucket/image-retrain"
@@ -22,7 +25,7 @@ def compiled(tmp_path_factory):
 
     options = CompileOptions(
         image=IMAGE, pipeline_root=PIPELINE_ROOT, serving_dir="/models", model_name="flowers",
-        data_root="gs://test-bucket/images", beam_args=list(BEAM_ARGS),
+        data_dir="gs://test-bucket/images", beam_args=list(BEAM_ARGS),
         pvcs=[PvcMount.parse("image-retrain-models:/models")],
         output=str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml"))
     path = compile_pipeline(options)
@@ -39,7 +42,7 @@ def test_compiled_yaml_is_a_pipeline_spec_with_every_component_image_command_and
     with open(path) as f:
         documents = list(yaml.safe_load_all(f))
     spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())  # unknown fields would raise
-    assert spec.schema_version == "2.0.0"
+    assert spec.schema_version == "2.1.0"  # the only version the KFP API server accepts
     assert spec.pipeline_info.name == "image-retrain-flowers"
     assert spec.default_pipeline_root == PIPELINE_ROOT
 
@@ -62,8 +65,8 @@ def test_compiled_yaml_is_a_pipeline_spec_with_every_component_image_command_and
 
     def parameter(task_id, name):
         value = tasks[task_id].inputs.parameters[name].runtime_value
-        # Schema 2.0.0 (TFX's default) writes the deprecated `constantValue`; 2.1.0 writes `constant`.
-        return value.constant_value.string_value if value.HasField("constant_value") else value.constant.string_value
+        assert value.WhichOneof("value") == "constant"  # the only form the KFP driver resolves
+        return value.constant.string_value
 
     assert parameter("ServedModelBaseline", "serving_model_dir") == "/models/flowers"
     assert parameter("ServedModelBaseline", "when_nothing_served") == "candidate"
@@ -120,13 +123,28 @@ class _FakeKfpApi(http.server.BaseHTTPRequestHandler):
             return self._reply({"multi_user": False})
         return self._reply({})  # experiments list: none yet
 
+    def _refuse(self, message):
+        """The API server's error body (grpc-gateway status JSON, code 3 = INVALID_ARGUMENT)."""
+        data = json.dumps({"error_message": message, "code": 3, "message": message}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append(("POST", self.path, body))
         if self.path == "/apis/v2beta1/experiments":
             return self._reply({"experiment_id": "exp-123", "display_name": body["display_name"]})
-        if self.path == "/apis/v2beta1/recurringruns":
-            return self._reply({**body, "recurring_run_id": "rr-456"})
+        if self.path in ("/apis/v2beta1/recurringruns", "/apis/v2beta1/runs"):
+            # The real server builds its template from the spec with NewV2SpecTemplate: same checks here.
+            documents = [body["pipeline_spec"]["pipeline_spec"], body["pipeline_spec"].get("platform_spec")]
+            try:
+                upload(yaml.safe_dump_all([d for d in documents if d]))
+            except BackendError as error:
+                return self._refuse(str(error))
+            return self._reply({**body, "recurring_run_id": "rr-456", "run_id": "run-789"})
         self.send_error(404)
 
     def log_message(self, *args):
@@ -155,6 +173,27 @@ def test_kfp_schedule_creates_a_recurring_run_and_prints_its_id(compiled, capsys
     assert job["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
     assert int(job["max_concurrency"]) == 1 and job["no_catchup"] is True and job["mode"] == "ENABLE"
     assert job["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "image-retrain-flowers"
+
+
+def test_kfp_schedule_reports_what_the_api_server_refuses(compiled, capsys, tmp_path, monkeypatch):
+    from pipelines.cli import main
+
+    path, _, _ = compiled
+    with open(path) as f:
+        documents = list(yaml.safe_load_all(f))
+    documents[0]["schemaVersion"] = "2.0.0"  # what TFX writes without use_pipeline_spec_2_1
+    old_package = tmp_path / "old.yaml"
+    old_package.write_text(yaml.safe_dump_all(documents))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfpApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code = main(["kfp", "schedule", "--cron", "0 0 3 * * *", "--host", f"http://127.0.0.1:{server.server_port}",
+                     "--package", str(old_package)])
+    finally:
+        server.shutdown()
+    assert code == 1
+    assert "KFP only supports schema version 2.1.0, but the pipeline spec has version 2.0.0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("cron, message", [
@@ -194,14 +233,27 @@ def test_kfp_schedule_rejects_bad_arguments_before_contacting_kfp(capsys, tmp_pa
 def test_compile_options_are_checked(tmp_path):
     from kubeflow.kubeflow_v2_runner import CompileOptions, PvcMount, beam_args_for_image
 
-    base = dict(pipeline_root=PIPELINE_ROOT, serving_dir="/models", data_root="gs://b/images")
+    base = dict(pipeline_root=PIPELINE_ROOT, serving_dir="/models", data_dir="gs://b/images")
+    mounted = [PvcMount.parse("models:/models")]
     with pytest.raises(ValueError, match="no --pvc is mounted"):
         CompileOptions(**base).validate()
-    CompileOptions(**base, pvcs=[PvcMount.parse("models:/models")]).validate()
-    with pytest.raises(ValueError, match="object-storage"):
+    CompileOptions(**base, pvcs=mounted).validate()
+    with pytest.raises(ValueError, match="is required.*minio://mlpipeline/v2/artifacts"):
         CompileOptions(**{**base, "pipeline_root": None}).validate()
+    for root in ("/data/root", "file:///data/root", "hdfs://nn/root"):
+        with pytest.raises(ValueError, match="is not object storage: the KFP launcher only accepts gs://, s3://, "
+                                             "minio://, mem:// .*default is minio://mlpipeline/v2/artifacts"):
+            CompileOptions(**{**base, "pipeline_root": root}, pvcs=mounted).validate()
+    CompileOptions(**{**base, "pipeline_root": "/data/root"}, pvcs=mounted + [PvcMount.parse("data:/data")],
+                   allow_local_pipeline_root=True).validate()
+    with pytest.raises(ValueError, match="embedding-cache-dir.*defaults to PIPELINE_ROOT"):
+        CompileOptions(**{**base, "pipeline_root": "minio://mlpipeline/v2/artifacts"}, pvcs=mounted).validate()
+    CompileOptions(**{**base, "pipeline_root": "minio://mlpipeline/v2/artifacts"}, pvcs=mounted,
+                   embedding_cache_dir="/models/cache").validate()
+    with pytest.raises(ValueError, match="latest_blessed needs TFX resolver"):
+        CompileOptions(**base, pvcs=mounted, baseline="latest_blessed").validate()
     with pytest.raises(ValueError, match=".yaml"):
-        CompileOptions(**base, pvcs=[PvcMount.parse("models:/models")], output="p.json").validate()
+        CompileOptions(**base, pvcs=mounted, output="p.json").validate()
     for bad in ("models", "Models:/m", "models:relative"):
         with pytest.raises(ValueError):
             PvcMount.parse(bad)
@@ -402,23 +454,68 @@ def test_kubeflow_mode_publishes_the_candidate_when_nothing_is_served(tmp_path):
         _run_executor(tmp_path, str(tmp_path / "empty"), "candidate")
 
 
-def test_dockerfile_builds_on_tfx_1_21_and_imports_every_executor_the_yaml_names(compiled):
-    """No Docker engine here: check the Dockerfile against what the compiled pipeline needs from the image."""
+def test_every_class_path_the_package_names_imports_and_the_dockerfile_checks_them(compiled, tmp_path):
+    """No Docker engine here: the image's build step runs the same check this test runs in the project's venv."""
+    from kubeflow.kubeflow_v2_runner import check_imports
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "Dockerfile")) as f:
         dockerfile = f.read()
     assert "ARG TFX_IMAGE=tensorflow/tfx:1.21.0" in dockerfile and "FROM ${TFX_IMAGE}" in dockerfile
     assert "-c requirements.lock ." in dockerfile and "PYTHONPATH=/opt/image-retrain" in dockerfile
+    assert "image-retrain kfp compile" in dockerfile and "image-retrain kfp check-imports" in dockerfile
+
     path, _, _ = compiled
-    with open(path) as f:
-        spec = next(yaml.safe_load_all(f))
-    modules = set()
-    for executor in spec["deploymentSpec"]["executors"].values():
-        args = executor["container"]["args"]
-        modules.add(args[args.index("--executor_class_path") + 1].rsplit(".", 1)[0])
-        modules.add(executor["container"]["command"][-1])
-    own = {m for m in modules if not m.startswith("tfx.")}
-    assert own and all(m in dockerfile for m in own), f"Dockerfile's import check misses {own}"
+    paths = check_imports(path)
+    assert {"kubeflow.container_entrypoint", "image_retrain.ModelReport", "pipelines.models.classifier.run_fn",
+            "components.image_embedder.executor.Executor", "tfx.types.standard_artifacts.Examples"} <= set(paths)
+    # From outside the checkout too (the way a pod's working directory is not the project).
+    result = subprocess.run([sys.executable, "-c", "import sys; from kubeflow.kubeflow_v2_runner import "
+                             "check_imports; check_imports(sys.argv[1])", path], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
     with open(os.path.join(root, ".dockerignore")) as f:
         ignored = {line.strip().strip("/") for line in f if line.strip() and not line.startswith("#")}
-    assert not ignored & {"components", "pipelines", "models", "requirements.lock", "pyproject.toml"}
+    assert not ignored & {"components", "pipelines", "kubeflow", "image_retrain", "models", "requirements.lock",
+                          "pyproject.toml"}
+
+
+def test_every_runner_takes_the_same_pipeline_options():
+    import argparse
+
+    from pipelines import options as pipeline_options
+    from pipelines.cli import build_parser
+
+    shared = argparse.ArgumentParser()
+    pipeline_options.add_arguments(shared, baseline_default="x", beam_default=[])
+    flags = {flag for action in shared._actions for flag in action.option_strings} - {"-h", "--help"}
+    for command in (["run"], ["schedule"], ["kfp", "compile"]):
+        parser = build_parser(command[0])
+        for name in command:
+            parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        own = {flag for action in parser._actions for flag in action.option_strings}
+        assert flags <= own, f"{' '.join(command)} lacks {sorted(flags - own)}"
+
+
+def test_kfp_compile_flags_reach_the_trainer_evaluator_and_example_gen(tmp_path):
+    from pipelines.cli import main
+
+    output = tmp_path / "pipeline.yaml"
+    assert main(["kfp", "compile", "--pipeline-root", PIPELINE_ROOT, "--serving-dir", "/models", "--pvc",
+                 "image-retrain-models:/models", "--data-dir", "/models/images", "--output", str(output),
+                 "--epochs", "7", "--dropout", "0.3", "--split-ratios", "6,2,2", "--accuracy-threshold", "0.9",
+                 "--beam-arg=--direct_num_workers=2"]) == 0
+    spec = next(yaml.safe_load_all(output.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+
+    def constant(task, name):
+        return tasks[task]["inputs"]["parameters"][name]["runtimeValue"]["constant"]
+
+    assert json.loads(constant("Trainer", "custom_config"))["hyperparameters"] == {"epochs": 7, "dropout": 0.3}
+    [accuracy] = [m for m in json.loads(constant("Evaluator", "eval_config"))["metrics_specs"][0]["metrics"]
+                  if "threshold" in m]
+    assert accuracy["threshold"]["value_threshold"]["lower_bound"] == 0.9
+    splits = json.loads(constant("ImageExampleGen", "output_config"))["split_config"]["splits"]
+    assert [s["hash_buckets"] for s in splits] == [6, 2, 2]
+    executors = spec["deploymentSpec"]["executors"].values()
+    assert all(e["container"]["args"][-1] == "--direct_num_workers=2" for e in executors)

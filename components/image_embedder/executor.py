@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from typing import Any, Iterable
 
 import apache_beam as beam
@@ -18,7 +19,7 @@ import tensorflow as tf
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from components.image_embedder.cache import EmbeddingCache
+from components.image_embedder import cache as embedding_cache
 
 EMBEDDING_FEATURE = "embedding"
 IMAGE_FEATURE = "image_raw"
@@ -44,20 +45,56 @@ def _bytes_feature(example: tf.train.Example, name: str) -> bytes:
     return values[0] if values else b""
 
 
-class EmbedImages(beam.DoFn):
-    """Batch of serialized tf.Examples -> the same examples plus `embedding`, computing only cache misses."""
+_UNKEYED = "\0"  # no sha256 starts with a NUL: such keys never meet a cache entry and are never cached
 
-    def __init__(self, module_handle: str, module_identity: str, cache_dir: str | None, show_progress: bool = True,
-                 litert_model_path: str | None = None):
+
+def _key_by_sha256(item: tuple[str, bytes]) -> tuple[str, tuple[str, bytes]]:
+    """(split, serialized) -> (sha256, (split, serialized)); an example without one gets a key of its own."""
+    sha = _bytes_feature(tf.train.Example.FromString(item[1]), SHA256_FEATURE).decode()
+    return (sha or f"{_UNKEYED}{uuid.uuid4().hex}"), item
+
+
+class JoinWithCache(beam.DoFn):
+    """(sha256, {examples, cached}) -> examples with their cached embedding, or the group as a miss.
+
+    With `keep_unused` (compaction), every entry is passed on as ENTRY to be rewritten."""
+    MISS = "miss"
+    ENTRY = "entry"
+
+    def __init__(self, keep_unused: bool):
+        self._keep_unused = keep_unused
+
+    def process(self, element):
+        sha, grouped = element
+        examples, cached = list(grouped["examples"]), list(grouped["cached"])
+        if cached:
+            if self._keep_unused:
+                yield beam.pvalue.TaggedOutput(self.ENTRY, (sha, cached[0]))
+            CACHED.inc(len(examples))
+            for split, serialized in examples:
+                yield split, _with_embedding(serialized, cached[0])
+        elif examples:
+            yield beam.pvalue.TaggedOutput(self.MISS, (sha, examples))
+
+
+def _with_embedding(serialized: bytes, embedding: np.ndarray) -> bytes:
+    example = tf.train.Example.FromString(serialized)
+    example.features.feature[EMBEDDING_FEATURE].float_list.value[:] = np.asarray(embedding, np.float32).tolist()
+    return example.SerializeToString()
+
+
+class EmbedImages(beam.DoFn):
+    """Batch of cache misses (sha256, examples of that image) -> the examples with `embedding`, plus the new cache
+    entries (tagged ENTRY). Each image is embedded once, however many examples carry it."""
+    ENTRY = JoinWithCache.ENTRY
+
+    def __init__(self, module_handle: str, show_progress: bool = True, litert_model_path: str | None = None):
         self._module_handle = module_handle
-        self._module_identity = module_identity
-        self._litert_model_path = litert_model_path  # checked conversion of the module; None: run it on TF
-        self._cache_dir = cache_dir
         self._show_progress = show_progress
+        self._litert_model_path = litert_model_path  # checked conversion of the module; None: run it on TF
 
     def setup(self):
-        self._embed = None  # the module is loaded on the first cache miss: a fully cached run never loads it
-        self._cache = EmbeddingCache(self._cache_dir, self._module_identity) if self._cache_dir else None
+        self._embed = None  # the module is loaded on the first miss: a fully cached run never loads it
         self._progress = None
         if self._show_progress:
             from tqdm import tqdm
@@ -112,38 +149,21 @@ class EmbedImages(beam.DoFn):
         finally:
             COMPUTE_MS.inc(int((time.perf_counter() - started) * 1000))
 
-    def process(self, batch: list[tuple[str, bytes]]) -> Iterable[tuple[str, bytes]]:
-        splits = [split for split, _ in batch]
-        examples = [tf.train.Example.FromString(serialized) for _, serialized in batch]
-        embeddings: list[np.ndarray | None] = [None] * len(examples)
-        missing = []
-        for index, example in enumerate(examples):
-            sha = _bytes_feature(example, SHA256_FEATURE).decode()
-            cached = self._cache.get(sha) if (self._cache and sha) else None
-            if cached is not None:
-                embeddings[index] = cached
-            else:
-                missing.append(index)
-        CACHED.inc(len(examples) - len(missing))
-        if missing:
-            computed = self._embed_or_skip(
-                [_bytes_feature(examples[i], IMAGE_FEATURE) for i in missing],
-                [_bytes_feature(examples[i], PATH_FEATURE).decode(errors="replace") for i in missing])
-            for index, embedding in zip(missing, computed):
-                if embedding is None:
-                    continue
-                embeddings[index] = embedding
-                COMPUTED.inc()
-                sha = _bytes_feature(examples[index], SHA256_FEATURE).decode()
-                if self._cache and sha:
-                    self._cache.put(sha, embedding)
-        if self._progress is not None:
-            self._progress.update(len(examples))
-        for split, example, embedding in zip(splits, examples, embeddings):
+    def process(self, batch: list[tuple[str, list[tuple[str, bytes]]]]) -> Iterable:
+        firsts = [tf.train.Example.FromString(examples[0][1]) for _, examples in batch]
+        computed = self._embed_or_skip(
+            [_bytes_feature(example, IMAGE_FEATURE) for example in firsts],
+            [_bytes_feature(example, PATH_FEATURE).decode(errors="replace") for example in firsts])
+        for (sha, examples), embedding in zip(batch, computed):
             if embedding is None:
                 continue
-            example.features.feature[EMBEDDING_FEATURE].float_list.value[:] = embedding.astype(np.float32).tolist()
-            yield split, example.SerializeToString()
+            COMPUTED.inc()
+            if not sha.startswith(_UNKEYED):
+                yield beam.pvalue.TaggedOutput(self.ENTRY, (sha, embedding))
+            for split, serialized in examples:
+                yield split, _with_embedding(serialized, embedding)
+        if self._progress is not None:
+            self._progress.update(len(batch))
 
     def teardown(self):
         if getattr(self, "_progress", None) is not None:
@@ -164,15 +184,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if engine not in ENGINES:
             raise ValueError(f"unknown embedding engine {engine!r}; choose one of {ENGINES}")
 
-        # The module's identity (a content hash) is computed once here and keys the cache in every worker, whichever
-        # engine computes an entry (see components/image_module/litert.py for why).
+        # The module's identity (a content hash) is computed once here and keys the cache, whichever engine computes
+        # an entry (see components/image_module/litert.py for why).
         from components.image_module.litert import litert_module_path
         from components.image_module.loader import module_identity, resolve_handle
 
-        identity = module_identity(resolve_handle(module_handle))
         # Converted and probe-checked here, once, so that workers only load the result.
         litert_path = litert_module_path(module_handle) if engine == ENGINE_AUTO else None
         engine_used = "litert" if litert_path else "tensorflow"
+
+        cache = embedding_cache.ShardedEmbeddingCache(cache_dir, module_identity(resolve_handle(module_handle))) \
+            if cache_dir else None
+        shards = cache.committed_shards() if cache else []
+        compact = len(shards) > embedding_cache.COMPACT_ABOVE_SHARDS
+        staging = cache.new_staging_prefix() if cache else None
         started = time.time()
         with self._make_beam_pipeline() as pipeline:
             # One embedding transform over all splits, so each worker loads the module once, not once per split.
@@ -184,12 +209,28 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | f"Tag[{split}]" >> beam.Map(lambda record, split=split: (split, record))
                 for split in splits
             ]
-            embedded_by_split = (
-                tagged
-                | "Flatten" >> beam.Flatten()
+            keyed = tagged | "Flatten" >> beam.Flatten() | "KeyBySha256" >> beam.Map(_key_by_sha256)
+            cached = (
+                pipeline
+                | "CacheShards" >> beam.Create(shards)
+                | "ReadCache" >> beam.io.ReadAllFromTFRecord(coder=beam.coders.BytesCoder())
+                | "DecodeCache" >> beam.Map(embedding_cache.decode_entry)
+            )
+            joined = (
+                {"examples": keyed, "cached": cached}
+                | "JoinCache" >> beam.CoGroupByKey()
+                | "SplitHits" >> beam.ParDo(JoinWithCache(keep_unused=compact)).with_outputs(
+                    JoinWithCache.MISS, JoinWithCache.ENTRY, main="hits")
+            )
+            computed = (
+                joined[JoinWithCache.MISS]
                 | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-                | "Embed" >> beam.ParDo(EmbedImages(module_handle, identity, cache_dir,
-                                                    litert_model_path=litert_path))
+                | "Embed" >> beam.ParDo(EmbedImages(module_handle, litert_model_path=litert_path)).with_outputs(
+                    EmbedImages.ENTRY, main="examples")
+            )
+            embedded_by_split = (
+                (joined.hits, computed.examples)
+                | "AllEmbedded" >> beam.Flatten()
                 | "BySplit" >> beam.Partition(lambda item, count: splits.index(item[0]), len(splits))
             )
             for split, records in zip(splits, embedded_by_split):
@@ -200,7 +241,24 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                         os.path.join(artifact_utils.get_split_uri([embedded], split), OUTPUT_FILE_PREFIX),
                         file_name_suffix=".gz")
                 )
+            if cache:
+                # New entries only; when compacting, every entry kept (those read, plus the new ones).
+                entries = (computed[EmbedImages.ENTRY], joined[JoinWithCache.ENTRY]) if compact \
+                    else (computed[EmbedImages.ENTRY],)
+                _ = (
+                    entries
+                    | "CacheEntries" >> beam.Flatten()
+                    | "EncodeCache" >> beam.MapTuple(embedding_cache.encode_entry)
+                    | "WriteCache" >> beam.io.WriteToTFRecord(staging, file_name_suffix=embedding_cache.SHARD_SUFFIX,
+                                                             coder=beam.coders.BytesCoder())
+                )
         result = pipeline.result
+        if cache:
+            committed = cache.commit(staging)  # only now, after every stage succeeded
+            if compact:
+                cache.remove(shards)
+            logger.info("Embedding cache: %d shards read, %d written%s", len(shards), len(committed),
+                        " (compacted)" if compact else "")
         counts = {name: _counter_total(result, name)
                   for name in ("embeddings_computed", "embeddings_cached", "embedding_failures",
                                "embedding_compute_ms", "module_load_ms")}

@@ -11,6 +11,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
 from components.image_example_gen import executor
+from components.image_example_gen.sources import check_manifest_header
 from components.image_example_gen.validation import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 
 SPLIT_NAMES = ("train", "eval", "test")
@@ -55,9 +56,14 @@ class ImageExampleGen(FileBasedExampleGen):
                              f"e.g. (8, 1, 1); got {split_ratios!r}.")
         if min_image_side < 1 or max_image_pixels < 1:
             raise ValueError("min_image_side and max_image_pixels must be positive.")
+        if max_image_pixels > DEFAULT_MAX_PIXELS:
+            raise ValueError(f"max_image_pixels={max_image_pixels} is above the {DEFAULT_MAX_PIXELS} pixels the served "
+                             "model decodes (components/image_limits.py MAX_IMAGE_PIXELS); such images could be "
+                             "trained on but never served.")
 
         if manifest is not None:
             manifest = _absolute(manifest)
+            check_manifest_header(manifest)  # at pipeline construction, before anything runs
             base, pattern = manifest.rsplit("/", 1) if "://" in manifest else os.path.split(manifest)
             if _GLOB_CHARACTERS & set(pattern):
                 raise ValueError(f"Manifest file name {pattern!r} contains glob characters {sorted(_GLOB_CHARACTERS)}"

@@ -2,10 +2,13 @@
 
 Listing runs once in the executor process; reading and decoding the files is left to the Beam pipeline.
 Problems visible at listing time (a file outside any class folder, an empty class folder, a directory symlink
-that loops back, a malformed manifest row) become rejects here, with the same '<code>: <detail>' reasons.
+that loops back, a symbolic link leading out of the data root, a folder named like an image file, a malformed manifest
+row) become rejects here, with the same '<code>: <detail>' reasons. A manifest's header is checked before its rows are
+read (and by `check_manifest_header` before a pipeline starts at all).
 """
 from __future__ import annotations
 
+import csv
 import os
 import posixpath
 from collections import Counter
@@ -18,6 +21,9 @@ from components.image_example_gen.labels import Reject
 MANIFEST_PATH_COLUMN = "path"
 MANIFEST_LABEL_COLUMN = "label"
 MANIFEST_SPLIT_COLUMN = "split"
+# A folder with one of these suffixes is most likely a mistake (an archive unpacked into a folder named like the
+# image): it is reported and not searched.
+IMAGE_FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".avif")
 
 
 class ImageCandidate(NamedTuple):
@@ -62,6 +68,7 @@ def list_folder_per_class(input_base: str) -> Listing:
     if not os.path.isdir(input_base):
         raise ValueError(f"Image folder {input_base!r} does not exist or is not a directory.")
     listing = Listing()
+    root = os.path.realpath(input_base)
     with os.scandir(input_base) as entries:
         top_level = sorted(entries, key=lambda e: e.name)
     for entry in top_level:
@@ -72,15 +79,36 @@ def list_folder_per_class(input_base: str) -> Listing:
         if bad_name:
             listing.rejects.append(Reject(repr(entry.name), "", f"{v.INVALID_NAME}: {bad_name}"))
             continue
+        outside = _link_outside(entry.path, root)
+        if outside:
+            listing.rejects.append(Reject(entry.name + ("/" if entry.is_dir() else ""), "", outside))
+            continue
         if entry.is_dir():  # follows symlinks; a looping top-level link is not a dir and is reported below
-            _walk_class_folder(input_base, entry.name, listing)
+            _walk_class_folder(input_base, entry.name, listing, root)
         else:
             listing.rejects.append(Reject(entry.name, "", f"{v.NOT_IN_CLASS_FOLDER}: files must sit inside a "
                                                           f"class folder (<input_base>/<label>/<file>)"))
     return listing
 
 
-def _walk_class_folder(input_base: str, label: str, listing: Listing) -> None:
+def _link_outside(path: str, root: str) -> str | None:
+    """The reject reason when `path` is a symbolic link whose target lies outside the data root `root` (a realpath)."""
+    if not os.path.islink(path):
+        return None
+    target = os.path.realpath(path)
+    if os.path.commonpath([target, root]) == root:
+        return None
+    return (f"{v.LINK_OUTSIDE_DATA_ROOT}: symbolic link to {os.readlink(path)!r} leads outside the data folder "
+            f"(to {target!r}); copy the data in or link the data folder itself")
+
+
+def _image_named_folder(rel: str) -> str | None:
+    if not rel.lower().endswith(IMAGE_FILE_SUFFIXES):
+        return None
+    return f"{v.IMAGE_NAMED_FOLDER}: a folder named like an image file; not searched (rename it if it holds images)"
+
+
+def _walk_class_folder(input_base: str, label: str, listing: Listing, root: str) -> None:
     label_dir = os.path.join(input_base, label)
     listing.files_per_label[label] += 0
     visited = {os.path.realpath(label_dir)}
@@ -92,6 +120,10 @@ def _walk_class_folder(input_base: str, label: str, listing: Listing) -> None:
             rel = _relative(full, input_base)
             if _is_hidden(name):
                 listing.hidden_skipped += 1
+                continue
+            problem = _link_outside(full, root) or _image_named_folder(name)
+            if problem:
+                listing.rejects.append(Reject(rel + "/", label, problem))
                 continue
             real = os.path.realpath(full)
             if real in visited:
@@ -111,6 +143,10 @@ def _walk_class_folder(input_base: str, label: str, listing: Listing) -> None:
             bad_name = _invalid_name_reason(name)
             if bad_name:
                 listing.rejects.append(Reject(repr(rel), label, f"{v.INVALID_NAME}: {bad_name}"))
+                continue
+            outside = _link_outside(full, root)
+            if outside:
+                listing.rejects.append(Reject(rel, label, outside))
                 continue
             listing.candidates.append(ImageCandidate(rel, label, full, ""))
             listing.files_per_label[label] += 1
@@ -160,10 +196,41 @@ def resolve_manifest_path(manifest_dir: str, path: str) -> str:
     return os.path.join(manifest_dir, path)
 
 
+def _missing_columns_error(manifest_path: str, columns: list[str]) -> ValueError | None:
+    missing = [c for c in (MANIFEST_PATH_COLUMN, MANIFEST_LABEL_COLUMN) if c not in columns]
+    if not missing:
+        return None
+    return ValueError(f"Manifest {manifest_path!r} lacks column(s) {missing}; it needs a header row with "
+                      f"'path,label' (and optionally 'split'), found columns {columns}.")
+
+
+def _header_columns(header: list[str]) -> list[str]:
+    return [str(c).strip().lower() for c in header]
+
+
+def check_manifest_header(manifest_path: str) -> None:
+    """Reads only the header row of a local manifest and fails at once, with a clear message, when the file is
+    missing, not UTF-8 text, or lacks the path/label columns (so a run stops in a second, not after the pipeline
+    has started). Object-store manifests are checked when the executor reads them."""
+    if _is_remote(manifest_path):
+        return
+    try:
+        with open(manifest_path, encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), [])
+    except FileNotFoundError:
+        raise ValueError(f"Manifest {manifest_path!r} does not exist.") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"Manifest {manifest_path!r} is not a readable UTF-8 CSV file: {exc}") from None
+    error = _missing_columns_error(manifest_path, _header_columns(header))
+    if error:
+        raise error
+
+
 def read_manifest(manifest_path: str, split_names: list[str]) -> Listing:
     """CSV with columns path,label and optional split (values = split names; empty = by hash)."""
     import pandas as pd
 
+    check_manifest_header(manifest_path)
     try:
         if _is_remote(manifest_path):
             import tensorflow as tf
@@ -176,11 +243,10 @@ def read_manifest(manifest_path: str, split_names: list[str]) -> Listing:
         raise ValueError(f"Manifest {manifest_path!r} does not exist.") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"Manifest {manifest_path!r} is not a readable UTF-8 CSV file: {exc}") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    missing = [c for c in (MANIFEST_PATH_COLUMN, MANIFEST_LABEL_COLUMN) if c not in frame.columns]
-    if missing:
-        raise ValueError(f"Manifest {manifest_path!r} lacks column(s) {missing}; it needs a header row with "
-                         f"'path,label' (and optionally 'split'), found columns {list(frame.columns)}.")
+    frame.columns = _header_columns(list(frame.columns))
+    error = _missing_columns_error(manifest_path, list(frame.columns))
+    if error:
+        raise error
     has_split = MANIFEST_SPLIT_COLUMN in frame.columns
     if has_split:
         values = frame[MANIFEST_SPLIT_COLUMN].str.strip().str.lower()

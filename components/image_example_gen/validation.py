@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import re
 import stat
-import warnings
 from dataclasses import dataclass
+
+from components.image_limits import MAX_IMAGE_PIXELS
 
 # Reason codes used in rejects.csv.
 MISSING_FILE = "missing_file"
@@ -41,9 +41,11 @@ CLASS_WITHOUT_USABLE_IMAGES = "class_without_usable_images"
 NOT_IN_CLASS_FOLDER = "not_in_class_folder"
 INVALID_NAME = "invalid_name"
 INVALID_MANIFEST_ROW = "invalid_manifest_row"
+LINK_OUTSIDE_DATA_ROOT = "link_outside_data_root"
+IMAGE_NAMED_FOLDER = "image_named_folder"
 
 DEFAULT_MIN_SIDE = 2  # 1-pixel-wide images carry no shape information; sklearn's 8x8 digits must still pass.
-DEFAULT_MAX_PIXELS = 100_000_000  # ~300 MB decoded RGB; guards against decompression bombs, passes 108 MP photos.
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS  # the served model's limit: what ingestion accepts, serving decodes.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
@@ -154,22 +156,6 @@ def _check_size(size: int, limits: ValidationLimits) -> None:
         raise ImageRejected(FILE_TOO_LARGE, f"file is larger than {limits.max_file_bytes} bytes")
 
 
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header without decoding pixels; None when PIL cannot parse the header
-    (TensorFlow's decoder then has the final word)."""
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                return image.size
-        except Image.DecompressionBombError as exc:
-            raise ImageRejected(TOO_MANY_PIXELS, str(exc)) from None
-        except Exception:  # noqa: BLE001 - any header PIL cannot read is left to TensorFlow
-            return None
-
-
 _TF_MESSAGE_NOISE = re.compile(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]|name: ?$")
 
 
@@ -182,7 +168,7 @@ def check_image_bytes(data: bytes, limits: ValidationLimits) -> CheckedImage:
     """Validates encoded image bytes by decoding them with the pipeline's own `decode_rgb`."""
     import tensorflow as tf
 
-    from components.image_decoding import SUPPORTED_FORMATS, decode_rgb
+    from components.image_decoding import GIF_MAX_STEPS, SUPPORTED_FORMATS, claimed_size, decode_rgb
 
     if not data:
         raise ImageRejected(EMPTY_FILE, "file is 0 bytes")
@@ -190,11 +176,16 @@ def check_image_bytes(data: bytes, limits: ValidationLimits) -> CheckedImage:
     if image_format not in SUPPORTED_FORMATS:
         raise ImageRejected(UNSUPPORTED_FORMAT,
                             f"content is {image_format}, supported: {', '.join(SUPPORTED_FORMATS)}")
-    header_size = _header_size(data)
-    if header_size is not None:
-        _check_pixels(*header_size, limits)
     try:
-        pixels = decode_rgb(tf.constant(data))
+        # The served model's own header check (no pixels decoded), so a bomb costs nothing here either.
+        claimed_height, claimed_width, claimed_pixels = (int(x) for x in claimed_size(tf.constant(data)).numpy())
+        if claimed_pixels < 0:
+            raise ImageRejected(TOO_MANY_PIXELS, f"GIF with more than {GIF_MAX_STEPS} blocks: too many to check its "
+                                                 "size before decoding")
+        if claimed_pixels > limits.max_pixels:
+            raise ImageRejected(TOO_MANY_PIXELS, f"{claimed_width}x{claimed_height}: {claimed_pixels} pixels to "
+                                                 f"decode, more than the limit of {limits.max_pixels}")
+        pixels = decode_rgb(tf.constant(data), limits.max_pixels)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError) as exc:
         raise ImageRejected(UNDECODABLE, f"TensorFlow cannot decode this {image_format}: "
                                          f"{_clean_tf_message(exc.message)}") from None

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.image_decoding import decode_rgb, preprocess_batch
+from components.image_limits import MAX_IMAGE_PIXELS
 from components.image_module import load_image_module
 from components.saved_model_signatures import CLASSIFY_METHOD, set_method_names
 from pipelines import configs
@@ -224,7 +225,7 @@ class ImageClassifier(tf.Module):
     server honouring --prefer_tflite_model serves the same signatures with the network on LiteRT.
     """
 
-    def __init__(self, image_module, head, labels: list[str], labels_path: str):
+    def __init__(self, image_module, head, labels: list[str], labels_path: str, max_image_pixels: int):
         super().__init__(name="image_classifier")
         self.image_module = image_module.module      # tracked, so the module's variables are saved
         self._embed = image_module
@@ -232,6 +233,7 @@ class ImageClassifier(tf.Module):
         self.vocabulary = tf.saved_model.Asset(labels_path)   # ships as assets/labels.txt
         self._labels = tf.constant(labels)
         self.input_size = tuple(image_module.input_size)
+        self._max_image_pixels = max_image_pixels
         height, width = self.input_size
         self.network = tf.function(
             lambda images: {NETWORK_OUTPUT: self.head(self._embed(images))},
@@ -242,7 +244,8 @@ class ImageClassifier(tf.Module):
         })
 
     def _images_from_bytes(self, image_bytes):
-        return {NETWORK_INPUT: preprocess_batch(image_bytes, self.input_size)}
+        # Images whose headers claim more than max_image_pixels are refused before decoding (INVALID_ARGUMENT).
+        return {NETWORK_INPUT: preprocess_batch(image_bytes, self.input_size, self._max_image_pixels)}
 
     def _images_from_examples(self, inputs):
         features = tf.io.parse_example(inputs, {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
@@ -316,14 +319,15 @@ def litert_metadata(labels: list[str], input_size: tuple[int, int]) -> dict[str,
     }
 
 
-def export_serving_model(image_module, head, labels: list[str], export_dir: str) -> None:
+def export_serving_model(image_module, head, labels: list[str], export_dir: str,
+                         max_image_pixels: int = MAX_IMAGE_PIXELS) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, LABELS_FILE)
         with open(labels_path, "w") as f:
             f.write("\n".join(labels) + "\n")
-        classifier = ImageClassifier(image_module, head, labels, labels_path)
+        classifier = ImageClassifier(image_module, head, labels, labels_path, max_image_pixels)
         tf.saved_model.save(classifier, export_dir, signatures={
             SERVING_SIGNATURE: classifier.serve.get_concrete_function(),
             CLASSIFY_SIGNATURE: classifier.classify.get_concrete_function(),
@@ -368,7 +372,8 @@ def run_fn(fn_args) -> None:
     fine_tuning = None
     if hp["fine_tune_variables"] > 0:
         fine_tuning = fine_tune(image_module, head, fn_args.train_files, fn_args.eval_files, num_classes, hp)
-    export_serving_model(image_module, head, labels, fn_args.serving_model_dir)
+    export_serving_model(image_module, head, labels, fn_args.serving_model_dir,
+                         int((fn_args.custom_config or {}).get("max_image_pixels", MAX_IMAGE_PIXELS)))
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training_summary.json"), "w") as f:
         json.dump({"hyperparameters": hp, "module_handle": module_handle, "labels": labels,
                    "epochs_run": len(history.history["loss"]), "fine_tuning": fine_tuning,

@@ -126,3 +126,77 @@ def versioned(base_path: str, version: int) -> str:
     path = os.path.join(base_path, str(version))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     return path
+
+
+def write_ref_output_model(export_dir: str) -> str:
+    """A TF1 SavedModel whose predict signature also outputs a variable itself (a DT_FLOAT_REF tensor), as TF Serving's
+    C++ tests have: y = 2x and v = the variable [1, 2]."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session() as session:
+        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        variable = tf.compat.v1.Variable([1.0, 2.0], use_resource=False, name="v")
+        session.run(tf.compat.v1.global_variables_initializer())
+        signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": x * 2.0, "v": variable._ref()})
+        builder = tf.compat.v1.saved_model.Builder(export_dir)
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+        builder.save()
+    return export_dir
+
+
+def write_bad_outputs_model(export_dir: str) -> str:
+    """Classify/Regress signatures whose outputs break TF Serving's checks (classifier.cc, regressor.cc): integer
+    classes, double scores, rank-1 scores, an integer regression, plus a well-formed regression."""
+    import tensorflow as tf
+
+    from components.saved_model_signatures import CLASSIFY_METHOD, REGRESS_METHOD, set_method_names
+
+    spec = [tf.TensorSpec([None], tf.string, name="inputs")]
+
+    class BadOutputs(tf.Module):
+        @tf.function(input_signature=spec)
+        def int_classes(self, inputs):
+            batch = tf.shape(inputs)[0]
+            return {"classes": tf.zeros([batch, 2], tf.int64), "scores": tf.zeros([batch, 2])}
+
+        @tf.function(input_signature=spec)
+        def double_scores(self, inputs):
+            return {"scores": tf.zeros([tf.shape(inputs)[0], 2], tf.float64)}
+
+        @tf.function(input_signature=spec)
+        def rank1_scores(self, inputs):
+            return {"scores": tf.zeros([tf.shape(inputs)[0]])}
+
+        @tf.function(input_signature=spec)
+        def int_regression(self, inputs):
+            return {"outputs": tf.zeros([tf.shape(inputs)[0]], tf.int32)}
+
+        @tf.function(input_signature=spec)
+        def regression(self, inputs):
+            return {"outputs": tf.ones([tf.shape(inputs)[0]])}
+
+    module = BadOutputs()
+    names = {"int_classes": CLASSIFY_METHOD, "double_scores": CLASSIFY_METHOD, "rank1_scores": CLASSIFY_METHOD,
+             "int_regression": REGRESS_METHOD, "regression": REGRESS_METHOD}
+    tf.saved_model.save(module, export_dir, signatures={name: getattr(module, name) for name in names})
+    set_method_names(export_dir, names)
+    return export_dir
+
+
+def write_slow_model(export_dir: str) -> str:
+    """y = n as float, after max(n) iterations of a 200x200 matmul (~1 ms each): a model run of chosen length."""
+    import tensorflow as tf
+
+    class Slow(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="n")])
+        def spin(self, n):
+            matrix = tf.fill([200, 200], 0.001)
+            _, product = tf.while_loop(lambda i, acc: i < tf.reduce_max(n),
+                                       lambda i, acc: (i + 1, tf.linalg.matmul(acc, matrix) + matrix),
+                                       (tf.constant(0, tf.int64), matrix))
+            return {"y": tf.cast(n, tf.float32) + 0.0 * tf.reduce_sum(product)}
+
+    module = Slow()
+    tf.saved_model.save(module, export_dir, signatures={"serving_default": module.spin})
+    return export_dir

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -14,7 +15,7 @@ from serving.errors import ServingError
 def test_concurrent_tasks_merge_into_one_batch_and_split_back():
     calls = []
 
-    def run(inputs):
+    def run(inputs, timeout_ms):
         calls.append(len(inputs["x"]))
         return {"y": inputs["x"] * 2, "n": np.full(len(inputs["x"]), len(inputs["x"]))}
 
@@ -43,7 +44,7 @@ def test_limits_and_padding():
     scheduler = BatchScheduler(BatchingOptions(max_batch_size=4, allowed_batch_sizes=(2, 4), num_batch_threads=1))
     seen = []
 
-    def run(inputs):
+    def run(inputs, timeout_ms):
         seen.append(inputs["x"].size)
         return {"y": inputs["x"] + 1}
 
@@ -59,3 +60,38 @@ def test_limits_and_padding():
         scheduler.stop()
     with pytest.raises(ValueError):
         BatchingOptions(max_batch_size=8, allowed_batch_sizes=(2, 4))
+
+
+def test_a_request_whose_deadline_passed_in_the_queue_is_dropped_before_the_run():
+    release, started = threading.Event(), threading.Event()
+    runs = []
+
+    def run(inputs, timeout_ms):
+        runs.append((inputs["x"].tolist(), timeout_ms))
+        started.set()
+        release.wait(10)  # the first batch occupies the only batch thread
+        return {"y": inputs["x"]}
+
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=1, num_batch_threads=1))
+    first = threading.Thread(target=scheduler.run, args=(("k",), run, {"x": np.array([1.0])}))
+    try:
+        first.start()
+        assert started.wait(10)
+        late_started = time.monotonic()
+        with pytest.raises(ServingError) as error:
+            scheduler.run(("k",), run, {"x": np.array([2.0])}, deadline=time.monotonic() + 0.3)
+        assert error.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - late_started < 5  # answered at its deadline, not when the queue moved
+        # A request with time left runs with that time as its RunOptions timeout.
+        deadline = time.monotonic() + 20
+        waiter = threading.Thread(target=scheduler.run, args=(("k",), run, {"x": np.array([3.0])}),
+                                  kwargs={"deadline": deadline})
+        waiter.start()
+        release.set()
+        first.join(10)
+        waiter.join(10)
+    finally:
+        release.set()
+        scheduler.stop()
+    assert [x for x, _ in runs] == [[1.0], [3.0]]  # the late request never ran
+    assert runs[0][1] == 0 and 0 < runs[1][1] <= 20_000

@@ -1,0 +1,125 @@
+"""Container entrypoint of every step of the compiled package on the open-source Kubeflow Pipelines v2 backend.
+
+TFX's stock entrypoint (`tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor`) is written for Vertex AI
+and fails under the open-source launcher (backend/src/v2/component/launcher_v2.go, driver/driver.go,
+metadata/client.go). This module adapts the launcher's ExecutorInput, then runs TFX's own executor runner:
+
+  - `executor-logs`: the driver adds this launcher-managed output (schema title `system.Artifact`) to every task when
+    publish_logs is on (the default); it is not a TFX output, so it is removed (the launcher records it itself).
+  - Input artifacts arrive with `type: {instanceSchema: ""}` (metadata.OutputArtifact.ToRuntimeArtifact leaves the
+    schema empty); their types are restored from the component's inputs spec (`--json_serialized_inputs_spec_args`).
+  - Object-store URIs are mapped to the pod-local paths the launcher syncs (component.LocalPathForURI: gs://B/K ->
+    /gcs/B/K, minio:// -> /minio/, s3:// -> /s3/): it downloads every input artifact there before the step and
+    uploads each output from there after it, so executors use plain files and the pipeline root may be any store the
+    launcher speaks, KFP's default MinIO bucket included (TensorFlow cannot open minio:// or s3:// itself).
+    The executor output reports the remote URIs again.
+  - Metadata values that are null are dropped from the executor output: the launcher refuses them
+    (metadata.StructValueToMLMDValue), TFX writes them for unset properties.
+
+IMAGE_RETRAIN_KFP_LOCAL_ROOT (default `/`) moves the local mount points; only an emulation of the launcher outside a
+pod (tests/kfp_backend.py) sets it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXECUTOR_LOGS_OUTPUT = "executor-logs"
+LOCAL_ROOT_ENV = "IMAGE_RETRAIN_KFP_LOCAL_ROOT"
+# component.LocalPathForURI: the object-store schemes the launcher mirrors to local paths, and where.
+LOCAL_MOUNTS = {"gs://": "gcs", "minio://": "minio", "s3://": "s3"}
+
+
+def local_path_for_uri(uri: str, local_root: str = "/") -> str | None:
+    for scheme, mount in LOCAL_MOUNTS.items():
+        if uri.startswith(scheme):
+            return os.path.join(local_root, mount, uri[len(scheme):])
+    return None
+
+
+def adapt_executor_input(executor_input: dict, inputs_spec: dict | None, local_root: str = "/"
+                         ) -> tuple[dict, dict[str, str]]:
+    """The launcher's ExecutorInput (protojson dict) as TFX's runner reads it, and local path -> remote URI."""
+    adapted = json.loads(json.dumps(executor_input))
+    remote_by_local: dict[str, str] = {}
+
+    def localize(artifact: dict) -> None:
+        local = local_path_for_uri(artifact.get("uri", ""), local_root)
+        if local is not None:
+            remote_by_local[local] = artifact["uri"]
+            artifact["uri"] = local
+
+    input_types = {name: spec["artifactType"] for name, spec in ((inputs_spec or {}).get("artifacts") or {}).items()}
+    for name, artifact_list in (adapted.get("inputs", {}).get("artifacts") or {}).items():
+        for artifact in artifact_list.get("artifacts", []):
+            declared = input_types.get(name)
+            if not _schema_title(artifact.get("type", {})):
+                if declared is None:
+                    raise ValueError(f"input artifact {name!r} has no type and the inputs spec does not declare it")
+                artifact["type"] = declared
+            localize(artifact)
+            # Object stores keep no empty folders, so an empty input artifact arrives as nothing at all.
+            if artifact["uri"] in remote_by_local:
+                os.makedirs(artifact["uri"], exist_ok=True)
+
+    outputs = adapted.get("outputs", {}).get("artifacts") or {}
+    outputs.pop(EXECUTOR_LOGS_OUTPUT, None)
+    for artifact_list in outputs.values():
+        for artifact in artifact_list.get("artifacts", []):
+            localize(artifact)
+    return adapted, remote_by_local
+
+
+def _schema_title(artifact_type: dict) -> str:
+    if artifact_type.get("schemaTitle"):
+        return artifact_type["schemaTitle"]
+    import yaml
+
+    schema = yaml.safe_load(artifact_type.get("instanceSchema") or "") or {}
+    return schema.get("title", "") if isinstance(schema, dict) else ""
+
+
+def restore_remote_uris(executor_output: dict, remote_by_local: dict[str, str]) -> dict:
+    """Reports remote URIs (the launcher merges them into its records) and drops null metadata values."""
+    for artifact_list in (executor_output.get("artifacts") or {}).values():
+        for artifact in artifact_list.get("artifacts", []):
+            artifact["uri"] = remote_by_local.get(artifact.get("uri", ""), artifact.get("uri", ""))
+            metadata = artifact.get("metadata")
+            if metadata:
+                artifact["metadata"] = {key: value for key, value in metadata.items() if value is not None}
+    return executor_output
+
+
+def _parse_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--executor_class_path", required=True)
+    parser.add_argument("--json_serialized_invocation_args", required=True, help="the launcher's {{$}}")
+    parser.add_argument("--json_serialized_inputs_spec_args", default="")
+    return parser.parse_known_args(argv)  # the rest are Beam pipeline arguments, as for TFX's entrypoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
+
+    args, beam_args = _parse_flags(sys.argv[1:] if argv is None else argv)
+    inputs_spec = json.loads(args.json_serialized_inputs_spec_args) if args.json_serialized_inputs_spec_args else None
+    executor_input, remote_by_local = adapt_executor_input(
+        json.loads(args.json_serialized_invocation_args), inputs_spec, os.environ.get(LOCAL_ROOT_ENV, "/"))
+    args.json_serialized_invocation_args = json.dumps(executor_input)
+    kubeflow_v2_run_executor._run_executor(args, beam_args)
+
+    output_file = executor_input["outputs"]["outputFile"]
+    with open(output_file) as f:
+        executor_output = json.load(f)
+    with open(output_file, "w") as f:
+        json.dump(restore_remote_uris(executor_output, remote_by_local), f)
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The pipeline's options, one definition for every runner: `image-retrain run`, `schedule` and `kfp compile`.
+
+A setting that changes what the pipeline does lives here, with its flag, so it exists for every runner or for none.
+Runners add only what is physically theirs (the local output folder; the KFP image, pipeline root and volumes).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from pipelines import configs
+
+BASELINES = ("latest_blessed", "served_model")
+
+
+@dataclasses.dataclass
+class PipelineOptions:
+    data_dir: str | None = None               # folder per class (a path, a bucket URI, or a path on a volume)
+    manifest: str | None = None               # CSV path,label[,split]
+    module: str = configs.MODULE_HANDLE
+    model_name: str = configs.MODEL_NAME
+    pipeline_name: str | None = None          # default: image-retrain-<model-name>
+    serving_dir: str | None = None            # TF Serving models root: the model goes to SERVING_DIR/MODEL_NAME/<ver>
+    embedding_cache_dir: str | None = None
+    accuracy_threshold: float = configs.EVAL_ACCURACY_THRESHOLD
+    baseline: str | None = None               # None: the runner's default
+    split_ratios: tuple[int, int, int] = configs.SPLIT_RATIOS
+    hyperparameters: dict = dataclasses.field(default_factory=dict)
+    beam_args: list[str] | None = None        # None: the runner's default
+    embed_beam_args: list[str] = dataclasses.field(default_factory=list)  # the embedding stage only, after beam_args
+
+    def __post_init__(self):
+        # One pipeline (and so one MLMD context and baseline history) per served model; KFP names take no '_'.
+        self.pipeline_name = self.pipeline_name or f"{configs.PIPELINE_NAME}-{self.model_name}".replace("_", "-")
+
+    def validate(self) -> None:
+        if bool(self.data_dir) == bool(self.manifest):
+            raise ValueError("give exactly one of --data-dir (folder per class) or --manifest (CSV path,label)")
+        if len(self.split_ratios) != 3 or min(self.split_ratios) < 1:
+            raise ValueError(f"--split-ratios needs three positive integers (train,eval,test), got {self.split_ratios}")
+        if self.baseline is not None and self.baseline not in BASELINES:
+            raise ValueError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        unknown = set(self.hyperparameters) - set(configs.HYPERPARAMETERS)
+        if unknown:
+            raise ValueError(f"unknown hyperparameters {sorted(unknown)}; known: {sorted(configs.HYPERPARAMETERS)}")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, baseline_default: str, beam_default: list[str]) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="Images in folder-per-class layout: DIR/<label>/<image files>.")
+    source.add_argument("--manifest", help="CSV with columns path,label[,split]; relative paths are resolved "
+                                           "against the CSV's folder.")
+    parser.add_argument("--module", default=configs.MODULE_HANDLE,
+                        help="Image feature-vector module: TF Hub URL, SavedModel dir, or builtin name "
+                             "(default: %(default)s).")
+    parser.add_argument("--model-name", default=configs.MODEL_NAME, help="Served model name (default: %(default)s).")
+    parser.add_argument("--pipeline-name", help="Pipeline name, also its ML Metadata context "
+                                                "(default: image-retrain-<model-name>).")
+    parser.add_argument("--serving-dir", help="TF Serving models root; the model goes to SERVING_DIR/MODEL_NAME/"
+                                              "<version>.")
+    parser.add_argument("--embedding-cache-dir", help="Embedding cache shared by all runs.")
+    parser.add_argument("--accuracy-threshold", type=float, default=configs.EVAL_ACCURACY_THRESHOLD,
+                        help="Bless only if test accuracy >= this (and >= baseline - %s; default: %%(default)s)."
+                             % configs.BASELINE_TOLERANCE)
+    parser.add_argument("--baseline", choices=BASELINES, default=None,
+                        help="Compare against the latest blessed model in ML Metadata, or the version currently "
+                             f"under the serving dir (default: {baseline_default}).")
+    parser.add_argument("--split-ratios", default=",".join(map(str, configs.SPLIT_RATIOS)),
+                        help="train,eval,test hash-bucket ratios (default: %(default)s).")
+    hyper = parser.add_argument_group("head hyperparameters")
+    for name, default in configs.HYPERPARAMETERS.items():
+        flag = "--" + name.replace("_", "-")
+        kind = _bool if isinstance(default, bool) else type(default)
+        hyper.add_argument(flag, type=kind, default=None, metavar="BOOL" if kind is _bool else None,
+                           help=f"(default: {default})")
+    parser.add_argument("--beam-arg", action="append", dest="beam_args", default=None, metavar="ARG",
+                        help="Beam pipeline argument for every Beam step, the embedding stage included; repeatable "
+                             f"(default: {' '.join(beam_default)}).")
+    parser.add_argument("--embed-beam-arg", action="append", dest="embed_beam_args", default=[], metavar="ARG",
+                        help="Beam pipeline argument for the embedding stage only, applied after --beam-arg (the "
+                             "later value wins); repeatable. Sends the heavy stage to a cluster (e.g. "
+                             "--embed-beam-arg=--runner=PortableRunner) while the light steps stay where they are.")
+
+
+def _split_ratios(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--split-ratios needs three positive integers (train,eval,test), got {text!r}") from None
+
+
+def from_args(args: argparse.Namespace) -> dict:
+    """The PipelineOptions fields given on a command line built by `add_arguments`."""
+    return dict(
+        data_dir=args.data_dir, manifest=args.manifest, module=args.module, model_name=args.model_name,
+        pipeline_name=args.pipeline_name, serving_dir=args.serving_dir,
+        embedding_cache_dir=args.embedding_cache_dir, accuracy_threshold=args.accuracy_threshold,
+        baseline=args.baseline, split_ratios=_split_ratios(args.split_ratios),
+        hyperparameters={name: getattr(args, name) for name in configs.HYPERPARAMETERS
+                         if getattr(args, name, None) is not None},
+        beam_args=args.beam_args, embed_beam_args=args.embed_beam_args,
+    )
