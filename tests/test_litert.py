@@ -111,14 +111,15 @@ def test_embedding_stage_on_litert_equals_tf(photos, tmp_path):
             "path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
         })).SerializeToString()
 
-    batch = [("train", example(name, data)) for name, data in photos.items()]
+    # Cache misses as the stage groups them: (sha256, [(split, serialized example)]).
+    batch = [(name, [("train", example(name, data))]) for name, data in photos.items()]
     embeddings = {}
     for engine, model_path in (("tf", None), ("litert", litert_module_path("efficientnet_lite0"))):
-        stage = EmbedImages("efficientnet_lite0", "identity", cache_dir=None, show_progress=False,
-                            litert_model_path=model_path)
+        stage = EmbedImages("efficientnet_lite0", show_progress=False, litert_model_path=model_path)
         stage.setup()
-        embeddings[engine] = np.array([tf.train.Example.FromString(record).features.feature[EMBEDDING_FEATURE]
-                                       .float_list.value for _, record in stage.process(batch)])
+        embeddings[engine] = np.array([tf.train.Example.FromString(output[1]).features.feature[EMBEDDING_FEATURE]
+                                       .float_list.value for output in stage.process(batch)
+                                       if isinstance(output, tuple)])
     assert embeddings["tf"].shape == (len(PHOTOS), 1280)
     assert np.abs(embeddings["tf"] - embeddings["litert"]).max() <= litert.TOLERANCE
 
