@@ -1,13 +1,17 @@
-"""Embedding-stage throughput vs raw in-process batched inference, and stage times of full pipeline runs.
+"""Embedding-stage throughput vs raw in-process batched inference, per engine (TF, LiteRT), and stage times of full
+pipeline runs.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--images N] [--skip-full-run]
+    .venv/bin/python benchmarks/bench_pipeline.py [--images N] [--engines tensorflow litert] [--modes ...]
+                                                  [--skip-full-run]
 
-1. Raw: the image module + the shared decode/resize in one tf.function, batch 32, in this process (module already
-   loaded, no I/O): the ceiling for the embedding stage.
-2. Stage: the ImageEmbedder component (Beam DirectRunner, reading and writing TFRecords, no cache) on the same
-   images, in_memory and multi_processing modes; its time includes worker start-up and module loading.
+1. Raw, per engine: the shared decode/resize and the image module, batch 32, in this process (module already
+   loaded, no I/O): the ceiling for the embedding stage. Measured on --raw-images images just before and just after
+   each stage (the stage's ratio uses their mean), and as three back-to-back TF/LiteRT pairs. TF: both in one tf.function; LiteRT: decode/resize in TF,
+   then the module's checked conversion (what the stage runs).
+2. Stage, per engine: the ImageEmbedder component (Beam DirectRunner, reading and writing TFRecords, no cache) on the
+   same images; its time includes worker start-up and module loading (LiteRT: loading the cached conversion).
 3. Full runs (digits, cold then warm embedding cache): wall time of every component from ML Metadata.
-Prints a table and the ratio stage/raw (target >= 0.8).
+Prints a table, the ratio stage/raw of the same engine (targets >= 0.8 for TF, >= 0.85 for LiteRT) and LiteRT/TF raw.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import argparse
 import glob
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -23,27 +28,40 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def raw_throughput(files: list[str], batch_size: int = 32) -> float:
+def raw_embedder(engine: str):
+    """Encoded images (string tensor) -> embeddings (numpy), as the stage computes them with `engine`."""
     import tensorflow as tf
 
     from components.image_decoding import preprocess_batch
     from components.image_module import load_image_module
 
     module = load_image_module()
-    images = [open(f, "rb").read() for f in files]
+    if engine == "litert":
+        from components.image_module.litert import LiteRTImageModule, litert_module_path
+
+        litert_module = LiteRTImageModule(litert_module_path("efficientnet_lite0", module))
+        preprocess = tf.function(lambda batch: preprocess_batch(batch, module.input_size),
+                                 input_signature=[tf.TensorSpec([None], tf.string)])
+        return lambda batch: litert_module(preprocess(batch).numpy())
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def embed(batch):
         return module(preprocess_batch(batch, module.input_size))
 
+    return lambda batch: embed(batch).numpy()
+
+
+def raw_throughput(embed, images: list[bytes], batch_size: int = 32) -> float:
+    import tensorflow as tf
+
     embed(tf.constant(images[:batch_size]))  # trace + warm up
     started = time.perf_counter()
     for start in range(0, len(images), batch_size):
-        embed(tf.constant(images[start:start + batch_size])).numpy()
+        embed(tf.constant(images[start:start + batch_size]))
     return len(images) / (time.perf_counter() - started)
 
 
-def stage_throughput(data_dir: str, work_dir: str, beam_args: list[str]) -> dict:
+def stage_throughput(data_dir: str, work_dir: str, beam_args: list[str], engine: str) -> dict:
     """Runs ImageExampleGen -> ImageEmbedder (no cache); returns the stage's counts and timings."""
     from tfx import v1 as tfx
 
@@ -52,7 +70,8 @@ def stage_throughput(data_dir: str, work_dir: str, beam_args: list[str]) -> dict
 
     example_gen = ImageExampleGen(input_base=data_dir)
     embedder = ImageEmbedder(examples=example_gen.outputs["examples"], module_handle="efficientnet_lite0",
-                             cache_dir=None, batch_size=32)
+                             cache_dir=None, batch_size=32,
+                             engine="auto" if engine == "litert" else "tensorflow")
     pipeline = tfx.dsl.Pipeline(
         pipeline_name="bench-embed", pipeline_root=os.path.join(work_dir, "root"),
         components=[example_gen, embedder], beam_pipeline_args=beam_args,
@@ -76,12 +95,25 @@ def stage_times(metadata_path: str) -> list[tuple[str, float]]:
              (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0) for e in latest_run]
 
 
+ENGINES = ("tensorflow", "litert")
+MODES = {
+    "in_memory": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+    "multi_threading": ["--direct_running_mode=multi_threading", "--direct_num_workers=2"],
+    "multi_processing": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1797, help="How many digit images (max 1797).")
+    parser.add_argument("--raw-images", type=int, default=320,
+                        help="images per raw measurement (raw is measured just before and after each stage)")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--skip-full-run", action="store_true")
     args = parser.parse_args()
 
+    from benchmarks.machine import describe
     from pipelines.demo import write_digits
 
     work = tempfile.mkdtemp(prefix="bench-pipeline-")
@@ -91,24 +123,40 @@ def main() -> int:
     for extra in files[args.images:]:
         os.remove(extra)
     files = files[:args.images]
-    print(f"{len(files)} digit PNGs (32x32) -> EfficientNet-Lite0 at 224x224; {os.cpu_count()} cores")
+    print(describe())
+    print(f"{len(files)} digit PNGs (32x32) -> EfficientNet-Lite0 at 224x224")
 
-    raw = raw_throughput(files)
-    print(f"raw in-process batched inference (batch 32):      {raw:7.1f} images/s")
-    for mode, beam_args in (("in_memory", ["--direct_running_mode=in_memory", "--direct_num_workers=1"]),
-                            ("multi_threading x2", ["--direct_running_mode=multi_threading",
-                                                    "--direct_num_workers=2"]),
-                            ("multi_processing x2", ["--direct_running_mode=multi_processing",
-                                                     "--direct_num_workers=2"])):
-        counts = stage_throughput(data_dir, os.path.join(work, mode.split()[0]), beam_args)
-        rate = counts["embeddings_computed"] / counts["seconds"]
-        workers = 2 if "multi_processing" in mode else 1  # threads share one module load's wall time
-        # Steady state: the stage's wall time less one worker's module load (paid once per worker, not per image).
-        steady = counts["embeddings_computed"] / (counts["seconds"] - counts["module_load_ms"] / 1000 / workers)
-        print(f"embedding stage, Beam {mode:<20} {rate:7.1f} images/s ({counts['seconds']:.1f} s, of which "
-              f"module load {counts['module_load_ms'] / 1000:.1f} s, embedding {counts['embedding_compute_ms'] / 1000:.1f}"
-              f" s)  ratio to raw {rate / raw:.2f}; excluding module load {steady:.1f} images/s, ratio "
-              f"{steady / raw:.2f}")
+    # The machine is shared: every ratio compares rates measured back to back, so a load change hits both sides.
+    images = [open(f, "rb").read() for f in files]
+    raw_images = images[:args.raw_images]
+    embedders = {engine: raw_embedder(engine) for engine in args.engines}
+    if len(embedders) == 2:
+        pairs = [(raw_throughput(embedders["tensorflow"], raw_images), raw_throughput(embedders["litert"], raw_images))
+                 for _ in range(3)]
+        for tf_rate, litert_rate in pairs:
+            print(f"raw in-process batched inference (batch 32): tensorflow {tf_rate:6.1f} images/s, litert "
+                  f"{litert_rate:6.1f} images/s: {litert_rate / tf_rate:.2f}x")
+        print(f"raw LiteRT / raw TF, median of {len(pairs)} back-to-back pairs: "
+              f"{statistics.median(b / a for a, b in pairs):.2f}x")
+    for engine in args.engines:
+        for mode in args.modes:
+            raw_before = raw_throughput(embedders[engine], raw_images)
+            counts = stage_throughput(data_dir, os.path.join(work, f"{engine}-{mode}"), MODES[mode], engine)
+            raw_after = raw_throughput(embedders[engine], raw_images)
+            raw = (raw_before + raw_after) / 2
+            if counts.get("engine", "tensorflow") != engine:
+                print(f"  (the stage ran on {counts.get('engine')}, not {engine}: see the log for why)")
+            rate = counts["embeddings_computed"] / counts["seconds"]
+            workers = 2 if "multi_processing" in mode else 1  # threads share one module load's wall time
+            # Steady state: the stage's wall time less one worker's module load (paid once per worker, not per image).
+            steady = counts["embeddings_computed"] / (counts["seconds"] - counts["module_load_ms"] / 1000 / workers)
+            label = f"{mode} x2" if mode.startswith("multi") else mode
+            print(f"embedding stage, {engine:<10} Beam {label:<20} {rate:7.1f} images/s ({counts['seconds']:.1f} s, "
+                  f"of which module load {counts['module_load_ms'] / 1000:.1f} s, embedding "
+                  f"{counts['embedding_compute_ms'] / 1000:.1f} s); raw {engine} just before/after "
+                  f"{raw_before:.1f}/{raw_after:.1f} images/s: ratio {rate / raw:.2f}, excluding module load "
+                  f"{steady:.1f} images/s, ratio {steady / raw:.2f}", flush=True)
+    print(describe().split("; ")[1] + " after the stages")
 
     if not args.skip_full_run:
         from pipelines.local_runner import RunOptions, run_pipeline

@@ -40,6 +40,8 @@ METRICS_PATH = "/monitoring/prometheus/metrics"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.machine import describe  # noqa: E402
+
 LEAN_FLASK_APP = r'''
 import base64, sys
 import flask, tensorflow as tf
@@ -157,15 +159,6 @@ def multipart_body(field: str, filename: str, content: bytes) -> tuple[bytes, st
     head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
             "Content-Type: application/octet-stream\r\n\r\n").encode()
     return head + content + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def free_port() -> int:
@@ -337,9 +330,9 @@ def main() -> int:
     version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
     version_dir = os.path.join(base_path, str(version))
     image, image_description = test_image(args.image, args.image_size)
+    print(describe())
     print(f"model {version_dir}; image: {image_description}, {len(image)} bytes; "
           f"{args.requests} requests per row, median of {args.rounds} rounds")
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {load_average()} at start")
 
     batching_file = os.path.join(tmp, "batching.config")
     with open(batching_file, "w") as f:
@@ -517,7 +510,7 @@ def main() -> int:
             if f"{flask_name} c={c}" in rounds:
                 print(f"  c={c:<3} REST vs {flask_name} throughput {ratio(f'REST c={c}', f'{flask_name} c={c}'):.2f}x, "
                       f"gRPC vs {flask_name} {ratio(f'gRPC c={c}', f'{flask_name} c={c}'):.2f}x{target}")
-    print(f"load average {load_average()} at the end")
+    print(describe().split("; ")[1] + " after")
     print(f"\nserver RSS: {rss_loaded:.0f} MiB after load, {rss_after:.0f} MiB after the run, peak {rss_peak:.0f} MiB "
           "[<= 1024 MiB]")
     return 0

@@ -24,6 +24,8 @@ DEFAULT_BASELINE = "latest_blessed"
 @dataclasses.dataclass
 class RunOptions(PipelineOptions):
     output_dir: str = "output"
+    # After a push, also export the pushed version for apps (pipelines/export.py) into OUTPUT_DIR/mobile.
+    mobile_formats: tuple[str, ...] = ()
 
     def path(self, *parts: str) -> str:
         return os.path.abspath(os.path.join(self.output_dir, *parts))
@@ -46,6 +48,7 @@ class RunResult:
     embeddings_cached: int
     rejects: int
     serving_model_dir: str
+    mobile_exports: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -131,18 +134,41 @@ def run_pipeline(options: RunOptions) -> RunResult:
     options.validate()
     pipeline, metadata_path = build_pipeline(options)
     tfx.orchestration.LocalDagRunner().run(pipeline)
-    return collect_result(options, metadata_path)
+    result = collect_result(options, metadata_path)
+    if result.pushed and options.mobile_formats:
+        result.mobile_exports = export_for_apps(result.pushed_path, options)
+    return result
+
+
+def export_for_apps(version_dir: str, options: RunOptions) -> list[str]:
+    """The pipeline's optional last step: the pushed version as OUTPUT_DIR/mobile/<model>-<version>.<format>."""
+    from pipelines.export import EXTENSIONS, ExportedClassifier, export_coreml, export_tflite
+
+    classifier = ExportedClassifier(version_dir)
+    os.makedirs(options.path("mobile"), exist_ok=True)
+    paths = []
+    for file_format in options.mobile_formats:
+        path = options.path("mobile", f"{options.model_name}-{os.path.basename(version_dir)}"
+                                      f"{EXTENSIONS[file_format]}")
+        (export_tflite if file_format == "tflite" else export_coreml)(classifier, path)
+        print(f"[export] {file_format}: {path}", flush=True)
+        paths.append(path)
+    return paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipeline_options.add_arguments(parser, baseline_default=DEFAULT_BASELINE, beam_default=configs.LOCAL_BEAM_ARGS)
     parser.add_argument("--output-dir", default="output", help="Pipeline artifacts, metadata, cache and reports; "
                                                                "also the default serving dir and embedding cache.")
+    parser.add_argument("--mobile-export", action="append", dest="mobile_formats", choices=["tflite", "coreml"],
+                        default=None, help="After a push, also write the model for apps to OUTPUT_DIR/mobile "
+                                           "(repeatable; see `image-retrain export`).")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(**pipeline_options.from_args(args), output_dir=args.output_dir)
+    return RunOptions(**pipeline_options.from_args(args), output_dir=args.output_dir,
+                      mobile_formats=tuple(getattr(args, "mobile_formats", None) or ()))
 
 
 def format_result(result: RunResult) -> str:
@@ -158,6 +184,7 @@ def format_result(result: RunResult) -> str:
         f"report:             {result.report_path}",
         f"model base path:    {result.serving_model_dir}",
     ]
+    lines += [f"for apps:           {path}" for path in result.mobile_exports]
     return "\n".join(lines)
 
 

@@ -131,7 +131,7 @@ install_packages() {
   log "installing the project and its pinned dependencies (first run downloads ~1.5 GB)"
   # torch first, alone: efficientnet-lite-pytorch asks for an unpinned torch, which would pull a CUDA build.
   "$VENV/bin/python" -m pip install --quiet "${extra[@]}" "${constraints[@]}" "torch==2.13.0"
-  "$VENV/bin/python" -m pip install --quiet "${extra[@]}" "${constraints[@]}" -e "$ROOT[convert,test,bench]"
+  "$VENV/bin/python" -m pip install --quiet "${extra[@]}" "${constraints[@]}" -e "$ROOT[convert,test,bench,mobile]"
 }
 
 write_checked_entry_point() {

@@ -35,7 +35,7 @@ UNIMPLEMENTED_FLAGS = {
     "xla_cpu_compilation_enabled": "false", "use_alts_credentials": "false", "platform_config_file": "",
     "tensorflow_session_parallelism": "0", "num_load_threads": "0", "num_unload_threads": "0",
     "per_process_gpu_memory_fraction": "0", "tensorflow_session_config_file": "",
-    "thread_pool_factory_config_file": "", "mixed_precision": "",
+    "thread_pool_factory_config_file": "", "mixed_precision": "", "num_tflite_pools": "1",
 }
 
 
@@ -110,6 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("enable_signature_method_name_check", bool, "Classify/Regress require the matching method_name")
     flag("tensorflow_intra_op_parallelism", int, "TF intra-op threads; 0 = auto")
     flag("tensorflow_inter_op_parallelism", int, "TF inter-op threads; 0 = auto")
+    flag("prefer_tflite_model", bool, "serve a version's model.tflite on LiteRT (XNNPACK) when it has one, with the "
+         "SavedModel's signatures")
+    flag("num_tflite_interpreters_per_pool", int, "LiteRT interpreters per model version, each running one call at a "
+         "time on CPUs / N XNNPACK threads")
     flag("shutdown_grace_seconds", float, "on SIGTERM, how long in-flight requests may take to finish")
     flag("ssl_config_file", str, "SSLConfig text proto: TLS for gRPC (server_key, server_cert), mutual TLS with "
          "client_verify + custom_ca")
@@ -120,8 +124,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # tensorflow_model_server flags this server does not implement: parsed so that the refusal can name them.
     for name in UNIMPLEMENTED_FLAGS:
         parser.add_argument(f"--{name}", nargs="?", const="true", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--prefer_tflite_model", type=_bool, nargs="?", const=True, default=None,
-                        help=argparse.SUPPRESS)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--log_level", default="INFO", help="Python logging level (default INFO)")
 
@@ -161,8 +163,6 @@ def main(args) -> int:
         print("TensorFlow ModelServer: image-retrain serving (Python)")
         print(f"TensorFlow Library: {tf.__version__}")
         return 0
-    if getattr(args, "prefer_tflite_model", None):
-        print("--prefer_tflite_model: TF Lite models are not supported; serving SavedModels", file=sys.stderr)
     from serving.errors import ConfigError, ServingError
     from serving.server import ModelServer
 

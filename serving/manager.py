@@ -121,7 +121,8 @@ def aspired_versions(config, available: dict[int, str], failed: set[int] = froze
 
 class ModelManager:
     def __init__(self, *, poll_seconds: float = 1.0, load_retries: int = 5, load_retry_interval_s: float = 60.0,
-                 tags=("serve",), allow_labels_for_unavailable=False, warmup=None, session_config=None):
+                 tags=("serve",), allow_labels_for_unavailable=False, warmup=None, session_config=None,
+                 version_loader=LoadedVersion):
         self.poll_seconds = poll_seconds
         self.load_retries = load_retries
         self.load_retry_interval_s = load_retry_interval_s
@@ -129,6 +130,7 @@ class ModelManager:
         self.allow_labels_for_unavailable = allow_labels_for_unavailable
         self.warmup = warmup  # callable(LoadedVersion) run before a version becomes AVAILABLE
         self.session_config = session_config
+        self.version_loader = version_loader  # (name, version, path, tags, session_config) -> a loaded version
         self.models: dict[str, ServedModel] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -265,7 +267,7 @@ class ModelManager:
         log.info("Loading servable: {name: %s version: %d} from %s", model.name, record.version, path)
         started = time.monotonic()
         try:
-            loaded = LoadedVersion(model.name, record.version, path, self.tags, self.session_config)
+            loaded = self.version_loader(model.name, record.version, path, self.tags, self.session_config)
             try:
                 if self.warmup is not None:
                     self.warmup(loaded)

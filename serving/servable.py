@@ -22,30 +22,12 @@ DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
-class LoadedVersion:
-    def __init__(self, name: str, version: int, path: str, tags=("serve",), session_config=None):
-        import tensorflow as tf
-        from tensorflow.python.saved_model import loader_impl
+class VersionLifecycle:
+    """Reference counting and warm-up, the same for every kind of loaded version (SavedModel, LiteRT)."""
 
-        self.name, self.version, self.path = name, version, path
-        if not (os.path.exists(os.path.join(path, "saved_model.pb"))
-                or os.path.exists(os.path.join(path, "saved_model.pbtxt"))):
-            raise ServingError(_code("NOT_FOUND"), f"SavedModel not found in export directory: {path} "
-                               "(expected saved_model.pb or saved_model.pbtxt)")
-        self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
-        try:
-            with self._graph.as_default():
-                self.meta_graph = loader_impl.SavedModelLoader(path).load(self._session, list(tags))
-        except Exception:
-            self._session.close()
-            raise
-        self.signatures = dict(self.meta_graph.signature_def)
-        self._session._extend_graph()  # hands the loaded graph to the C session once, before any run
-        # Keyed by (signature, input aliases, output aliases).
-        self._endpoints: dict[tuple, tuple] = {}  # -> (feed TF_Outputs, fetch TF_Outputs) for runs with a timeout
-        self._callables: dict[tuple, object] = {}  # -> C API callables for runs without one
-        self._callables_lock = threading.Lock()
+    path: str
+
+    def __init__(self):
         self._in_flight = 0
         self._idle = threading.Condition()
         self._closed = False
@@ -69,6 +51,69 @@ class LoadedVersion:
             self._closed = True
             while self._in_flight:
                 self._idle.wait()
+        self._close()
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def warmup(self, run_request) -> int:
+        """Replays assets.extra/tf_serving_warmup_requests (PredictionLog TFRecords) through `run_request`."""
+        path = os.path.join(self.path, WARMUP_FILE)
+        if not os.path.exists(path):
+            return 0
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        count = 0
+        for record in tf.compat.v1.io.tf_record_iterator(path):
+            log_entry = prediction_log_pb2.PredictionLog.FromString(record)
+            run_request(self, log_entry)
+            count += 1
+            if count >= 1000:
+                break
+        return count
+
+
+def load_version(name: str, version: int, path: str, tags=("serve",), session_config=None,
+                 prefer_tflite_model: bool = False, tflite_interpreters: int = 1) -> VersionLifecycle:
+    """A version folder -> its servable: with `prefer_tflite_model`, its `model.tflite` on LiteRT when it has one
+    (serving/litert.py); else the SavedModel in a TF session (TF Serving falls back the same way)."""
+    if prefer_tflite_model:
+        from serving.litert import TFLITE_FILE, LiteRTVersion
+
+        if os.path.exists(os.path.join(path, TFLITE_FILE)):
+            return LiteRTVersion(name, version, path, tags, interpreters=tflite_interpreters)
+        log.info("No %s in %s: serving its SavedModel", TFLITE_FILE, path)
+    return LoadedVersion(name, version, path, tags, session_config)
+
+
+class LoadedVersion(VersionLifecycle):
+    def __init__(self, name: str, version: int, path: str, tags=("serve",), session_config=None):
+        import tensorflow as tf
+        from tensorflow.python.saved_model import loader_impl
+
+        super().__init__()
+        self.name, self.version, self.path = name, version, path
+        if not (os.path.exists(os.path.join(path, "saved_model.pb"))
+                or os.path.exists(os.path.join(path, "saved_model.pbtxt"))):
+            raise ServingError(_code("NOT_FOUND"), f"SavedModel not found in export directory: {path} "
+                               "(expected saved_model.pb or saved_model.pbtxt)")
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
+        try:
+            with self._graph.as_default():
+                self.meta_graph = loader_impl.SavedModelLoader(path).load(self._session, list(tags))
+        except Exception:
+            self._session.close()
+            raise
+        self.signatures = dict(self.meta_graph.signature_def)
+        self._session._extend_graph()  # hands the loaded graph to the C session once, before any run
+        # Keyed by (signature, input aliases, output aliases).
+        self._endpoints: dict[tuple, tuple] = {}  # -> (feed TF_Outputs, fetch TF_Outputs) for runs with a timeout
+        self._callables: dict[tuple, object] = {}  # -> C API callables for runs without one
+        self._callables_lock = threading.Lock()
+
+    def _close(self) -> None:
         self._session.close()
         self._endpoints.clear()
         self._callables.clear()
@@ -88,7 +133,7 @@ class LoadedVersion:
         signature = self.signatures[signature_name]
         input_keys = tuple(sorted(inputs))
         output_keys = tuple(output_keys)
-        feeds = [_convert(inputs[alias], signature.inputs[alias].dtype, i) for i, alias in enumerate(input_keys)]
+        feeds = [convert_input(inputs[alias], signature.inputs[alias].dtype, i) for i, alias in enumerate(input_keys)]
         try:
             if timeout_ms > 0:
                 values = self._run_with_timeout(signature_name, signature, input_keys, output_keys, feeds, timeout_ms)
@@ -132,30 +177,13 @@ class LoadedVersion:
                     fn = self._callables[key] = self._session._make_callable_from_options(options)
         return fn
 
-    def warmup(self, run_request) -> int:
-        """Replays assets.extra/tf_serving_warmup_requests (PredictionLog TFRecords) through `run_request`."""
-        path = os.path.join(self.path, WARMUP_FILE)
-        if not os.path.exists(path):
-            return 0
-        import tensorflow as tf
-        from tensorflow_serving.apis import prediction_log_pb2
-
-        count = 0
-        for record in tf.compat.v1.io.tf_record_iterator(path):
-            log_entry = prediction_log_pb2.PredictionLog.FromString(record)
-            run_request(self, log_entry)
-            count += 1
-            if count >= 1000:
-                break
-        return count
-
 
 def _code(name):
     import grpc
     return getattr(grpc.StatusCode, name)
 
 
-def _convert(array: np.ndarray, dtype: int, index: int) -> np.ndarray:
+def convert_input(array: np.ndarray, dtype: int, index: int) -> np.ndarray:
     """Casts an input to the signature dtype; a kind mismatch is TF's `Expects arg[i] to be X but Y is provided`."""
     from tensorflow.core.framework import types_pb2
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -52,6 +53,8 @@ class ServerOptions:
     enable_signature_method_name_check: bool = False
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
+    prefer_tflite_model: bool = False
+    num_tflite_interpreters_per_pool: int = 1
     ssl_config_file: str = ""
     # Our additions (tensorflow_model_server has no such flags).
     shutdown_grace_seconds: float = 30.0
@@ -126,6 +129,7 @@ class ModelServer:
         from serving.core import ServingCore
         from serving.manager import ModelManager
         from serving.metrics import Metrics
+        from serving.servable import load_version
 
         o = self.options
         batching, prometheus_path = self._read_configs()
@@ -138,7 +142,9 @@ class ModelServer:
             load_retry_interval_s=o.load_retry_interval_micros / 1e6,
             tags=tuple(t.strip() for t in o.saved_model_tags.split(",") if t.strip()),
             allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
-            session_config=self._session_config())
+            session_config=self._session_config(),
+            version_loader=functools.partial(load_version, prefer_tflite_model=o.prefer_tflite_model,
+                                             tflite_interpreters=o.num_tflite_interpreters_per_pool))
         self.core = ServingCore(self.manager, max_request_batch_size=o.max_request_batch_size,
                                 max_implied_tensor_elements=o.max_implied_tensor_elements, batcher=self.batcher,
                                 metrics=self.metrics, enable_method_name_check=o.enable_signature_method_name_check)

@@ -33,7 +33,7 @@ def test_pipeline_trains_blesses_pushes_and_reuses_embeddings(tmp_path):
     (data / "circle" / "empty.jpg").write_bytes(b"")
     (data / "square" / "truncated.jpg").write_bytes((data / "square").glob("*.jpg").__next__().read_bytes()[:200])
     options = RunOptions(data_dir=str(data), model_name="shapes", output_dir=str(tmp_path / "out"),
-                         accuracy_threshold=0.8, hyperparameters={"epochs": 30})
+                         accuracy_threshold=0.8, hyperparameters={"epochs": 30}, mobile_formats=("tflite",))
 
     first = run_pipeline(options)
     assert first.rejects == 2
@@ -43,6 +43,11 @@ def test_pipeline_trains_blesses_pushes_and_reuses_embeddings(tmp_path):
     version_dir = Path(first.pushed_path)
     assert version_dir.parent == Path(options.serving_model_dir) and version_dir.name.isdigit()
     assert (version_dir / "saved_model.pb").is_file() and (version_dir / "assets" / "labels.txt").is_file()
+    assert (version_dir / "model.tflite").is_file()  # TF Serving's --prefer_tflite_model convention
+    assert [Path(p).name for p in first.mobile_exports] == [f"shapes-{version_dir.name}.tflite"]
+    embedding_counts = next(Path(tmp_path / "out" / "tfx_pipeline_output").glob(
+        "*/ImageEmbedder/embedded_examples/*/embedding_counts.json"))
+    assert json.loads(embedding_counts.read_text())["engine"] == "litert"
     assert not [p for p in version_dir.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
     report = Path(first.report_path)
     assert report.is_file() and (report.parent / "confusion_matrix.png").stat().st_size > 1000

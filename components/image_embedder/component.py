@@ -15,6 +15,8 @@ class ImageEmbedderSpec(types.ComponentSpec):
         # Shared across runs: a rerun on unchanged images computes no embedding. Empty: no cache.
         "cache_dir": ExecutionParameter(type=str, optional=True),
         "batch_size": ExecutionParameter(type=int, optional=True),
+        # "auto" (the module on LiteRT when its conversion passes the probe check, else TF) or "tensorflow".
+        "engine": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {"embedded_examples": ChannelParameter(type=standard_artifacts.Examples)}
@@ -25,11 +27,12 @@ class ImageEmbedder(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, examples: types.BaseChannel, module_handle: str, cache_dir: str | None = None,
-                 batch_size: int = 32):
+                 batch_size: int = 32, engine: str = executor.ENGINE_AUTO):
         super().__init__(spec=ImageEmbedderSpec(
             examples=examples,
             module_handle=module_handle,
             cache_dir=cache_dir or "",
             batch_size=batch_size,
+            engine=engine,
             embedded_examples=types.Channel(type=standard_artifacts.Examples),
         ))

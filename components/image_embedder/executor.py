@@ -26,6 +26,9 @@ IMAGE_FEATURE = "image_raw"
 SHA256_FEATURE = "sha256"
 PATH_FEATURE = "path"
 OUTPUT_FILE_PREFIX = "data_tfrecord"
+# "auto": the module on LiteRT when its conversion passes the probe check, else TF; "tensorflow": always TF.
+ENGINE_AUTO, ENGINE_TENSORFLOW = "auto", "tensorflow"
+ENGINES = (ENGINE_AUTO, ENGINE_TENSORFLOW)
 COPIED_INPUT_FILES = ("labels.txt", "rejects.csv", "rejects.json")  # ingestion's vocabulary and rejects travel along
 
 COMPUTED = beam.metrics.Metrics.counter("image_embedder", "embeddings_computed")
@@ -85,9 +88,10 @@ class EmbedImages(beam.DoFn):
     entries (tagged ENTRY). Each image is embedded once, however many examples carry it."""
     ENTRY = JoinWithCache.ENTRY
 
-    def __init__(self, module_handle: str, show_progress: bool = True):
+    def __init__(self, module_handle: str, show_progress: bool = True, litert_model_path: str | None = None):
         self._module_handle = module_handle
         self._show_progress = show_progress
+        self._litert_model_path = litert_model_path  # checked conversion of the module; None: run it on TF
 
     def setup(self):
         self._embed = None  # the module is loaded on the first miss: a fully cached run never loads it
@@ -98,7 +102,18 @@ class EmbedImages(beam.DoFn):
             self._progress = tqdm(desc="embedding", unit="img", dynamic_ncols=True, mininterval=1.0)
 
     def _load_module(self):
+        """Sets self._embed: encoded images (string tensor) -> float32 [B, features] numpy. Decode and resize run in
+        TF either way; the module runs on LiteRT when the executor found a checked conversion."""
         from components.image_decoding import preprocess_batch
+
+        if self._litert_model_path:
+            from components.image_module.litert import LiteRTImageModule
+
+            engine = LiteRTImageModule(self._litert_model_path)
+            preprocess = tf.function(lambda image_bytes: preprocess_batch(image_bytes, engine.input_size),
+                                     input_signature=[tf.TensorSpec([None], tf.string)])
+            self._embed = lambda image_bytes: engine(preprocess(image_bytes).numpy())
+            return
         from components.image_module import load_image_module
 
         module = load_image_module(self._module_handle)
@@ -108,7 +123,7 @@ class EmbedImages(beam.DoFn):
         def embed(image_bytes):
             return module(preprocess_batch(image_bytes, size))
 
-        self._embed = embed
+        self._embed = lambda image_bytes: embed(image_bytes).numpy()
 
     def _embed_or_skip(self, images: list[bytes], paths: list[str]) -> list[np.ndarray | None]:
         if self._embed is None:
@@ -119,13 +134,13 @@ class EmbedImages(beam.DoFn):
             LOAD_MS.inc(int((time.perf_counter() - started) * 1000))
         started = time.perf_counter()
         try:
-            return list(self._embed(tf.constant(images)).numpy())
+            return list(self._embed(tf.constant(images)))
         except tf.errors.InvalidArgumentError:
             # One undecodable image fails the whole batch; redo it image by image so only that one is dropped.
             results = []
             for image, path in zip(images, paths):
                 try:
-                    results.append(self._embed(tf.constant([image])).numpy()[0])
+                    results.append(self._embed(tf.constant([image]))[0])
                 except tf.errors.InvalidArgumentError as error:
                     FAILED.inc()
                     logger.warning("embedding skipped %s: %s", path, error.message.splitlines()[0])
@@ -165,9 +180,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         module_handle = exec_properties["module_handle"]
         cache_dir = exec_properties.get("cache_dir") or None
         batch_size = int(exec_properties.get("batch_size") or 32)
+        engine = exec_properties.get("engine") or ENGINE_AUTO
+        if engine not in ENGINES:
+            raise ValueError(f"unknown embedding engine {engine!r}; choose one of {ENGINES}")
 
-        # The module's identity (a content hash) is computed once here and keys the cache in every worker.
+        # The module's identity (a content hash) is computed once here and keys the cache, whichever engine computes
+        # an entry (see components/image_module/litert.py for why).
+        from components.image_module.litert import litert_module_path
         from components.image_module.loader import module_identity, resolve_handle
+
+        # Converted and probe-checked here, once, so that workers only load the result.
+        litert_path = litert_module_path(module_handle) if engine == ENGINE_AUTO else None
+        engine_used = "litert" if litert_path else "tensorflow"
 
         cache = embedding_cache.ShardedEmbeddingCache(cache_dir, module_identity(resolve_handle(module_handle))) \
             if cache_dir else None
@@ -201,7 +225,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             computed = (
                 joined[JoinWithCache.MISS]
                 | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-                | "Embed" >> beam.ParDo(EmbedImages(module_handle)).with_outputs(EmbedImages.ENTRY, main="examples")
+                | "Embed" >> beam.ParDo(EmbedImages(module_handle, litert_model_path=litert_path)).with_outputs(
+                    EmbedImages.ENTRY, main="examples")
             )
             embedded_by_split = (
                 (joined.hits, computed.examples)
@@ -242,8 +267,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         logger.info("Embedding stage: %d computed, %d from cache, %d failed, %.1f s (%.1f images/s overall)",
                     counts["embeddings_computed"], counts["embeddings_cached"], counts["embedding_failures"],
                     elapsed, total / elapsed if elapsed else 0.0)
-        print(f"[embed] {counts['embeddings_computed']} embeddings computed, {counts['embeddings_cached']} "
-              f"reused from cache, {counts['embedding_failures']} failed ({elapsed:.1f} s: module load "
+        print(f"[embed] {counts['embeddings_computed']} embeddings computed on {engine_used}, "
+              f"{counts['embeddings_cached']} reused from cache, {counts['embedding_failures']} failed "
+              f"({elapsed:.1f} s: module load "
               f"{counts['module_load_ms'] / 1000:.1f} s, embedding {counts['embedding_compute_ms'] / 1000:.1f} s)",
               flush=True)
         for name in ("embeddings_computed", "embeddings_cached", "embedding_failures"):
@@ -254,7 +280,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             if tf.io.gfile.exists(source):
                 tf.io.gfile.copy(source, os.path.join(embedded.uri, name), overwrite=True)
         with tf.io.gfile.GFile(os.path.join(embedded.uri, "embedding_counts.json"), "w") as f:
-            f.write(json.dumps({**counts, "seconds": round(elapsed, 3), "module_handle": module_handle}))
+            f.write(json.dumps({**counts, "seconds": round(elapsed, 3), "module_handle": module_handle,
+                               "engine": engine_used}))
 
 
 def _counter_total(result, name: str) -> int:

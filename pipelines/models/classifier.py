@@ -19,6 +19,7 @@ from components.image_limits import MAX_IMAGE_PIXELS
 from components.image_module import load_image_module
 from components.saved_model_signatures import CLASSIFY_METHOD, set_method_names
 from pipelines import configs
+from serving.litert import LITERT_STEPS, TFLITE_FILE, inputs_step, outputs_step
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ IMAGE_KEY = "image_raw"
 LABELS_FILE = "labels.txt"
 SERVING_SIGNATURE = "serving_default"
 CLASSIFY_SIGNATURE = "classify"
+# model.tflite holds the network: float32 RGB pixels in [0, 1] -> softmax scores.
+NETWORK_INPUT, NETWORK_OUTPUT = "images", "scores"
+LITERT_DESCRIPTION = "image_retrain.json"  # model.tflite metadata: what the input and output tensors mean
 
 
 def hyperparameters_from(custom_config: dict[str, Any] | None) -> dict[str, Any]:
@@ -209,8 +213,17 @@ class DenseStack(tf.Module):
         return x
 
 
+IMAGE_BYTES_SPEC = tf.TensorSpec([None], tf.string, name="image_bytes")
+EXAMPLES_SPEC = tf.TensorSpec([None], tf.string, name="inputs")
+
+
 class ImageClassifier(tf.Module):
-    """Raw image bytes -> labels and scores: decode + resize + pretrained module + trained head."""
+    """Raw image bytes -> labels and scores: decode + resize + pretrained module + trained head.
+
+    Each signature is `outputs(network(inputs(...)))`, and those three parts are saved too: `network` (pixels ->
+    scores) is what `model.tflite` holds, and `litert` carries each signature's TF input and output steps, so a
+    server honouring --prefer_tflite_model serves the same signatures with the network on LiteRT.
+    """
 
     def __init__(self, image_module, head, labels: list[str], labels_path: str, max_image_pixels: int):
         super().__init__(name="image_classifier")
@@ -219,27 +232,91 @@ class ImageClassifier(tf.Module):
         self.head = DenseStack(head)
         self.vocabulary = tf.saved_model.Asset(labels_path)   # ships as assets/labels.txt
         self._labels = tf.constant(labels)
-        self._input_size = tuple(image_module.input_size)
+        self.input_size = tuple(image_module.input_size)
         self._max_image_pixels = max_image_pixels
+        height, width = self.input_size
+        self.network = tf.function(
+            lambda images: {NETWORK_OUTPUT: self.head(self._embed(images))},
+            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=NETWORK_INPUT)])
+        self.litert = LiteRTSteps({
+            SERVING_SIGNATURE: (self._images_from_bytes, self._serve_outputs, IMAGE_BYTES_SPEC),
+            CLASSIFY_SIGNATURE: (self._images_from_examples, self._classify_outputs, EXAMPLES_SPEC),
+        })
 
-    def _scores(self, image_bytes):
+    def _images_from_bytes(self, image_bytes):
         # Images whose headers claim more than max_image_pixels are refused before decoding (INVALID_ARGUMENT).
-        return self.head(self._embed(preprocess_batch(image_bytes, self._input_size, self._max_image_pixels)))
+        return {NETWORK_INPUT: preprocess_batch(image_bytes, self.input_size, self._max_image_pixels)}
+
+    def _images_from_examples(self, inputs):
+        features = tf.io.parse_example(inputs, {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+        return self._images_from_bytes(features[IMAGE_KEY])
 
     def _classes(self, scores):
         return tf.tile(self._labels[tf.newaxis, :], [tf.shape(scores)[0], 1])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve(self, image_bytes):
-        scores = self._scores(image_bytes)
+    def _serve_outputs(self, network_outputs):
+        scores = network_outputs[NETWORK_OUTPUT]
         return {"scores": scores, "classes": self._classes(scores),
                 "label": tf.gather(self._labels, tf.argmax(scores, axis=1))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-    def classify(self, serialized_examples):
-        features = tf.io.parse_example(serialized_examples, {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-        scores = self._scores(features[IMAGE_KEY])
+    def _classify_outputs(self, network_outputs):
+        scores = network_outputs[NETWORK_OUTPUT]
         return {"classes": self._classes(scores), "scores": scores}
+
+    @tf.function(input_signature=[IMAGE_BYTES_SPEC])
+    def serve(self, image_bytes):
+        return self._serve_outputs(self.network(**self._images_from_bytes(image_bytes)))
+
+    @tf.function(input_signature=[EXAMPLES_SPEC])
+    def classify(self, serialized_examples):
+        return self._classify_outputs(self.network(**self._images_from_examples(serialized_examples)))
+
+
+class LiteRTSteps(tf.Module):
+    """Per signature, the TF steps around the network: `<signature>_inputs` (the signature's input -> the network's
+    inputs) and `<signature>_outputs` (the network's outputs -> the signature's outputs)."""
+
+    def __init__(self, steps: dict):
+        super().__init__(name=LITERT_STEPS)
+        for signature, (inputs, outputs, input_spec) in steps.items():
+            setattr(self, inputs_step(signature), tf.function(inputs, input_signature=[input_spec]))
+            network_outputs = {NETWORK_OUTPUT: tf.TensorSpec([None, None], tf.float32, name=NETWORK_OUTPUT)}
+            setattr(self, outputs_step(signature), tf.function(outputs, input_signature=[network_outputs]))
+
+
+def export_litert_model(classifier: ImageClassifier, labels: list[str], export_dir: str) -> str | None:
+    """Writes `model.tflite` (the network: float32 RGB [B, h, w, 3] in [0, 1] -> softmax scores, labels embedded
+    as metadata) into `export_dir` when the conversion matches TF on a probe batch; else logs why and writes
+    nothing (a server then serves the SavedModel)."""
+    from components import litert
+
+    try:
+        model = litert.convert(classifier.network.get_concrete_function(), classifier)
+    except Exception as error:  # noqa: BLE001 - the converter raises many types; any of them means "no tflite"
+        logger.warning("no %s: the network does not convert to LiteRT: %s", TFLITE_FILE, error)
+        return None
+    difference = litert.max_difference(model, lambda images: classifier.network(tf.constant(images)), NETWORK_INPUT,
+                                       litert.probe_images(classifier.input_size))
+    if difference > litert.TOLERANCE:
+        logger.warning("no %s: LiteRT scores differ from TensorFlow by %.2e on the probe batch (tolerance %.0e)",
+                       TFLITE_FILE, difference, litert.TOLERANCE)
+        return None
+    path = os.path.join(export_dir, TFLITE_FILE)
+    litert.write_atomically(path, litert.with_metadata(model, litert_metadata(labels, classifier.input_size)))
+    logger.info("wrote %s (max |difference| to TensorFlow on the probe batch: %.2e)", path, difference)
+    return path
+
+
+def litert_metadata(labels: list[str], input_size: tuple[int, int]) -> dict[str, bytes]:
+    return {
+        LABELS_FILE: ("\n".join(labels) + "\n").encode(),
+        LITERT_DESCRIPTION: json.dumps({
+            "input": {"name": NETWORK_INPUT, "shape": [-1, input_size[0], input_size[1], 3], "dtype": "float32",
+                      "color_space": "RGB", "range": [0.0, 1.0],
+                      "resize": "bilinear with antialiasing from the decoded image"},
+            "output": {"name": NETWORK_OUTPUT, "kind": "softmax scores, one per label in labels.txt order"},
+        }, indent=2).encode(),
+    }
 
 
 def export_serving_model(image_module, head, labels: list[str], export_dir: str,
@@ -255,6 +332,8 @@ def export_serving_model(image_module, head, labels: list[str], export_dir: str,
             SERVING_SIGNATURE: classifier.serve.get_concrete_function(),
             CLASSIFY_SIGNATURE: classifier.classify.get_concrete_function(),
         })
+        # TF Serving's --prefer_tflite_model convention: model.tflite beside the SavedModel in the version folder.
+        export_litert_model(classifier, labels, export_dir)
     # TF Serving's Classify API only accepts signatures marked as classification signatures.
     set_method_names(export_dir, {CLASSIFY_SIGNATURE: CLASSIFY_METHOD})
 

@@ -11,8 +11,9 @@ Deviations from upstream, all to keep this file fast: every server starts at onc
 each has its own UDS path (upstream reuses /tmp/tf-serving.sock), the readiness probe polls every 0.2 s instead of
 1 s, the reload test polls for the new model instead of sleeping, and the Prometheus check runs on the server that
 also answers the other `default` tests (upstream starts a second one just for --monitoring_config_file).
-Not ported: TF Lite (--prefer_tflite_model), the profiler service, tf_text, the Keras/MirroredStrategy models and the
-SessionBundle (pre-SavedModel) models: out of scope for this server.
+TF Lite (testPredictOnTfLite: --prefer_tflite_model on a half_plus_two model.tflite) is covered in tests/test_litert.py.
+Not ported: the profiler service, tf_text, the Keras/MirroredStrategy models and the SessionBundle (pre-SavedModel)
+models: out of scope for this server.
 """
 from __future__ import annotations
 
