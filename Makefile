@@ -6,7 +6,7 @@ CLI := $(VENV)/bin/image-retrain
 OUTPUT_DIR ?= output
 PYTEST_ARGS ?=
 
-.PHONY: setup module test test-fast test-deps run doctor lock bench serve clean
+.PHONY: setup module lint test test-fast test-deps run doctor lock bench serve clean
 
 setup: ## Create .venv (idempotent) and the builtin EfficientNet-Lite0 module.
 	bash scripts/setup_env.sh
@@ -18,7 +18,10 @@ module: ## Convert the builtin image module once (reused afterwards).
 test-deps: ## System packages some tests use (headless Chromium for the web page test).
 	bash scripts/install_test_deps.sh
 
-test: setup test-deps ## Run the whole test suite.
+lint: setup ## ruff (lint + import order), configured in pyproject.toml.
+	$(PY) -m ruff check .
+
+test: setup test-deps lint ## Lint, then run the whole test suite.
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup ## Unit tests only (no end-to-end pipeline/server runs).

@@ -6,8 +6,8 @@ pipeline runs.
 
 1. Raw, per engine: the shared decode/resize and the image module, batch 32, in this process (module already
    loaded, no I/O): the ceiling for the embedding stage. Measured on --raw-images images just before and just after
-   each stage (the stage's ratio uses their mean), and as three back-to-back TF/LiteRT pairs. TF: both in one tf.function; LiteRT: decode/resize in TF,
-   then the module's checked conversion (what the stage runs).
+   each stage (the stage's ratio uses their mean), and as three back-to-back TF/LiteRT pairs. TF: both in one
+   tf.function; LiteRT: decode/resize in TF, then the module's checked conversion (what the stage runs).
 2. Stage, per engine: the ImageEmbedder component (Beam DirectRunner, reading and writing TFRecords, no cache) on the
    same images; its time includes worker start-up and module loading (LiteRT: loading the cached conversion).
 3. Full runs (digits, cold then warm embedding cache): wall time of every component from ML Metadata.

@@ -13,7 +13,7 @@ import sys
 # name -> (module, one-line help). Nested groups (`kfp`, `module`) are modules with their own sub-subcommands.
 SUBCOMMANDS = {
     "run": ("pipelines.local_runner", "Run the pipeline locally: ingest, embed, train, evaluate, push."),
-    "serve": ("serving.main", "Serve pushed models with TF Serving's gRPC and REST APIs (tensorflow_model_server flags)."),
+    "serve": ("serving.main", "Serve pushed models over TF Serving's gRPC and REST APIs (its flags)."),
     "predict": ("serving.predict_cli", "Classify image files with a running model server (gRPC or REST)."),
     "schedule": ("pipelines.schedule", "Retrain locally on a cron schedule as new images arrive."),
     "kfp": ("kubeflow.cli", "Compile the pipeline for Kubeflow Pipelines v2 and schedule recurring runs."),

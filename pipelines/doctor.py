@@ -91,7 +91,8 @@ def main(args: argparse.Namespace) -> int:
         detail = "imports TFX/MLMD/TFDV" if ok else (child.stderr.strip().splitlines() or ["no output"])[-1]
         rows.append(("child process", "ok" if ok else "FAIL", detail))
         if not ok:
-            problems.append(f"a child interpreter (as Beam workers start) cannot import the stack: {detail}. {FIX_SETUP}")
+            problems.append(f"a child interpreter (as Beam workers start) cannot import the stack: {detail}. "
+                            f"{FIX_SETUP}")
 
     width = max(len(label) for label, _, _ in rows)
     for label, status, detail in rows:

@@ -15,7 +15,8 @@ import json
 import os
 import sys
 
-from pipelines import configs, options as pipeline_options
+from pipelines import configs
+from pipelines import options as pipeline_options
 from pipelines.options import PipelineOptions
 
 DEFAULT_BASELINE = "latest_blessed"

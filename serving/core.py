@@ -362,8 +362,9 @@ class ServingCore:
         return response
 
     def reload_config(self, request):
-        from serving.config import validate_model_server_config
         from tensorflow_serving.apis import model_management_pb2
+
+        from serving.config import validate_model_server_config
 
         try:
             validate_model_server_config(request.config)

@@ -96,7 +96,8 @@ def _has_lone_surrogate(value) -> bool:
 
 
 def _debug(value) -> str:
-    # json_tensor.cc JsonValueToString writes with rapidjson's PrettyWriter: 4-space indent, one item per line, raw UTF-8.
+    # json_tensor.cc JsonValueToString writes with rapidjson's PrettyWriter: 4-space indent, one item per line,
+    # raw UTF-8.
     if isinstance(value, (bytes, bytearray)):
         text = repr(value)
     else:

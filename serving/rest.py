@@ -35,7 +35,8 @@ from serving.servable import DEFAULT_SIGNATURE
 log = logging.getLogger(__name__)
 
 API_PATH = re.compile(r"(?i)/v1/.*")
-POST_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
+POST_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+                       r":(classify|regress|predict)")
 GET_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 INT64_MAX = 2**63 - 1
@@ -220,7 +221,7 @@ class RestServer:
                 self._slots.release()
 
     def _worker_done(self, worker: concurrent.futures.Future, answer: asyncio.Future) -> None:
-        """On the loop, once per worker (one wake-up): frees its slot and hands its result to a request still waiting."""
+        """On the loop, once per worker (one wake-up): frees its slot, hands its result to a request still waiting."""
         self._slots.release()
         if answer.done():  # the deadline passed first
             return

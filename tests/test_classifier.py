@@ -1,4 +1,4 @@
-"""Trainer module: hyperparameters, the bytes-in export (loadable the way TF Serving loads), augmentation, fine-tuning."""
+"""Trainer module: hyperparameters, the bytes-in export (loadable as TF Serving loads it), augmentation, fine-tuning."""
 from __future__ import annotations
 
 import io

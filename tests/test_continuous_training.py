@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from image_fixtures import make_shapes_dataset
 
 

@@ -9,11 +9,11 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from image_fixtures import make_shapes_dataset
 from tfx.types import artifact_utils, standard_artifacts
 
 from components.image_embedder import cache as embedding_cache
 from components.image_embedder.executor import Executor
-from image_fixtures import make_shapes_dataset
 
 
 def _examples_artifact(root, images: list) -> standard_artifacts.Examples:
@@ -56,7 +56,7 @@ def images(tmp_path_factory):
 
 def test_cache_reuses_computes_only_new_images_and_ignores_a_crashed_runs_files(tmp_path, images, monkeypatch):
     cache_dir = tmp_path / "cache"
-    first_images, later_images = images[:6], images[6:]
+    first_images = images[:6]
     examples = _examples_artifact(tmp_path / "in1", first_images)
 
     # A crashed run's staged shard claims a (wrong) embedding for the first image: it must not be trusted.

@@ -30,8 +30,8 @@ def test_interpreter_and_its_children_import_tfx_mlmd_tfdv():
 
 
 def test_smoke_pipeline_records_artifacts_in_mlmd(tmp_path):
-    from tfx import v1 as tfx
     from ml_metadata.metadata_store import metadata_store
+    from tfx import v1 as tfx
 
     data = tmp_path / "data"
     data.mkdir()

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from image_fixtures import NON_ASCII_LABEL, make_bad_input_corpus, make_shapes_dataset
 
 pytestmark = pytest.mark.timeout(300)

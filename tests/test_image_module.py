@@ -15,10 +15,14 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from components.image_module import (  # noqa: E402
-    BUILTIN_MODULES, ImageModule, ImageModuleError, default_models_dir, load_image_module)
+    BUILTIN_MODULES,
+    ImageModule,
+    ImageModuleError,
+    default_models_dir,
+    load_image_module,
+)
 from components.image_module import loader as loader_module  # noqa: E402
-from components.image_module.convert import (  # noqa: E402
-    CONVERSION_RECORD, IMAGENET_LABELS, convert_builtin, is_complete_conversion)
+from components.image_module.convert import CONVERSION_RECORD, IMAGENET_LABELS, convert_builtin, is_complete_conversion  # noqa: E402
 
 # ImageNet-1k indices of the classes the semantic test accepts.
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -81,7 +85,8 @@ def test_builtin_module_reports_its_shape(builtin_module):
     features = builtin_module(tf.zeros([2, 224, 224, 3]))
     assert features.shape == (2, 1280) and features.dtype == tf.float32
     # TF Hub reusable-SavedModel attributes, for code that fine-tunes hub modules.
-    assert len(builtin_module.module.trainable_variables) == 98  # feature layers, forward order; the ImageNet classifier is not trainable
+    # Feature layers, in forward order; the ImageNet classifier is not trainable.
+    assert len(builtin_module.module.trainable_variables) == 98
     assert sum(int(tf.size(v)) for v in builtin_module.module.variables) == 4_631_000
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from image_fixtures import make_shapes_dataset
 from kfp_backend import Backend, BackendError, upload
 

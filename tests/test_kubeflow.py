@@ -49,13 +49,13 @@ def test_compiled_yaml_is_a_pipeline_spec_with_every_component_image_command_and
     executors = spec.deployment_spec.fields["executors"].struct_value.fields
     tasks = spec.root.dag.tasks
     assert set(tasks) == {c.id for c in pipeline.components}
-    for component in pipeline.components:
-        task = tasks[component.id]
+    for node in pipeline.components:
+        task = tasks[node.id]
         executor_label = spec.components[task.component_ref.name].executor_label
         container = json_format.MessageToDict(executors[executor_label].struct_value)["container"]
         assert container["image"] == IMAGE
         assert container["command"] == list(CONTAINER_COMMAND)
-        executor_class = component.executor_spec.executor_class
+        executor_class = node.executor_spec.executor_class
         args = container["args"]
         assert args[args.index("--executor_class_path") + 1] == f"{executor_class.__module__}.{executor_class.__name__}"
         # Beam arguments reach every step; the embedding stage's Beam work runs on Dataflow with our image.

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from image_fixtures import make_shapes_dataset
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import pytest
-
 from image_fixtures import make_shapes_dataset
 
 
@@ -53,7 +52,7 @@ def beam_services(tmp_path):
     try:
         for port, process in zip((job_port, pool_port), processes):
             _wait_for_port(port, process)
-        yield [f"--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+        yield ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
                f"--environment_config=localhost:{pool_port}"]
     finally:
         for process in processes:

@@ -209,8 +209,9 @@ def _accuracy_threshold(evaluation_uri: str) -> float | None:
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
-        from components.image_example_gen.labels import read_label_vocabulary
         from tfx.utils import path_utils
+
+        from components.image_example_gen.labels import read_label_vocabulary
 
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         model = artifact_utils.get_single_instance(input_dict["model"])

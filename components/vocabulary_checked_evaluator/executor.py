@@ -1,9 +1,10 @@
 """TFMA Evaluator that only compares against a baseline trained on the same classes.
 
 Labels are indices into the sorted class list of the data being evaluated, while each model's scores follow its own
-class list. When a class is added that sorts before an existing one, or a class is removed or renamed, the baseline's scores would be
-matched to the wrong classes and its accuracy would be meaningless, so the baseline is dropped: the candidate is then
-blessed on the accuracy threshold alone, and the reason is recorded on the evaluation artifact and logged.
+class list. When a class is added that sorts before an existing one, or a class is removed or renamed, the baseline's
+scores would be matched to the wrong classes and its accuracy would be meaningless, so the baseline is dropped: the
+candidate is then blessed on the accuracy threshold alone, and the reason is recorded on the evaluation artifact and
+logged.
 """
 from __future__ import annotations
 

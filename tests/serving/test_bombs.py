@@ -17,11 +17,10 @@ import urllib.request
 
 import grpc
 import pytest
-from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
 from conftest import free_port, write
 from model_fixtures import solid_image_bytes
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from image_fixtures import jpeg_header_bomb, png_bomb  # noqa: E402

@@ -12,12 +12,19 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.example import feature_pb2
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
-                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc, regression_pb2)
-
 from conftest import free_port, write
+from tensorflow.core.example import feature_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -249,8 +256,8 @@ def test_rest_classify_regress(server):
                 {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}, {"x": 4.0}]})[:2] == (
         200, {"results": [3.0, 4.0]})
     assert rest(server, "/v1/models/default:regress", {"signature_name": "regress_x_to_y"})[:2] == (
-        400, {"error": 'JSON Value: {\n    "signature_name": "regress_x_to_y"\n} When method is regress, key \'examples\' '
-                       "is expected and was not found"})
+        400, {"error": 'JSON Value: {\n    "signature_name": "regress_x_to_y"\n} When method is regress, '
+                       "key 'examples' is expected and was not found"})
 
 
 def test_rest_status_and_metadata(server):

@@ -12,8 +12,11 @@ import urllib.error
 import urllib.request
 
 import grpc
+import model_fixtures
 import pytest
 import tensorflow as tf
+from conftest import free_port, write
+from model_fixtures import solid_image_bytes
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -23,10 +26,6 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
-
-import model_fixtures
-from conftest import free_port, write
-from model_fixtures import solid_image_bytes
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from image_fixtures import png_bomb  # noqa: E402

@@ -63,7 +63,7 @@ def test_push_new_version_and_broken_version_under_load(models_dir, tmp_path, ma
             except Exception as error:
                 failures.append(f"rest: {error!r}")
 
-    threads = [threading.Thread(target=grpc_loop), threading.Thread(target=grpc_loop), threading.Thread(target=rest_loop)]
+    threads = [threading.Thread(target=loop) for loop in (grpc_loop, grpc_loop, rest_loop)]
     for thread in threads:
         thread.start()
     try:

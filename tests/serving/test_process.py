@@ -10,7 +10,6 @@ import threading
 import urllib.request
 
 import pytest
-
 from conftest import free_port, write
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

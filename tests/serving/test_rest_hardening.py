@@ -1,8 +1,8 @@
 """The REST front end against hostile and broken clients: raw sockets and `requests` against `python -m serving`.
 
 Every malformed request gets a 4xx with TF Serving's JSON error body (for broken HTTP framing, the parser's 400 with
-that body and a closed connection); nothing smuggled behind a broken request is answered; stalled clients are cut off within the
-configured timeouts; the server's peak memory stays bounded; valid requests keep working in between.
+that body and a closed connection); nothing smuggled behind a broken request is answered; stalled clients are cut off
+within the configured timeouts; the server's peak memory stays bounded; valid requests keep working in between.
 """
 from __future__ import annotations
 

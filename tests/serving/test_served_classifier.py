@@ -8,8 +8,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from model_fixtures import solid_image_bytes
+
 from serving import predict_cli
 from serving.client import GrpcClient, RestClient, ServerError
 
@@ -19,6 +19,7 @@ RED, GREEN, BLUE = (230, 20, 20), (20, 230, 20), (20, 20, 230)
 @pytest.fixture(scope="module")
 def server(models_dir):
     from conftest import free_port
+
     from serving.server import ModelServer, ServerOptions
 
     server = ModelServer(ServerOptions(port=free_port(), rest_api_port=free_port(), model_name="classifier",

@@ -8,10 +8,9 @@ import ipaddress
 
 import grpc
 import pytest
+from conftest import write
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-from conftest import write
 
 
 def _pem_key(key) -> str:

@@ -28,12 +28,19 @@ import urllib.request
 import grpc
 import portpicker
 import pytest
-from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
-                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc, regression_pb2)
-
 import upstream_models
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RPC_TIMEOUT = 5.0
@@ -367,7 +374,8 @@ def test_good_model_config(servers):
 def test_bad_model_config(servers):
     process = servers["bad_config"].process
     assert process.wait(timeout=60) != 0
-    assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in servers["bad_config"].stderr_path.read_text()
+    stderr = servers["bad_config"].stderr_path.read_text()
+    assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in stderr
 
 
 def test_model_config_reload(servers, paths):
@@ -409,7 +417,8 @@ def test_model_config_reload_with_zero_poll_period_then_handle_reload_config_req
     # config replaces the old one.
     request = model_management_pb2.ReloadConfigRequest()
     config = request.config.model_config_list.config.add()
-    config.name, config.base_path, config.model_platform = "half_plus_three", str(paths["half_plus_three"]), "tensorflow"
+    config.name, config.model_platform = "half_plus_three", "tensorflow"
+    config.base_path = str(paths["half_plus_three"])
     stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server.address))
     response = stub.HandleReloadConfigRequest(request, 30)
     assert response.status.error_code == 0
@@ -502,7 +511,7 @@ def test_prometheus_endpoint(servers):
     assert "# TYPE" in response.decode("utf-8")
 
 
-# --- Byte-level details beyond upstream's parsed-JSON comparisons (TF Serving sources cited) ---------------------------
+# --- Byte-level details beyond upstream's parsed-JSON comparisons (TF Serving sources cited) -------------------------
 
 def test_status_json_bytes_use_protobuf_cpp_whitespace(servers):
     """http_rest_api_util.cc ToJsonString: MessageToJsonString(add_whitespace=true) indents by one space."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from model_fixtures import solid_image_bytes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
