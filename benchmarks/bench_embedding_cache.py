@@ -4,8 +4,9 @@
 
 Both sides go through tf.io.gfile, as the embedding stage does, on synthetic embeddings (random float32 of the
 builtin module's width). Old: `<sha[:2]>/<sha>.npy` per image, looked up one by one (what the stage did per
-example). New: `ShardedEmbeddingCache` shards read whole and decoded (what the stage's ReadAllFromTFRecord +
-decode_entry do before the join). Printed: files written and opened per run, write and lookup seconds, entries/s, the
+example). New: `ShardedEmbeddingCache` shards read whole with TF's C++ record reader and decoded with decode_entry
+(the stage reads them with Beam's tfrecordio; spot check on 20,000 records: Beam 0.135 s, TF 0.085 s, while tf.data's
+eager iterator would take 2.8 s). Printed: files written and opened per run, write and lookup seconds, entries/s, the
 ratio, and a check that both return the same embeddings. On object storage each file open is a round trip (tens of
 ms), so the file count is the figure that scales; the seconds here are local disk.
 """
@@ -52,10 +53,11 @@ def lookup_old(root: str, shas: list[str]) -> dict[str, np.ndarray]:
 
 def write_new(cache: embedding_cache.ShardedEmbeddingCache, entries: dict[str, np.ndarray], shards: int) -> None:
     staging = cache.new_staging_prefix()
+    tf.io.gfile.makedirs(os.path.dirname(staging))
     items = list(entries.items())
     for index in range(shards):
         path = f"{staging}-{index:05d}-of-{shards:05d}{embedding_cache.SHARD_SUFFIX}"
-        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        with tf.io.TFRecordWriter(path) as writer:
             for sha, embedding in items[index::shards]:
                 writer.write(embedding_cache.encode_entry(sha, embedding))
     cache.commit(staging)
@@ -65,7 +67,7 @@ def lookup_new(cache: embedding_cache.ShardedEmbeddingCache, shas: list[str]) ->
     shards = cache.committed_shards()
     table = {}
     for path in shards:
-        for record in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
+        for record in tf.compat.v1.io.tf_record_iterator(path):
             sha, embedding = embedding_cache.decode_entry(record)
             table[sha] = embedding
     return {sha: table[sha] for sha in shas}, len(shards)

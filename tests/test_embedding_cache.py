@@ -65,7 +65,7 @@ def test_cache_reuses_computes_only_new_images_and_ignores_a_crashed_runs_files(
     cache = embedding_cache.ShardedEmbeddingCache(str(cache_dir), module_identity(resolve_handle("efficientnet_lite0")))
     crashed = cache.new_staging_prefix()
     tf.io.gfile.makedirs(os.path.dirname(crashed))
-    with tf.io.TFRecordWriter(crashed + "-00000-of-00001" + embedding_cache.SHARD_SUFFIX, options="GZIP") as writer:
+    with tf.io.TFRecordWriter(crashed + "-00000-of-00001" + embedding_cache.SHARD_SUFFIX) as writer:
         writer.write(embedding_cache.encode_entry(hashlib.sha256(first_images[0].read_bytes()).hexdigest(),
                                                   np.zeros(1280, np.float32)))
 
@@ -88,7 +88,7 @@ def test_cache_reuses_computes_only_new_images_and_ignores_a_crashed_runs_files(
     assert not set(compacted) & set(shards_before)  # the sets it read are gone, all entries are in the new set
     entries = {}
     for path in compacted:
-        for record in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+        for record in tf.data.TFRecordDataset(path):
             sha, embedding = embedding_cache.decode_entry(record.numpy())
             entries[sha] = embedding
     assert len(entries) == 8

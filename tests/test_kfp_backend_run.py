@@ -64,8 +64,8 @@ def test_the_driver_refuses_the_schema_2_0_parameter_forms(package, tmp_path):
     _, _, text = package
     documents = list(yaml.safe_load_all(text))
     spec = documents[0]
-    first = next(iter(spec["root"]["dag"]["tasks"]))
-    parameters = spec["root"]["dag"]["tasks"][first]["inputs"]["parameters"]
+    # The task that runs first, so the run stops before anything touches the shared volume.
+    parameters = spec["root"]["dag"]["tasks"]["ImageExampleGen"]["inputs"]["parameters"]
     name = next(iter(parameters))
     parameters[name] = {"runtimeValue": {"constantValue": {"stringValue": "x"}}}
     backend = Backend(str(tmp_path / "store"), str(tmp_path))
