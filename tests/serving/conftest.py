@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 
 import portpicker
 import pytest
@@ -26,6 +27,16 @@ def models_dir(tmp_path_factory):
 
 def free_port() -> int:
     return portpicker.pick_unused_port()
+
+
+def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.05) -> bool:
+    """Polls `predicate` until it is true (True) or `timeout_s` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return False
 
 
 def write(path, text: str) -> str:

@@ -10,6 +10,7 @@ import urllib.request
 
 import grpc
 import tensorflow as tf
+from conftest import wait_for
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.client import RestClient
@@ -19,14 +20,6 @@ def _status(server, model):
     return [(s["version"], s["state"], s["status"]["error_code"])
             for s in RestClient(f"http://localhost:{server.rest_port}").status(model)["model_version_status"]]
 
-
-def _wait_for(predicate, timeout_s=30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_push_new_version_and_broken_version_under_load(models_dir, tmp_path, make_server):
@@ -71,13 +64,13 @@ def test_push_new_version_and_broken_version_under_load(models_dir, tmp_path, ma
         # Push version 2 the way a pusher should: copy under a temp name, then rename (numeric names only count).
         shutil.copytree(models_dir / "half" / "123", base / ".tmp-2")
         os.rename(base / ".tmp-2", base / "2")
-        assert _wait_for(lambda: _status(server, "half")[:2] == [("2", "AVAILABLE", "OK"), ("1", "END", "OK")]), \
+        assert wait_for(lambda: _status(server, "half")[:2] == [("2", "AVAILABLE", "OK"), ("1", "END", "OK")]), \
             _status(server, "half")
         # A broken version 3 appears: it fails to load, version 2 keeps serving.
         os.makedirs(base / "3")
         with open(base / "3" / "saved_model.pb", "wb") as f:
             f.write(b"this is not a SavedModel")
-        assert _wait_for(lambda: _status(server, "half")[0][1] == "END"), _status(server, "half")
+        assert wait_for(lambda: _status(server, "half")[0][1] == "END"), _status(server, "half")
         time.sleep(1.0)
     finally:
         stop.set()

@@ -12,6 +12,7 @@ import urllib.request
 
 import grpc
 import tensorflow as tf
+from conftest import wait_for
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.client import RestClient
@@ -23,14 +24,6 @@ def _status(server) -> dict[int, tuple[str, str, str]]:
     statuses = RestClient(f"http://localhost:{server.rest_port}").status("half")["model_version_status"]
     return {int(s["version"]): (s["state"], s["status"]["error_code"], s["status"]["error_message"]) for s in statuses}
 
-
-def _wait_for(predicate, timeout_s=60.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_newest_good_version_served_despite_broken_versions(models_dir, tmp_path, make_server):
@@ -87,26 +80,26 @@ def test_newest_good_version_served_despite_broken_versions(models_dir, tmp_path
         # A corrupt version 2: it fails, its error shows at once while it waits to be retried; version 1 serves.
         (base / "2").mkdir()
         (base / "2" / "saved_model.pb").write_bytes(b"this is not a SavedModel")
-        assert _wait_for(lambda: _status(server).get(2, ("", "OK"))[1] != "OK"), _status(server)
+        assert wait_for(lambda: _status(server).get(2, ("", "OK"))[1] != "OK"), _status(server)
         assert _status(server)[2][0] == "LOADING" and _status(server)[2][2]
         # A good version 3 right above it: the retries of 2 stop (no longer aspired) and 3 serves within two polls.
         pushed = push(3)
-        assert _wait_for(lambda: served_after(3, pushed) is not None), _status(server)
+        assert wait_for(lambda: served_after(3, pushed) is not None), _status(server)
         delays["good above a corrupt one"] = served_after(3, pushed)
         assert _status(server)[2][0] == "END"
         # An empty version 5 above: it fails; 3 keeps serving. A good version 4 pushed below it is served meanwhile.
         (base / "5").mkdir()
-        assert _wait_for(lambda: _status(server).get(5, ("", "OK"))[1] != "OK"), _status(server)
+        assert wait_for(lambda: _status(server).get(5, ("", "OK"))[1] != "OK"), _status(server)
         pushed = push(4)
-        assert _wait_for(lambda: served_after(4, pushed) is not None), _status(server)
+        assert wait_for(lambda: served_after(4, pushed) is not None), _status(server)
         delays["good below a failing one"] = served_after(4, pushed)
         # Version 6 copied in place, not atomically: first only its graph (fails: no variables), then the rest.
         (base / "6").mkdir()
         shutil.copy(good / "saved_model.pb", base / "6" / "saved_model.pb")
-        assert _wait_for(lambda: _status(server).get(6, ("", "OK"))[1] != "OK"), _status(server)
+        assert wait_for(lambda: _status(server).get(6, ("", "OK"))[1] != "OK"), _status(server)
         shutil.copytree(good, base / "6", dirs_exist_ok=True)
         completed = time.monotonic()
-        assert _wait_for(lambda: served_after(6, completed) is not None), _status(server)
+        assert wait_for(lambda: served_after(6, completed) is not None), _status(server)
         delays["half-copied one once complete"] = served_after(6, completed)
         time.sleep(0.5)
     finally:
