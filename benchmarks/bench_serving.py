@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import http.client
 import io
 import json
@@ -285,6 +286,15 @@ def batch_counts(rest_port: int) -> tuple[float, float]:
     return values.get("sum", 0.0), values.get("count", 0.0)
 
 
+def round_ratio(rounds: dict, name: str, base_name: str) -> float:
+    """Throughput ratio per round (rows measured side by side), then the median over rounds."""
+    return statistics.median(a["rps"] / b["rps"] for a, b in zip(rounds[name], rounds[base_name]))
+
+
+def round_p50_overhead(rounds: dict, name: str, base_name: str) -> float:
+    return statistics.median(a["p50_ms"] - b["p50_ms"] for a, b in zip(rounds[name], rounds[base_name]))
+
+
 def median_round(rounds: list[dict]) -> dict:
     """The round with the median throughput (the machine is shared: single rounds catch other jobs' bursts)."""
     return sorted(rounds, key=lambda row: row["rps"])[(len(rounds) - 1) // 2]
@@ -480,11 +490,8 @@ def main() -> int:
 
     results = {name: median_round(rows) for name, rows in rounds.items()}
 
-    def ratio(name, base_name):  # per round (rows measured side by side), then the median over rounds
-        return statistics.median(a["rps"] / b["rps"] for a, b in zip(rounds[name], rounds[base_name]))
-
-    def p50_overhead(name, base_name):
-        return statistics.median(a["p50_ms"] - b["p50_ms"] for a, b in zip(rounds[name], rounds[base_name]))
+    ratio = functools.partial(round_ratio, rounds)
+    p50_overhead = functools.partial(round_p50_overhead, rounds)
 
     print(f"\n{'':20}{'p50 ms':>9}{'p99 ms':>9}{'img/s':>9}{'cpu ms':>8}{'client':>8}{'batch':>7}")
     for name, row in results.items():

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import http.client
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +33,8 @@ from bench_serving import (  # noqa: E402
     free_port,
     measure,
     median_round,
+    round_p50_overhead,
+    round_ratio,
     test_image,
     wait_for,
 )
@@ -198,11 +200,8 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=60)
 
-    def ratio(name, base_name):  # per round (rows measured side by side), then the median over rounds
-        return statistics.median(a["rps"] / b["rps"] for a, b in zip(rounds[name], rounds[base_name]))
-
-    def p50_overhead(name, base_name):
-        return statistics.median(a["p50_ms"] - b["p50_ms"] for a, b in zip(rounds[name], rounds[base_name]))
+    ratio = functools.partial(round_ratio, rounds)
+    p50_overhead = functools.partial(round_p50_overhead, rounds)
 
     print(f"\n{'':26}{'p50 ms':>9}{'p99 ms':>9}{'img/s':>9}{'cpu ms':>8}{'batch':>7}")
     for name, rows in rounds.items():
