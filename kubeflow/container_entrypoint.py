@@ -13,6 +13,10 @@ metadata/client.go). This module adapts the launcher's ExecutorInput, then runs 
     uploads each output from there after it, so executors use plain files and the pipeline root may be any store the
     launcher speaks, KFP's default MinIO bucket included (TensorFlow cannot open minio:// or s3:// itself).
     The executor output reports the remote URIs again.
+    A step whose Beam pipeline runs on a cluster (`--runner=DataflowRunner`, `PortableRunner`, ...) is the exception:
+    the launcher's copies live in this pod only, so its workers open the artifacts where they are; they must be
+    `gs://` (which TensorFlow and Beam open themselves) and stay unmapped. The launcher then finds no local output to
+    upload, which it allows ("We allow components to not produce output files", uploadOutputArtifacts).
   - Metadata values that are null are dropped from the executor output: the launcher refuses them
     (metadata.StructValueToMLMDValue), TFX writes them for unset properties.
 
@@ -30,6 +34,26 @@ EXECUTOR_LOGS_OUTPUT = "executor-logs"
 LOCAL_ROOT_ENV = "IMAGE_RETRAIN_KFP_LOCAL_ROOT"
 # component.LocalPathForURI: the object-store schemes the launcher mirrors to local paths, and where.
 LOCAL_MOUNTS = {"gs://": "gcs", "minio://": "minio", "s3://": "s3"}
+# What a step's workers on a Beam cluster open directly (TensorFlow and Beam both have a gs:// filesystem).
+CLUSTER_READABLE_SCHEMES = ("gs://",)
+# Beam runners that run the pipeline inside the step's own process or pod.
+IN_POD_RUNNERS = {"directrunner", "bundlebaseddirectrunner", "switchingdirectrunner", "fnapirunner"}
+
+
+def beam_runner(beam_args: list[str]) -> str | None:
+    """The runner Beam will use: the last `--runner` given (as Beam's own argparse reads it), or None."""
+    runner = None
+    for i, arg in enumerate(beam_args):
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and i + 1 < len(beam_args):
+            runner = beam_args[i + 1]
+    return runner
+
+
+def runs_on_a_cluster(beam_args: list[str]) -> bool:
+    runner = beam_runner(beam_args)
+    return runner is not None and runner.lower() not in IN_POD_RUNNERS
 
 
 def local_path_for_uri(uri: str, local_root: str = "/") -> str | None:
@@ -39,14 +63,21 @@ def local_path_for_uri(uri: str, local_root: str = "/") -> str | None:
     return None
 
 
-def adapt_executor_input(executor_input: dict, inputs_spec: dict | None, local_root: str = "/"
-                         ) -> tuple[dict, dict[str, str]]:
+def adapt_executor_input(executor_input: dict, inputs_spec: dict | None, local_root: str = "/",
+                         beam_on_a_cluster: bool = False) -> tuple[dict, dict[str, str]]:
     """The launcher's ExecutorInput (protojson dict) as TFX's runner reads it, and local path -> remote URI."""
     adapted = json.loads(json.dumps(executor_input))
     remote_by_local: dict[str, str] = {}
 
     def localize(artifact: dict) -> None:
-        local = local_path_for_uri(artifact.get("uri", ""), local_root)
+        uri = artifact.get("uri", "")
+        if beam_on_a_cluster:
+            if local_path_for_uri(uri) is not None and not uri.startswith(CLUSTER_READABLE_SCHEMES):
+                raise ValueError(f"artifact {uri} is out of reach of this step's Beam workers, which run on a "
+                                 "cluster: the launcher copies artifacts into the step's pod only, and TensorFlow "
+                                 "cannot open this scheme; compile with a gs:// --pipeline-root")
+            return
+        local = local_path_for_uri(uri, local_root)
         if local is not None:
             remote_by_local[local] = artifact["uri"]
             artifact["uri"] = local
@@ -106,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = _parse_flags(sys.argv[1:] if argv is None else argv)
     inputs_spec = json.loads(args.json_serialized_inputs_spec_args) if args.json_serialized_inputs_spec_args else None
     executor_input, remote_by_local = adapt_executor_input(
-        json.loads(args.json_serialized_invocation_args), inputs_spec, os.environ.get(LOCAL_ROOT_ENV, "/"))
+        json.loads(args.json_serialized_invocation_args), inputs_spec, os.environ.get(LOCAL_ROOT_ENV, "/"),
+        beam_on_a_cluster=runs_on_a_cluster(beam_args))
     args.json_serialized_invocation_args = json.dumps(executor_input)
     kubeflow_v2_run_executor._run_executor(args, beam_args)
 

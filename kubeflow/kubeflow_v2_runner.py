@@ -22,6 +22,7 @@ import re
 
 import yaml
 
+from kubeflow.container_entrypoint import CLUSTER_READABLE_SCHEMES, beam_runner, runs_on_a_cluster
 from pipelines import configs
 from pipelines.options import PipelineOptions
 
@@ -91,6 +92,15 @@ class CompileOptions(PipelineOptions):
             raise ValueError(f"--pipeline-root {self.pipeline_root!r} is not object storage: the KFP launcher only "
                              f"accepts {', '.join(OBJECT_STORE_SCHEMES)} (the KFP deployment's default is "
                              f"{KFP_DEFAULT_PIPELINE_ROOT})")
+        step_beam_args = list(DEFAULT_BEAM_ARGS) if self.beam_args is None else self.beam_args
+        cluster_runner = next((beam_runner(args) for args in (step_beam_args, step_beam_args + self.embed_beam_args)
+                               if runs_on_a_cluster(args)), None)
+        if (cluster_runner and not self.pipeline_root.startswith(CLUSTER_READABLE_SCHEMES)
+                and not self.allow_local_pipeline_root):
+            raise ValueError(f"--pipeline-root {self.pipeline_root!r}: a step whose Beam runner is a cluster "
+                             f"({cluster_runner}) has its workers open the step's artifacts directly, and the KFP "
+                             "launcher copies them into the step's pod only; use a "
+                             f"{' or '.join(CLUSTER_READABLE_SCHEMES)} pipeline root")
         if (self.baseline or DEFAULT_BASELINE) != DEFAULT_BASELINE:
             raise ValueError("--baseline latest_blessed needs TFX resolver executors, which the open-source KFP "
                              "backend cannot run; Kubeflow runs compare against the served model (served_model)")
@@ -105,6 +115,9 @@ class CompileOptions(PipelineOptions):
             if not path:
                 continue
             if path.startswith("/"):
+                if cluster_runner and cluster_runner.lower() == "dataflowrunner" and flag != "--serving-dir":
+                    raise ValueError(f"{flag} {path} is a container path, out of reach of Dataflow's workers; "
+                                     "use a gs:// URI")
                 if not any(path == m.mount_path or path.startswith(m.mount_path.rstrip("/") + "/") for m in self.pvcs):
                     raise ValueError(f"{flag} {path} is a container path but no --pvc is mounted there; each step "
                                      "runs in its own pod, so local paths must live on a mounted volume")
@@ -122,9 +135,6 @@ def _join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
-_DISTRIBUTED_RUNNERS = {"dataflowrunner", "flinkrunner", "sparkrunner", "portablerunner", "prismrunner"}
-
-
 def beam_args_for_image(beam_args: list[str], image: str) -> list[str]:
     """Makes remote Beam workers import the project: its components' DoFns (the embedding stage) run there.
 
@@ -133,19 +143,13 @@ def beam_args_for_image(beam_args: list[str], image: str) -> list[str]:
     user gave win; nothing is added for the DirectRunner, which runs inside the step's own container.
     """
     args = list(beam_args)
-    runner = None
-    for i, arg in enumerate(args):
-        if arg.startswith("--runner="):
-            runner = arg.split("=", 1)[1]
-        elif arg == "--runner" and i + 1 < len(args):
-            runner = args[i + 1]
-    if not runner or runner.lower() not in _DISTRIBUTED_RUNNERS:
+    if not runs_on_a_cluster(args):
         return args
 
     def given(flag: str) -> bool:
         return any(a == flag or a.startswith(flag + "=") for a in args)
 
-    if runner.lower() == "dataflowrunner":
+    if beam_runner(args).lower() == "dataflowrunner":
         if not given("--sdk_container_image") and not given("--worker_harness_container_image"):
             args.append(f"--sdk_container_image={image}")
     elif not given("--environment_type"):

@@ -264,6 +264,38 @@ def test_compile_options_are_checked(tmp_path):
     assert beam_args_for_image(["--direct_num_workers=0"], "img") == ["--direct_num_workers=0"]
 
 
+def test_beam_on_a_cluster_needs_artifacts_its_workers_can_open(tmp_path):
+    """The launcher copies artifacts into the step's pod only (launcher_v2.go downloadArtifacts/uploadOutputArtifacts,
+    which tolerates an output never written locally): a cluster's workers must get gs:// URIs, unmapped."""
+    from kubeflow.container_entrypoint import adapt_executor_input
+    from kubeflow.kubeflow_v2_runner import CompileOptions, PvcMount
+
+    flink = ["--runner=PortableRunner", "--job_endpoint=image-retrain-beam-job-server:8099"]
+    base = dict(serving_dir="/models", data_dir="/models/images", pvcs=[PvcMount.parse("image-retrain-models:/models")])
+    CompileOptions(**base, pipeline_root="gs://b/root", embed_beam_args=flink).validate()
+    for root, args in (("minio://mlpipeline/v2/artifacts", {"embed_beam_args": flink}),
+                       ("s3://b/root", {"beam_args": ["--runner=DataflowRunner"]})):
+        with pytest.raises(ValueError, match="Beam runner is a cluster .* use a gs:// pipeline root"):
+            CompileOptions(**base, pipeline_root=root, embedding_cache_dir="/models/cache", **args).validate()
+    with pytest.raises(ValueError, match="--data-dir /models/images is a container path, out of reach of Dataflow"):
+        CompileOptions(**base, pipeline_root="gs://b/root", embed_beam_args=["--runner=DataflowRunner"]).validate()
+
+    def executor_input(uri: str) -> dict:
+        artifact = {"uri": uri, "type": {"schemaTitle": "tfx.Examples"}}
+        return {"inputs": {"artifacts": {"examples": {"artifacts": [dict(artifact)]}}},
+                "outputs": {"artifacts": {"embedded": {"artifacts": [dict(artifact, uri=uri + "-out")]}}}}
+
+    adapted, remote_by_local = adapt_executor_input(executor_input("gs://b/root/x"), None, str(tmp_path),
+                                                    beam_on_a_cluster=True)
+    assert adapted["inputs"]["artifacts"]["examples"]["artifacts"][0]["uri"] == "gs://b/root/x"
+    assert adapted["outputs"]["artifacts"]["embedded"]["artifacts"][0]["uri"] == "gs://b/root/x-out"
+    assert remote_by_local == {}
+    with pytest.raises(ValueError, match="minio://mlpipeline/x is out of reach of this step's Beam workers"):
+        adapt_executor_input(executor_input("minio://mlpipeline/x"), None, str(tmp_path), beam_on_a_cluster=True)
+    adapted, _ = adapt_executor_input(executor_input("gs://b/root/x"), None, str(tmp_path))
+    assert adapted["inputs"]["artifacts"]["examples"]["artifacts"][0]["uri"] == str(tmp_path / "gcs/b/root/x")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # ServedModelBaseline under LocalDagRunner, with the real Evaluator and Pusher on a tiny binary classifier.
 # Accuracy of a toy model with decision threshold t on x uniform in [-1, 1] is 1 - |t| / 2.

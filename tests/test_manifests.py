@@ -11,6 +11,7 @@ MANIFESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 TARGETS = ("base", "overlays/local-pvc", "overlays/gcs")
 MODEL_CLASSES = {
     ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
+    ("v1", "Pod"): "V1Pod",
     ("v1", "Service"): "V1Service",
     ("v1", "ServiceAccount"): "V1ServiceAccount",
     ("apps/v1", "Deployment"): "V1Deployment",

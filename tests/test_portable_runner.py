@@ -1,13 +1,15 @@
 """The embedding stage on Beam's portable runner: the Fn API protocol Flink, Spark and Dataflow workers speak.
 
-The job service is Beam's own (`local_job_service_main`); the SDK harness is an EXTERNAL worker pool
-(`worker_pool_main`), the process a Flink or Spark task manager runs as its Beam sidecar. Both are started on
-loopback by the test and stopped after it. The rest of the pipeline stays on the DirectRunner (`--embed-beam-arg`).
+The job service is Beam's own (`local_job_service_main`); the SDK harness is an EXTERNAL worker pool started with
+the command of the Beam sidecar in kubeflow/manifests/flink, the process each Flink task manager runs beside it.
+Both are started on loopback by the test and stopped after it. The rest of the pipeline stays on the DirectRunner
+(`--embed-beam-arg`).
 """
 from __future__ import annotations
 
 import glob
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import time
 import numpy as np
 import pytest
 from image_fixtures import make_shapes_dataset
+from test_flink_manifests import flink_deployment, worker_pool_container
 
 
 def _free_port() -> int:
@@ -36,6 +39,13 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 120.
     raise TimeoutError(f"nothing listens on port {port} after {timeout_s} s")
 
 
+def worker_pool_command(port: int) -> list[str]:
+    """The Flink task managers' Beam sidecar (kubeflow/manifests/flink), run here with this venv's python."""
+    sidecar = worker_pool_container(flink_deployment())
+    command = [sys.executable if part == "python" else part for part in sidecar["command"]]
+    return command + [re.sub(r"^--service_port=\d+$", f"--service_port={port}", arg) for arg in sidecar["args"]]
+
+
 @pytest.fixture
 def beam_services(tmp_path):
     """Beam's job service and an EXTERNAL SDK worker pool; workers start `python` from PATH, so the venv's first."""
@@ -45,8 +55,7 @@ def beam_services(tmp_path):
         subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
                           "--port", str(job_port)], env=env, stdout=subprocess.DEVNULL,
                          stderr=open(tmp_path / "job_service.log", "w")),
-        subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                          "--service_port", str(pool_port)], env=env, stdout=subprocess.DEVNULL,
+        subprocess.Popen(worker_pool_command(pool_port), env=env, stdout=subprocess.DEVNULL,
                          stderr=open(tmp_path / "worker_pool.log", "w")),
     ]
     try:
