@@ -17,7 +17,7 @@ import sys
 
 from pipelines import configs
 from pipelines import options as pipeline_options
-from pipelines.options import PipelineOptions
+from pipelines.options import PipelineOptions, absolute
 
 DEFAULT_BASELINE = "latest_blessed"
 
@@ -25,6 +25,7 @@ DEFAULT_BASELINE = "latest_blessed"
 @dataclasses.dataclass
 class RunOptions(PipelineOptions):
     output_dir: str = "output"
+    pipeline_root: str | None = None  # default OUTPUT_DIR/tfx_pipeline_output/<pipeline>; may be a gs:// URI
     # After a push, also export the pushed version for apps (pipelines/export.py) into OUTPUT_DIR/mobile.
     mobile_formats: tuple[str, ...] = ()
 
@@ -33,7 +34,7 @@ class RunOptions(PipelineOptions):
 
     @property
     def serving_model_dir(self) -> str:
-        return os.path.join(os.path.abspath(self.serving_dir or self.path("serving")), self.model_name)
+        return os.path.join(absolute(self.serving_dir or self.path("serving")), self.model_name)
 
 
 @dataclasses.dataclass
@@ -65,12 +66,13 @@ def build_pipeline(options: RunOptions):
     os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
     return create_pipeline(
         pipeline_name=pipeline_name,
-        pipeline_root=options.path("tfx_pipeline_output", pipeline_name),
+        pipeline_root=(os.path.join(absolute(options.pipeline_root), pipeline_name) if options.pipeline_root
+                       else options.path("tfx_pipeline_output", pipeline_name)),
         serving_model_dir=options.serving_model_dir,
-        data_root=os.path.abspath(options.data_dir) if options.data_dir else None,
-        manifest_path=os.path.abspath(options.manifest) if options.manifest else None,
+        data_root=absolute(options.data_dir) if options.data_dir else None,
+        manifest_path=absolute(options.manifest) if options.manifest else None,
         module_handle=options.module,
-        embedding_cache_dir=os.path.abspath(options.embedding_cache_dir or options.path("embedding_cache")),
+        embedding_cache_dir=absolute(options.embedding_cache_dir or options.path("embedding_cache")),
         hyperparameters=options.hyperparameters,
         eval_accuracy_threshold=options.accuracy_threshold,
         baseline=options.baseline or DEFAULT_BASELINE,
@@ -161,6 +163,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipeline_options.add_arguments(parser, baseline_default=DEFAULT_BASELINE, beam_default=configs.LOCAL_BEAM_ARGS)
     parser.add_argument("--output-dir", default="output", help="Pipeline artifacts, metadata, cache and reports; "
                                                                "also the default serving dir and embedding cache.")
+    parser.add_argument("--pipeline-root", help="Where every component's artifacts go (a path or a gs:// URI; "
+                                                "default OUTPUT_DIR/tfx_pipeline_output). ML Metadata stays in "
+                                                "OUTPUT_DIR: its SQLite file must be local.")
     parser.add_argument("--mobile-export", action="append", dest="mobile_formats", choices=["tflite", "coreml"],
                         default=None, help="After a push, also write the model for apps to OUTPUT_DIR/mobile "
                                            "(repeatable; see `image-retrain export`).")
@@ -168,7 +173,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(**pipeline_options.from_args(args), output_dir=args.output_dir,
+    return RunOptions(**pipeline_options.from_args(args), output_dir=args.output_dir, pipeline_root=args.pipeline_root,
                       mobile_formats=tuple(getattr(args, "mobile_formats", None) or ()))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 from pipelines import configs
 
@@ -43,6 +44,11 @@ class PipelineOptions:
         unknown = set(self.hyperparameters) - set(configs.HYPERPARAMETERS)
         if unknown:
             raise ValueError(f"unknown hyperparameters {sorted(unknown)}; known: {sorted(configs.HYPERPARAMETERS)}")
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute (steps may run in another working directory); a URI (gs://...) as given."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def _bool(text: str) -> bool:

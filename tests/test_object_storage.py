@@ -1,0 +1,94 @@
+"""Every path on gs://: the pipeline (data, module, pipeline root, embedding cache, serving dir) and the model server
+(model base path) against a local Google Cloud Storage (tests/gcs.py: gcp-storage-emulator behind mitmproxy, which
+TensorFlow's and Beam's own GCS clients talk to). ML Metadata's SQLite file is the one thing that stays local."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from gcs import local_gcs
+from image_fixtures import make_shapes_dataset
+
+from serving.client import RestClient
+
+BUCKET = "image-retrain-test"
+GS = f"gs://{BUCKET}"
+MODEL = "shapes"
+
+UPLOAD = """
+import os, sys
+import tensorflow as tf
+from components.image_module import resolve_handle
+
+def upload(local, remote):
+    for root, _, files in os.walk(local):
+        for name in files:
+            target = remote + "/" + os.path.relpath(os.path.join(root, name), local)
+            tf.io.gfile.makedirs(os.path.dirname(target))
+            tf.io.gfile.copy(os.path.join(root, name), target, overwrite=True)
+
+upload(sys.argv[1], sys.argv[2] + "/images")
+upload(resolve_handle("efficientnet_lite0"), sys.argv[2] + "/modules/efficientnet_lite0")
+"""
+
+
+def _run(env: dict, output_dir: str) -> dict:
+    command = [sys.executable, "-m", "pipelines.cli", "run", "--json", "--model-name", MODEL,
+               "--data-dir", f"{GS}/images", "--module", f"{GS}/modules/efficientnet_lite0",
+               "--pipeline-root", f"{GS}/pipeline_root", "--embedding-cache-dir", f"{GS}/embedding_cache",
+               "--serving-dir", f"{GS}/serving", "--output-dir", output_dir, "--epochs", "20"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.e2e
+def test_pipeline_and_model_server_with_every_path_on_gcs(tmp_path):
+    images = make_shapes_dataset(tmp_path / "images", n_per_class=12)
+    count = sum(len(paths) for paths in images.values())
+    with local_gcs(str(tmp_path), BUCKET) as gcs_env:
+        env = {**os.environ, **gcs_env}
+        subprocess.run([sys.executable, "-c", UPLOAD, str(tmp_path / "images"), GS], env=env, check=True,
+                       capture_output=True, timeout=300)
+
+        first = _run(env, str(tmp_path / "output"))
+        assert first["blessed"] and first["pushed"], first
+        assert first["pushed_path"].startswith(f"{GS}/serving/{MODEL}/"), first
+        assert first["embeddings_computed"] == count and first["embeddings_cached"] == 0, first
+        assert not (tmp_path / "output" / "tfx_pipeline_output").exists(), "artifacts must go to the bucket"
+        assert not (tmp_path / "output" / "embedding_cache").exists()
+
+        # Unchanged images on a cache in the bucket: nothing embedded again.
+        second = _run(env, str(tmp_path / "output"))
+        assert second["embeddings_computed"] == 0 and second["embeddings_cached"] == count, second
+
+        from pipelines.demo import free_port
+
+        rest_port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "serving", f"--port={free_port()}",
+                                   f"--rest_api_port={rest_port}", f"--model_name={MODEL}",
+                                   f"--model_base_path={GS}/serving/{MODEL}", "--bind_address=127.0.0.1"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"))
+        try:
+            rest = RestClient(f"http://127.0.0.1:{rest_port}")
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    status = rest.status(MODEL)
+                    if status["model_version_status"][0]["state"] == "AVAILABLE":
+                        break
+                except Exception:  # noqa: BLE001 - not up yet
+                    pass
+                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(1)
+            latest = second["pushed_path"] if second["pushed"] else first["pushed_path"]
+            assert [s["version"] for s in status["model_version_status"]] == [os.path.basename(latest)]
+            (prediction,) = rest.predict_images(MODEL, [images["circle"][0].read_bytes()])
+            assert prediction.label in images
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
