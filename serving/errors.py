@@ -1,4 +1,4 @@
-"""The one error type the serving core raises: a gRPC status code plus TF Serving's message text."""
+"""The one error type serving.inference raises: a gRPC status code plus TF Serving's message text."""
 from __future__ import annotations
 
 import grpc

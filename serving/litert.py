@@ -152,7 +152,7 @@ def _signature_def(runner):
     import tensorflow as tf
     from tensorflow.core.protobuf import meta_graph_pb2
 
-    from serving.core import PREDICT_METHOD
+    from serving.inference import PREDICT_METHOD
 
     signature = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
     for field, details in ((signature.inputs, runner.get_input_details()),

@@ -96,9 +96,9 @@ class _JsonErrorServer(web.Server):
 class RestServer:
     """The HTTP server: start() binds and serves on its own event-loop thread; drain() stops it gracefully."""
 
-    def __init__(self, host: str, port: int, core, *, num_threads: int, timeout_ms: int, idle_timeout_ms: int,
+    def __init__(self, host: str, port: int, inference, *, num_threads: int, timeout_ms: int, idle_timeout_ms: int,
                  max_body_bytes: int, enable_cors: bool, prometheus_path: str | None, metrics, model_names):
-        self.api = RestApi(core, max_body_bytes=max_body_bytes)
+        self.api = RestApi(inference, max_body_bytes=max_body_bytes)
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
         self.enable_cors = enable_cors
@@ -199,14 +199,14 @@ class RestServer:
                                close=has_body and not request.content.is_eof())
         try:
             body = await self._read_body(request, deadline) if has_body else b""
-            # The core gets what is left of the deadline (at least 1 ms: its timeout_ms 0 means none).
+            # The inference service gets what is left of the deadline (at least 1 ms: its timeout_ms 0 means none).
             timeout_ms = max(1, int((deadline - loop.time()) * 1000)) if deadline is not None else 0
             answer = loop.create_future()
             worker = self._executor.submit(self.api.handle, request.method, path, body,
                                            request.headers.get("Content-Encoding", ""), timeout_ms)
             worker.add_done_callback(lambda _: loop.call_soon_threadsafe(self._worker_done, worker, answer))
             try:
-                # On timeout the client gets its answer now; the worker keeps its slot until the core returns.
+                # On timeout the client gets its answer now; the worker keeps its slot until the model call returns.
                 async with asyncio.timeout_at(deadline):
                     payload = await answer
             except TimeoutError:
@@ -276,8 +276,8 @@ class RestServer:
 class RestApi:
     """TF Serving's /v1 API on one request (runs on a worker thread): -> the 200 body, or raises ServingError."""
 
-    def __init__(self, core, *, max_body_bytes: int):
-        self.core = core
+    def __init__(self, inference, *, max_body_bytes: int):
+        self.inference = inference
         self.max_body_bytes = max_body_bytes
 
     def handle(self, method: str, path: str, body: bytes, content_encoding: str, timeout_ms: int) -> bytes:
@@ -316,7 +316,7 @@ class RestApi:
         raise malformed
 
     def _post(self, name, version, label, verb, body, timeout_ms) -> bytes:
-        core = self.core
+        core = self.inference
         request = json_tensor.parse_json(body)
         signature_name = json_tensor.signature_name_of(request)
         if verb == "predict":
@@ -346,7 +346,7 @@ class RestApi:
         request.model_spec.name = name
         if version is not None:
             request.model_spec.version.value = version
-        response = self.core.status(request)
+        response = self.inference.status(request)
         # http_rest_api_util.cc ToJsonString: protobuf's C++ JSON printer with add_whitespace (1-space indent).
         return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1).encode()
 
@@ -359,7 +359,7 @@ class RestApi:
             request.model_spec.version.value = version
         elif label:
             request.model_spec.version_label = label
-        response = self.core.metadata(request)
+        response = self.inference.metadata(request)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_map)
         document = {

@@ -73,7 +73,7 @@ class ModelServer:
         self.options = options
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
-        self.manager = self.core = self.metrics = self.batcher = None
+        self.manager = self.inference = self.metrics = self.batcher = None
         self._grpc_server = self._rest_server = None
         self._config_thread = None
         self._stopped = threading.Event()  # stop requested: no new work
@@ -126,7 +126,7 @@ class ModelServer:
 
     # --------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> ModelServer:
-        from serving.core import ServingCore
+        from serving.inference import InferenceService
         from serving.manager import ModelManager
         from serving.metrics import Metrics
         from serving.servable import load_version
@@ -145,7 +145,7 @@ class ModelServer:
             session_config=self._session_config(),
             version_loader=functools.partial(load_version, prefer_tflite_model=o.prefer_tflite_model,
                                              tflite_interpreters=o.num_tflite_interpreters_per_pool))
-        self.core = ServingCore(self.manager, max_request_batch_size=o.max_request_batch_size,
+        self.inference = InferenceService(self.manager, max_request_batch_size=o.max_request_batch_size,
                                 max_implied_tensor_elements=o.max_implied_tensor_elements, batcher=self.batcher,
                                 metrics=self.metrics, enable_method_name_check=o.enable_signature_method_name_check)
         if o.enable_model_warmup:
@@ -174,7 +174,7 @@ class ModelServer:
                                       inter_op_parallelism_threads=o.tensorflow_inter_op_parallelism)
 
     def _warmup(self, loaded):
-        count = loaded.warmup(self.core.warmup_request)
+        count = loaded.warmup(self.inference.warmup_request)
         if count:
             log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
                      loaded.path, count)
@@ -191,7 +191,7 @@ class ModelServer:
             return
         try:
             self._grpc_server, ports = build_server(
-                self.core, addresses=addresses, max_threads=o.grpc_max_threads or self._default_grpc_threads(),
+                self.inference, addresses=addresses, max_threads=o.grpc_max_threads or self._default_grpc_threads(),
                 channel_arguments=o.grpc_channel_arguments, enable_health=o.enable_grpc_healthcheck_service,
                 ssl_config=self._ssl_config)
         except ValueError as error:
@@ -222,7 +222,7 @@ class ModelServer:
         from serving.rest import RestServer
         o = self.options
         self._rest_server = RestServer(
-            o.bind_address, o.rest_api_port, self.core,
+            o.bind_address, o.rest_api_port, self.inference,
             # REST workers block in batches like gRPC handler threads do, so the default pool is sized alike.
             num_threads=o.rest_api_num_threads or self._default_grpc_threads(), timeout_ms=o.rest_api_timeout_in_ms,
             idle_timeout_ms=o.rest_api_idle_timeout_in_ms, max_body_bytes=o.rest_api_max_request_bytes,

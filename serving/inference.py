@@ -1,5 +1,8 @@
 """The serving API both front ends call: Predict, Classify, Regress, MultiInference, GetModelMetadata,
-GetModelStatus, HandleReloadConfigRequest, with TF Serving's validation and messages. Raises ServingError."""
+GetModelStatus, HandleReloadConfigRequest, with TF Serving's validation and messages. Raises ServingError.
+
+The gRPC service (grpc_service.py) and the REST API (rest.py) are thin adapters over it, as TF Serving's
+prediction_service_impl.cc and http_rest_api_handler.cc are over its Predictor, Classifier and Regressor."""
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +57,13 @@ def _remaining_ms(deadline: float | None) -> int:
     return max(1, math.ceil(remaining * 1000))
 
 
-class ServingCore:
-    """`max_request_batch_size` (0 = unlimited) and `max_implied_tensor_elements` bound one request's cost; their
+class InferenceService:
+    """What the requests of both front ends run on: version resolution, signature checks, batching, deadlines,
+    errors and metrics. Not named after TF Serving's ServerCore, which manages models (that is serving.manager here);
+    this is the part upstream splits into TensorflowPredictor, TensorFlowClassifier, TensorFlowRegressor and the
+    GetModelMetadata/GetModelStatus implementations.
+
+    `max_request_batch_size` (0 = unlimited) and `max_implied_tensor_elements` bound one request's cost; their
     defaults and meaning are in serving.server.ServerOptions."""
 
     def __init__(self, manager, *, max_request_batch_size: int, max_implied_tensor_elements: int, batcher=None,
