@@ -11,15 +11,15 @@ import time
 
 import grpc
 import numpy as np
+import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from serving import tensors
 from serving.errors import ConfigError, ServingError, invalid
-from serving.servable import DEFAULT_SIGNATURE, LoadedVersion
+from serving.servable import LoadedVersion
 
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-PREDICT_METHOD = "tensorflow/serving/predict"
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+CLASSES, SCORES = tf.saved_model.CLASSIFY_OUTPUT_CLASSES, tf.saved_model.CLASSIFY_OUTPUT_SCORES
 
 
 def _set(names) -> str:
@@ -192,7 +192,7 @@ class InferenceService:
         signature = loaded.signatures.get(signature_name)
         if signature is None:
             raise invalid(not_found_message + signature_name)
-        kind = "classification" if method == CLASSIFY_METHOD else "regression"
+        kind = "classification" if method == tf.saved_model.CLASSIFY_METHOD_NAME else "regression"
         if self.enable_method_name_check and signature.method_name != method:
             raise invalid(f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}")
         if len(signature.inputs) != 1:
@@ -207,18 +207,18 @@ class InferenceService:
         from tensorflow_serving.apis import classification_pb2
 
         signature_name, signature, input_alias = self._checked_signature(
-            loaded, signature_name, CLASSIFY_METHOD, "No signature was found with the name: ")
-        output_keys = [k for k in ("classes", "scores") if k in signature.outputs]
+            loaded, signature_name, tf.saved_model.CLASSIFY_METHOD_NAME, "No signature was found with the name: ")
+        output_keys = [k for k in (CLASSES, SCORES) if k in signature.outputs]
         if not output_keys:
             raise invalid('Expected classification signature outputs to contain at least one of "classes" and '
                           '"scores".')
         examples = serialized_examples(input_proto)
         self.check_batch_size(len(examples))
         outputs = self.run_signature(loaded, signature_name, {input_alias: examples}, output_keys, timeout_ms)
-        classes, scores = outputs.get("classes"), outputs.get("scores")
+        classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
         batch = len(examples)
         # classifier.cc PostProcessClassificationResult's checks, in its order and words.
-        for alias, array, wanted in (("classes", classes, types_pb2.DT_STRING), ("scores", scores, types_pb2.DT_FLOAT)):
+        for alias, array, wanted in ((CLASSES, classes, types_pb2.DT_STRING), (SCORES, scores, types_pb2.DT_FLOAT)):
             if array is None:
                 continue
             if array.ndim != 2:
@@ -249,13 +249,13 @@ class InferenceService:
         from tensorflow_serving.apis import regression_pb2
 
         signature_name, signature, input_alias = self._checked_signature(
-            loaded, signature_name, REGRESS_METHOD, "No signature was found with the name: ")
-        if "outputs" not in signature.outputs:
+            loaded, signature_name, tf.saved_model.REGRESS_METHOD_NAME, "No signature was found with the name: ")
+        if tf.saved_model.REGRESS_OUTPUTS not in signature.outputs:
             raise invalid('Expected regression signature outputs to contain "outputs".')
         examples = serialized_examples(input_proto)
         self.check_batch_size(len(examples))
-        values = self.run_signature(loaded, signature_name, {input_alias: examples}, ["outputs"], timeout_ms)
-        values = values["outputs"]
+        values = self.run_signature(loaded, signature_name, {input_alias: examples}, [tf.saved_model.REGRESS_OUTPUTS],
+                                    timeout_ms)[tf.saved_model.REGRESS_OUTPUTS]
         batch = len(examples)
         # regressor.cc PostProcessRegressionResult's checks, in its order and words.
         if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
@@ -310,7 +310,7 @@ class InferenceService:
             if signature in seen:
                 raise invalid(f"Duplicate evaluation of signature: {signature}")
             seen.add(signature)
-            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+            if task.method_name not in (tf.saved_model.CLASSIFY_METHOD_NAME, tf.saved_model.REGRESS_METHOD_NAME):
                 raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: "
                                    f"{task.method_name}")
         deadline = _deadline(timeout_ms)
@@ -323,7 +323,7 @@ class InferenceService:
                     raise invalid(f"Requested signature not found in model graph: {signature}")
                 result = response.results.add()
                 remaining_ms = _remaining_ms(deadline)  # the tasks share the request's deadline
-                if task.method_name == CLASSIFY_METHOD:
+                if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
                     _, classification = self.classification_result(loaded, signature, request.input, remaining_ms)
                     result.classification_result.CopyFrom(classification)
                 else:
@@ -399,7 +399,7 @@ class InferenceService:
             self.regression_result(loaded, request.model_spec.signature_name, request.input)
         elif kind == "multi_inference_log":
             for task in log_entry.multi_inference_log.request.tasks:
-                if task.method_name == CLASSIFY_METHOD:
+                if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
                     self.classification_result(loaded, task.model_spec.signature_name,
                                                log_entry.multi_inference_log.request.input)
                 else:

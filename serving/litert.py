@@ -16,16 +16,18 @@ import os
 import queue
 
 import numpy as np
+import tensorflow as tf
 
 from serving.errors import ServingError
-from serving.servable import DEFAULT_SIGNATURE, VersionLifecycle, convert_input
+from serving.servable import VersionLifecycle, convert_input
 
 log = logging.getLogger(__name__)
 
 TFLITE_FILE = "model.tflite"
 LITERT_STEPS = "litert"
 INIT_OP_SIGNATURE = "__saved_model_init_op"  # tf.saved_model's table initializer, not a servable signature
-NETWORK_SIGNATURE = "serving_default"  # the signature of model.tflite the TF steps run between
+# The signature of model.tflite the TF steps run between (the converter keeps the SavedModel's signature keys).
+NETWORK_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 
 
 def inputs_step(signature: str) -> str:
@@ -67,7 +69,7 @@ class LiteRTVersion(VersionLifecycle):
             self._interpreters.put(runners)
 
     def signature(self, name: str):
-        return self.signatures.get(name or DEFAULT_SIGNATURE)
+        return self.signatures.get(name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY)
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray], output_keys, timeout_ms: int = 0):
         """Same contract as LoadedVersion.run: inputs by signature alias -> {output alias: ndarray}."""
@@ -152,9 +154,7 @@ def _signature_def(runner):
     import tensorflow as tf
     from tensorflow.core.protobuf import meta_graph_pb2
 
-    from serving.inference import PREDICT_METHOD
-
-    signature = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
+    signature = meta_graph_pb2.SignatureDef(method_name=tf.saved_model.PREDICT_METHOD_NAME)
     for field, details in ((signature.inputs, runner.get_input_details()),
                            (signature.outputs, runner.get_output_details())):
         for alias, tensor in details.items():

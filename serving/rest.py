@@ -30,7 +30,7 @@ from google.protobuf import json_format
 
 from serving import json_tensor
 from serving.errors import ServingError, invalid
-from serving.servable import DEFAULT_SIGNATURE
+from serving.inference import DEFAULT_SIGNATURE
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ import os
 import threading
 
 import numpy as np
+import tensorflow as tf
 
 from serving.errors import ServingError, invalid
 from serving.tensors import NUMPY_BY_DTYPE, base_dtype, dtype_name
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
@@ -119,7 +119,7 @@ class LoadedVersion(VersionLifecycle):
         self._callables.clear()
 
     def signature(self, name: str):
-        return self.signatures.get(name or DEFAULT_SIGNATURE)
+        return self.signatures.get(name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY)
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray], output_keys, timeout_ms: int = 0):
         """Runs a signature: inputs keyed by signature alias -> {output alias: ndarray}.
