@@ -68,9 +68,6 @@ class LiteRTVersion(VersionLifecycle):
             self.signatures = {key: _signature_def(runner) for key, runner in runners.items()}
             self._interpreters.put(runners)
 
-    def signature(self, name: str):
-        return self.signatures.get(name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY)
-
     def run(self, signature_name: str, inputs: dict[str, np.ndarray], output_keys, timeout_ms: int = 0):
         """Same contract as LoadedVersion.run: inputs by signature alias -> {output alias: ndarray}."""
         import tensorflow as tf

@@ -275,8 +275,8 @@ class ModelManager:
                 loaded.unload()
                 raise
         except Exception as error:  # any load failure ends up in status; other versions keep serving
-            message = getattr(error, "message", None) or str(error) or type(error).__name__
-            code = error.code.name if isinstance(error, ServingError) else _tf_code_name(error)
+            failure = error if isinstance(error, ServingError) else ServingError.from_tf(error)
+            message, code = failure.message, failure.code.name
             retry = record.attempts <= self.load_retries and not self._stop.is_set()
             log.error("Loading servable {name: %s version: %d} failed (attempt %d)%s: %s", model.name,
                       record.version, record.attempts,
@@ -369,10 +369,3 @@ class ModelManager:
                 return [model.versions[version]]
             return [model.versions[v] for v in sorted(model.versions, reverse=True)]
 
-
-def _tf_code_name(error) -> str:
-    code = getattr(error, "error_code", None)
-    if code is None:
-        return "UNKNOWN"
-    from serving.errors import CODE_BY_NUMBER
-    return CODE_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN).name

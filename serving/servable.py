@@ -61,7 +61,6 @@ class VersionLifecycle:
         path = os.path.join(self.path, WARMUP_FILE)
         if not os.path.exists(path):
             return 0
-        import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 
         count = 0
@@ -89,7 +88,6 @@ def load_version(name: str, version: int, path: str, tags=("serve",), session_co
 
 class LoadedVersion(VersionLifecycle):
     def __init__(self, name: str, version: int, path: str, tags=("serve",), session_config=None):
-        import tensorflow as tf
         from tensorflow.python.saved_model import loader_impl
 
         super().__init__()
@@ -118,9 +116,6 @@ class LoadedVersion(VersionLifecycle):
         self._endpoints.clear()
         self._callables.clear()
 
-    def signature(self, name: str):
-        return self.signatures.get(name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY)
-
     def run(self, signature_name: str, inputs: dict[str, np.ndarray], output_keys, timeout_ms: int = 0):
         """Runs a signature: inputs keyed by signature alias -> {output alias: ndarray}.
 
@@ -128,8 +123,6 @@ class LoadedVersion(VersionLifecycle):
         DEADLINE_EXCEEDED when it passes, so an abandoned request stops using CPU. Without a timeout the run goes
         through a cached C API callable, about half the per-call overhead of TF_SessionRun.
         """
-        import tensorflow as tf
-
         signature = self.signatures[signature_name]
         input_keys = tuple(sorted(inputs))
         output_keys = tuple(output_keys)
