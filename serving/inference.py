@@ -6,13 +6,17 @@ prediction_service_impl.cc and http_rest_api_handler.cc are over its Predictor, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
+from collections.abc import Callable
 
 import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import model_pb2
 
 from serving import tensors
 from serving.errors import ConfigError, ServingError, invalid
@@ -20,6 +24,17 @@ from serving.servable import LoadedVersion
 
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 CLASSES, SCORES = tf.saved_model.CLASSIFY_OUTPUT_CLASSES, tf.saved_model.CLASSIFY_OUTPUT_SCORES
+# The front ends, as the `entrypoint` label of /tensorflow/serving/request_latency names them.
+GRPC, REST = "GRPC", "REST"
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """A Predict call's result: the model spec to echo (name, version served, signature), the signature that ran,
+    and its outputs by alias. gRPC writes the outputs as TensorProtos, REST as JSON."""
+    model_spec: model_pb2.ModelSpec
+    signature: meta_graph_pb2.SignatureDef
+    outputs: dict[str, np.ndarray]
 
 
 def _set(names) -> str:
@@ -77,7 +92,7 @@ class InferenceService:
 
     # -------------------------------------------------------------------------------------------- helpers
     @contextlib.contextmanager
-    def servable(self, name: str, version: int | None = None, label: str | None = None):
+    def _servable(self, name: str, version: int | None = None, label: str | None = None):
         loaded = self.manager.resolve(name, version, label)
         try:
             yield loaded
@@ -85,15 +100,17 @@ class InferenceService:
             loaded.release()
 
     @staticmethod
-    def spec_args(model_spec) -> tuple[str, int | None, str | None]:
+    def _spec_args(model_spec) -> tuple[str, int | None, str | None]:
         choice = model_spec.WhichOneof("version_choice")
         version = model_spec.version.value if choice == "version" else None
         label = model_spec.version_label if choice == "version_label" else None
         return model_spec.name, version, label
 
     @contextlib.contextmanager
-    def observe(self, model_name: str, api: str, entrypoint: str):
-        """Counts the request in /tensorflow/serving/request_count and request_latency."""
+    def _observe(self, model_name: str, api: str, entrypoint: str):
+        """Counts the request in /tensorflow/serving/request_count and request_latency. The API label is the gRPC
+        method name, or the URL verb for REST (`predict`), as TF Serving labels them."""
+        api = api if entrypoint == GRPC else api.lower()
         started = time.perf_counter()
         status = "OK"
         try:
@@ -163,22 +180,30 @@ class InferenceService:
                 self.check_batch_size(array.shape[0])
         return self.run_signature(loaded, signature_name, inputs, output_keys, timeout_ms)
 
-    def predict(self, request, entrypoint="GRPC", timeout_ms: int = 0):
+    def predict_tensors(self, model_spec, inputs_of: Callable[[dict], dict[str, np.ndarray]], output_filter=(),
+                        *, entrypoint: str, timeout_ms: int = 0) -> Prediction:
+        """Predict on the version `model_spec` names. `inputs_of(signature_defs)` decodes the request's inputs once the
+        version is acquired: gRPC's TensorProtos need nothing from it, REST's JSON needs the signature's dtypes."""
+        name, version, label = self._spec_args(model_spec)
+        with self._observe(name, "Predict", entrypoint), self._servable(name, version, label) as loaded:
+            inputs = inputs_of(loaded.signatures)
+            outputs = self.predict_arrays(loaded, model_spec.signature_name, inputs, output_filter, timeout_ms)
+            echo = model_pb2.ModelSpec()
+            self._echo(echo, name, loaded, model_spec.signature_name)
+            return Prediction(echo, loaded.signatures[echo.signature_name], outputs)
+
+    def predict(self, request, entrypoint=GRPC, timeout_ms: int = 0):
         from tensorflow_serving.apis import predict_pb2
 
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
-        name, version, label = self.spec_args(request.model_spec)
-        with self.observe(name, "Predict", entrypoint), self.servable(name, version, label) as loaded:
-            inputs = {alias: self.to_numpy(proto) for alias, proto in request.inputs.items()}
-            outputs = self.predict_arrays(loaded, request.model_spec.signature_name, inputs,
-                                          list(request.output_filter), timeout_ms)
-            response = predict_pb2.PredictResponse()
-            signature = loaded.signatures[request.model_spec.signature_name or DEFAULT_SIGNATURE]
-            for alias, array in outputs.items():
-                response.outputs[alias].CopyFrom(tensors.to_proto(array, signature.outputs[alias].dtype))
-            self._echo(response.model_spec, name, loaded, request.model_spec.signature_name)
-            return response
+        prediction = self.predict_tensors(
+            request.model_spec, lambda _: {alias: self.to_numpy(proto) for alias, proto in request.inputs.items()},
+            list(request.output_filter), entrypoint=entrypoint, timeout_ms=timeout_ms)
+        response = predict_pb2.PredictResponse(model_spec=prediction.model_spec)
+        for alias, array in prediction.outputs.items():
+            response.outputs[alias].CopyFrom(tensors.to_proto(array, prediction.signature.outputs[alias].dtype))
+        return response
 
     @staticmethod
     def _echo(spec, name, loaded, signature_name):
@@ -275,26 +300,26 @@ class InferenceService:
         """Classify and Regress share everything but the result they compute and the response they fill."""
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
-        name, version, label = self.spec_args(request.model_spec)
-        with self.observe(name, api, entrypoint), self.servable(name, version, label) as loaded:
+        name, version, label = self._spec_args(request.model_spec)
+        with self._observe(name, api, entrypoint), self._servable(name, version, label) as loaded:
             signature_name, result = compute(loaded, request.model_spec.signature_name, request.input, timeout_ms)
             response = response_type(result=result)
             self._echo(response.model_spec, name, loaded, signature_name)
             return response
 
-    def classify(self, request, entrypoint="GRPC", timeout_ms=0):
+    def classify(self, request, entrypoint=GRPC, timeout_ms=0):
         from tensorflow_serving.apis import classification_pb2
 
         return self._single_result(request, "Classify", self.classification_result,
                                    classification_pb2.ClassificationResponse, entrypoint, timeout_ms)
 
-    def regress(self, request, entrypoint="GRPC", timeout_ms=0):
+    def regress(self, request, entrypoint=GRPC, timeout_ms=0):
         from tensorflow_serving.apis import regression_pb2
 
         return self._single_result(request, "Regress", self.regression_result,
                                    regression_pb2.RegressionResponse, entrypoint, timeout_ms)
 
-    def multi_inference(self, request, entrypoint="GRPC", timeout_ms=0):
+    def multi_inference(self, request, entrypoint=GRPC, timeout_ms=0):
         from tensorflow_serving.apis import inference_pb2
 
         if not request.tasks:
@@ -314,8 +339,8 @@ class InferenceService:
                 raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: "
                                    f"{task.method_name}")
         deadline = _deadline(timeout_ms)
-        name, version, label = self.spec_args(request.tasks[0].model_spec)
-        with self.observe(name, "MultiInference", entrypoint), self.servable(name, version, label) as loaded:
+        name, version, label = self._spec_args(request.tasks[0].model_spec)
+        with self._observe(name, "MultiInference", entrypoint), self._servable(name, version, label) as loaded:
             response = inference_pb2.MultiInferenceResponse()
             for task in request.tasks:
                 signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -343,8 +368,8 @@ class InferenceService:
         for field in request.metadata_field:
             if field != "signature_def":
                 raise invalid(f"Metadata field {field} is not supported")
-        name, version, label = self.spec_args(request.model_spec)
-        with self.servable(name, version, label) as loaded:
+        name, version, label = self._spec_args(request.model_spec)
+        with self._servable(name, version, label) as loaded:
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             response.model_spec.name = name
             response.model_spec.version.value = loaded.version
