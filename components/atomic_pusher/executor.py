@@ -18,11 +18,12 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from serving import versions
+
 
 def next_version(base_directory: str, now: float | None = None) -> int:
-    """Unix-timestamp version, strictly greater than every existing numeric version (two pushes in one second)."""
-    existing = [int(name.rstrip("/")) for name in (fileio.listdir(base_directory) if fileio.exists(base_directory)
-                                                   else []) if name.rstrip("/").isdigit()]
+    """Unix-timestamp version, strictly greater than every existing version (two pushes in one second)."""
+    existing = versions.version_directories(base_directory) or {}
     return max([int(now if now is not None else time.time())] + [v + 1 for v in existing])
 
 
