@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from components.atomic_pusher.executor import next_version
+from components.atomic_pusher.executor import next_version, publish
 from serving import versions
 
 
@@ -33,8 +33,21 @@ def test_newest_complete_version_skips_a_half_written_one(tmp_path):
     assert versions.newest_complete_version(str(base)) == (7, str(base / "7"))
 
 
-def test_next_version_sorts_after_every_existing_one(tmp_path):
-    base = tmp_path / "serving"
-    (base / "99999999999").mkdir(parents=True)  # a version from the future
-    (base / ".staging-123456789999-ab12").mkdir()
+def test_publish_puts_a_complete_version_above_every_existing_one(tmp_path):
+    model, base = tmp_path / "trainer", tmp_path / "serving"
+    _saved_model(model)
+    (base / "99999999999").mkdir(parents=True)  # a version from the future: the next one still sorts after it
     assert next_version(str(base), now=1000) == 100000000000
+    for atomic_rename in (True, False):
+        path, version = publish(str(model), str(base), atomic_rename=atomic_rename)
+        assert path == str(base / version)
+        assert versions.is_complete(path)
+        assert os.path.getsize(os.path.join(path, "variables", "variables.data-00000-of-00001")) == 1000
+    published = versions.version_directories(str(base))
+    assert sorted(published) == [99999999999, 100000000000, 100000000001]
+    assert sorted(os.listdir(base)) == sorted(os.path.basename(p) for p in published.values())  # no staging left
+    # Copied in place (object stores), saved_model.pb is written after every other file.
+    in_place = published[100000000001]
+    others = [os.stat(os.path.join(root, name)).st_mtime_ns for root, _, names in os.walk(in_place)
+              for name in names if name != "saved_model.pb"]
+    assert os.stat(os.path.join(in_place, "saved_model.pb")).st_mtime_ns >= max(others)
