@@ -16,9 +16,19 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_pb2,
+    predict_pb2,
+    regression_pb2,
+)
 
 from serving import tensors
+from serving.config import validate_model_server_config
 from serving.errors import ConfigError, ServingError, invalid
 from serving.servable import LoadedVersion
 
@@ -193,8 +203,6 @@ class InferenceService:
             return Prediction(echo, loaded.signatures[echo.signature_name], outputs)
 
     def predict(self, request, entrypoint=GRPC, timeout_ms: int = 0):
-        from tensorflow_serving.apis import predict_pb2
-
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         prediction = self.predict_tensors(
@@ -229,8 +237,6 @@ class InferenceService:
         return signature_name, signature, input_alias
 
     def classification_result(self, loaded, signature_name, input_proto, timeout_ms=0):
-        from tensorflow_serving.apis import classification_pb2
-
         signature_name, signature, input_alias = self._checked_signature(
             loaded, signature_name, tf.saved_model.CLASSIFY_METHOD_NAME, "No signature was found with the name: ")
         output_keys = [k for k in (CLASSES, SCORES) if k in signature.outputs]
@@ -271,8 +277,6 @@ class InferenceService:
         return signature_name, result
 
     def regression_result(self, loaded, signature_name, input_proto, timeout_ms=0):
-        from tensorflow_serving.apis import regression_pb2
-
         signature_name, signature, input_alias = self._checked_signature(
             loaded, signature_name, tf.saved_model.REGRESS_METHOD_NAME, "No signature was found with the name: ")
         if tf.saved_model.REGRESS_OUTPUTS not in signature.outputs:
@@ -308,20 +312,14 @@ class InferenceService:
             return response
 
     def classify(self, request, entrypoint=GRPC, timeout_ms=0):
-        from tensorflow_serving.apis import classification_pb2
-
         return self._single_result(request, "Classify", self.classification_result,
                                    classification_pb2.ClassificationResponse, entrypoint, timeout_ms)
 
     def regress(self, request, entrypoint=GRPC, timeout_ms=0):
-        from tensorflow_serving.apis import regression_pb2
-
         return self._single_result(request, "Regress", self.regression_result,
                                    regression_pb2.RegressionResponse, entrypoint, timeout_ms)
 
     def multi_inference(self, request, entrypoint=GRPC, timeout_ms=0):
-        from tensorflow_serving.apis import inference_pb2
-
         if not request.tasks:
             raise invalid("Empty MultiInferenceRequest")
         names = {task.model_spec.name for task in request.tasks}
@@ -359,8 +357,6 @@ class InferenceService:
 
     # ------------------------------------------------------------------------------------ metadata / status
     def metadata(self, request):
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         if not request.metadata_field:
@@ -380,8 +376,6 @@ class InferenceService:
             return response
 
     def status(self, request):
-        from tensorflow_serving.apis import get_model_status_pb2
-
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         spec = request.model_spec
@@ -395,9 +389,6 @@ class InferenceService:
         return response
 
     def reload_config(self, request):
-        from tensorflow_serving.apis import model_management_pb2
-
-        from serving.config import validate_model_server_config
 
         try:
             validate_model_server_config(request.config)

@@ -16,7 +16,9 @@ import threading
 import time
 
 from serving import config as config_files
+from serving.batching import BatchingOptions, BatchScheduler
 from serving.errors import ConfigError
+from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 MAX_DEFAULT_BATCHING_GRPC_THREADS = 256
@@ -106,7 +108,6 @@ class ModelServer:
             self._model_config = config_files.single_model_config(o.model_name, o.model_base_path)
         batching = None
         if o.enable_batching:
-            from serving.batching import BatchingOptions
             params = (config_files.read_batching_parameters(o.batching_parameters_file)
                       if o.batching_parameters_file else config_files.BatchingParameters())
             try:
@@ -126,16 +127,16 @@ class ModelServer:
 
     # --------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> ModelServer:
+        # Imported here, not at the top: they import TensorFlow, which serving.main imports (without Keras) only after
+        # the flags are checked; ServerOptions is imported before that.
         from serving.inference import InferenceService
         from serving.manager import ModelManager
-        from serving.metrics import Metrics
         from serving.servable import load_version
 
         o = self.options
         batching, prometheus_path = self._read_configs()
         self.metrics = Metrics()
         if batching is not None:
-            from serving.batching import BatchScheduler
             self.batcher = BatchScheduler(batching, self.metrics)
         self.manager = ModelManager(
             poll_seconds=o.file_system_poll_wait_seconds, load_retries=max(0, o.max_num_load_retries),
@@ -169,7 +170,7 @@ class ModelServer:
         o = self.options
         if not (o.tensorflow_intra_op_parallelism or o.tensorflow_inter_op_parallelism):
             return None
-        from tensorflow.core.protobuf import config_pb2
+        from tensorflow.core.protobuf import config_pb2  # imports TensorFlow: see start()
         return config_pb2.ConfigProto(intra_op_parallelism_threads=o.tensorflow_intra_op_parallelism,
                                       inter_op_parallelism_threads=o.tensorflow_inter_op_parallelism)
 
@@ -180,7 +181,7 @@ class ModelServer:
                      loaded.path, count)
 
     def _start_grpc(self):
-        from serving.grpc_service import build_server
+        from serving.grpc_service import build_server  # imports TensorFlow: see start()
         o = self.options
         addresses = []
         if o.port:
@@ -219,7 +220,7 @@ class ModelServer:
         return threads
 
     def _start_rest(self, prometheus_path):
-        from serving.rest import RestServer
+        from serving.rest import RestServer  # imports TensorFlow: see start()
         o = self.options
         self._rest_server = RestServer(
             o.bind_address, o.rest_api_port, self.inference,
