@@ -135,15 +135,15 @@ class InferenceService:
             if self.metrics is not None:
                 self.metrics.observe_request(model_name, api, entrypoint, status, time.perf_counter() - started)
 
-    def check_batch_size(self, size: int) -> None:
+    def _check_batch_size(self, size: int) -> None:
         if self.max_request_batch_size and size > self.max_request_batch_size:
             raise invalid(f"Request batch size {size} is larger than the limit of {self.max_request_batch_size} "
                           "(--max_request_batch_size)")
 
-    def to_numpy(self, proto) -> np.ndarray:
+    def _to_numpy(self, proto) -> np.ndarray:
         return tensors.to_numpy(proto, self.max_implied_tensor_elements)
 
-    def run_signature(self, loaded: LoadedVersion, signature_name: str, inputs: dict, output_keys,
+    def _run_signature(self, loaded: LoadedVersion, signature_name: str, inputs: dict, output_keys,
                       timeout_ms: int = 0) -> dict:
         """Runs through the batcher when batching is on; `timeout_ms` (> 0) bounds the wait and the model run."""
         deadline = _deadline(timeout_ms)
@@ -156,7 +156,7 @@ class InferenceService:
             inputs, deadline=deadline)
 
     # --------------------------------------------------------------------------------------------- predict
-    def predict_arrays(self, loaded: LoadedVersion, signature_name: str, inputs: dict[str, np.ndarray],
+    def _predict_arrays(self, loaded: LoadedVersion, signature_name: str, inputs: dict[str, np.ndarray],
                        output_filter=(), timeout_ms: int = 0) -> dict[str, np.ndarray]:
         signature_name = signature_name or DEFAULT_SIGNATURE
         signature = loaded.signatures.get(signature_name)
@@ -187,8 +187,8 @@ class InferenceService:
             output_keys = tuple(sorted(signature.outputs))
         for array in inputs.values():
             if array.ndim and array.dtype == np.object_:  # numeric inputs cost in proportion to their bytes
-                self.check_batch_size(array.shape[0])
-        return self.run_signature(loaded, signature_name, inputs, output_keys, timeout_ms)
+                self._check_batch_size(array.shape[0])
+        return self._run_signature(loaded, signature_name, inputs, output_keys, timeout_ms)
 
     def predict_tensors(self, model_spec, inputs_of: Callable[[dict], dict[str, np.ndarray]], output_filter=(),
                         *, entrypoint: str, timeout_ms: int = 0) -> Prediction:
@@ -197,7 +197,7 @@ class InferenceService:
         name, version, label = self._spec_args(model_spec)
         with self._observe(name, "Predict", entrypoint), self._servable(name, version, label) as loaded:
             inputs = inputs_of(loaded.signatures)
-            outputs = self.predict_arrays(loaded, model_spec.signature_name, inputs, output_filter, timeout_ms)
+            outputs = self._predict_arrays(loaded, model_spec.signature_name, inputs, output_filter, timeout_ms)
             echo = model_pb2.ModelSpec()
             self._echo(echo, name, loaded, model_spec.signature_name)
             return Prediction(echo, loaded.signatures[echo.signature_name], outputs)
@@ -206,7 +206,7 @@ class InferenceService:
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         prediction = self.predict_tensors(
-            request.model_spec, lambda _: {alias: self.to_numpy(proto) for alias, proto in request.inputs.items()},
+            request.model_spec, lambda _: {alias: self._to_numpy(proto) for alias, proto in request.inputs.items()},
             list(request.output_filter), entrypoint=entrypoint, timeout_ms=timeout_ms)
         response = predict_pb2.PredictResponse(model_spec=prediction.model_spec)
         for alias, array in prediction.outputs.items():
@@ -236,7 +236,7 @@ class InferenceService:
                           f"got {tensors.dtype_name(input_info.dtype)}")
         return signature_name, signature, input_alias
 
-    def classification_result(self, loaded, signature_name, input_proto, timeout_ms=0):
+    def _classification_result(self, loaded, signature_name, input_proto, timeout_ms=0):
         signature_name, signature, input_alias = self._checked_signature(
             loaded, signature_name, tf.saved_model.CLASSIFY_METHOD_NAME, "No signature was found with the name: ")
         output_keys = [k for k in (CLASSES, SCORES) if k in signature.outputs]
@@ -244,8 +244,8 @@ class InferenceService:
             raise invalid('Expected classification signature outputs to contain at least one of "classes" and '
                           '"scores".')
         examples = serialized_examples(input_proto)
-        self.check_batch_size(len(examples))
-        outputs = self.run_signature(loaded, signature_name, {input_alias: examples}, output_keys, timeout_ms)
+        self._check_batch_size(len(examples))
+        outputs = self._run_signature(loaded, signature_name, {input_alias: examples}, output_keys, timeout_ms)
         classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
         batch = len(examples)
         # classifier.cc PostProcessClassificationResult's checks, in its order and words.
@@ -276,14 +276,14 @@ class InferenceService:
                     entry.score = float(scores[i, j])
         return signature_name, result
 
-    def regression_result(self, loaded, signature_name, input_proto, timeout_ms=0):
+    def _regression_result(self, loaded, signature_name, input_proto, timeout_ms=0):
         signature_name, signature, input_alias = self._checked_signature(
             loaded, signature_name, tf.saved_model.REGRESS_METHOD_NAME, "No signature was found with the name: ")
         if tf.saved_model.REGRESS_OUTPUTS not in signature.outputs:
             raise invalid('Expected regression signature outputs to contain "outputs".')
         examples = serialized_examples(input_proto)
-        self.check_batch_size(len(examples))
-        values = self.run_signature(loaded, signature_name, {input_alias: examples}, [tf.saved_model.REGRESS_OUTPUTS],
+        self._check_batch_size(len(examples))
+        values = self._run_signature(loaded, signature_name, {input_alias: examples}, [tf.saved_model.REGRESS_OUTPUTS],
                                     timeout_ms)[tf.saved_model.REGRESS_OUTPUTS]
         batch = len(examples)
         # regressor.cc PostProcessRegressionResult's checks, in its order and words.
@@ -312,11 +312,11 @@ class InferenceService:
             return response
 
     def classify(self, request, entrypoint=GRPC, timeout_ms=0):
-        return self._single_result(request, "Classify", self.classification_result,
+        return self._single_result(request, "Classify", self._classification_result,
                                    classification_pb2.ClassificationResponse, entrypoint, timeout_ms)
 
     def regress(self, request, entrypoint=GRPC, timeout_ms=0):
-        return self._single_result(request, "Regress", self.regression_result,
+        return self._single_result(request, "Regress", self._regression_result,
                                    regression_pb2.RegressionResponse, entrypoint, timeout_ms)
 
     def multi_inference(self, request, entrypoint=GRPC, timeout_ms=0):
@@ -347,10 +347,10 @@ class InferenceService:
                 result = response.results.add()
                 remaining_ms = _remaining_ms(deadline)  # the tasks share the request's deadline
                 if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
-                    _, classification = self.classification_result(loaded, signature, request.input, remaining_ms)
+                    _, classification = self._classification_result(loaded, signature, request.input, remaining_ms)
                     result.classification_result.CopyFrom(classification)
                 else:
-                    _, regression = self.regression_result(loaded, signature, request.input, remaining_ms)
+                    _, regression = self._regression_result(loaded, signature, request.input, remaining_ms)
                     result.regression_result.CopyFrom(regression)
                 self._echo(result.model_spec, name, loaded, signature)
             return response
@@ -405,21 +405,21 @@ class InferenceService:
         kind = log_entry.WhichOneof("log_type")
         if kind == "predict_log":
             request = log_entry.predict_log.request
-            inputs = {alias: self.to_numpy(proto) for alias, proto in request.inputs.items()}
-            self.predict_arrays(loaded, request.model_spec.signature_name, inputs, list(request.output_filter))
+            inputs = {alias: self._to_numpy(proto) for alias, proto in request.inputs.items()}
+            self._predict_arrays(loaded, request.model_spec.signature_name, inputs, list(request.output_filter))
         elif kind == "classify_log":
             request = log_entry.classify_log.request
-            self.classification_result(loaded, request.model_spec.signature_name, request.input)
+            self._classification_result(loaded, request.model_spec.signature_name, request.input)
         elif kind == "regress_log":
             request = log_entry.regress_log.request
-            self.regression_result(loaded, request.model_spec.signature_name, request.input)
+            self._regression_result(loaded, request.model_spec.signature_name, request.input)
         elif kind == "multi_inference_log":
             for task in log_entry.multi_inference_log.request.tasks:
                 if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
-                    self.classification_result(loaded, task.model_spec.signature_name,
+                    self._classification_result(loaded, task.model_spec.signature_name,
                                                log_entry.multi_inference_log.request.input)
                 else:
-                    self.regression_result(loaded, task.model_spec.signature_name,
+                    self._regression_result(loaded, task.model_spec.signature_name,
                                            log_entry.multi_inference_log.request.input)
         else:
             raise invalid(f"Unsupported log_type for warmup: {kind}")

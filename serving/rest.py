@@ -281,7 +281,8 @@ class RestServer:
 
 
 class RestApi:
-    """TF Serving's /v1 API on one request (runs on a worker thread): -> the 200 body, or raises ServingError."""
+    """TF Serving's /v1 API on one request (runs on a worker thread): -> the 200 body, or raises ServingError.
+    Routing and JSON only: every call goes to the InferenceService the gRPC service calls."""
 
     def __init__(self, inference, *, max_body_bytes: int):
         self.inference = inference
