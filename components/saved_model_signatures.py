@@ -2,15 +2,12 @@
 
 `tf.saved_model.save` writes every signature with method_name `tensorflow/serving/predict`; TF Serving's Classify and
 Regress APIs refuse such signatures ("Expected classification signature method_name to be
-tensorflow/serving/classify"). TF2 loaders ignore method_name, so rewriting it after saving is safe.
+tensorflow/serving/classify"). TF2 loaders ignore method_name, so rewriting it after saving is safe. The method names
+are TensorFlow's own constants: tf.saved_model.CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME, PREDICT_METHOD_NAME.
 """
 from __future__ import annotations
 
 import os
-
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 
 
 def set_method_names(export_dir: str, method_by_signature: dict[str, str]) -> None:

@@ -184,7 +184,7 @@ class BatchScheduler:
                 merged = {n: np.concatenate([a, np.repeat(a[:1], padded - size, axis=0)]) for n, a in merged.items()}
             outputs = batch.run(merged, _timeout_ms([t.deadline for t in tasks], started))
             if self._metrics is not None:
-                self._metrics.record_batch(size, padded, (started - batch.created) * 1e6)
+                self._metrics.record_batch(padded, (started - batch.created) * 1e6)
             offset = 0
             for task in tasks:
                 split = {}

@@ -5,6 +5,9 @@
 
 both return one ImagePrediction per image: the top-1 label and the top-k (label, score) pairs, for models with the
 image classifier contract (serving_default: image_bytes -> scores, classes, label).
+
+GrpcClient imports grpc and the TensorFlow protos when used, not at the top: RestClient, and with it
+`image-retrain predict --rest`, then starts without loading TensorFlow.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import os
 import re
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 from serving.errors import ConfigError
 
@@ -76,7 +77,6 @@ def parse_text_proto(text: str, message, path: str = "<string>"):
 
 
 def read_model_server_config(path: str):
-    from tensorflow_serving.config import model_server_config_pb2
     config = parse_text_proto(_read(path, "model config file"), model_server_config_pb2.ModelServerConfig(), path)
     validate_model_server_config(config)
     return config
@@ -111,7 +111,6 @@ def validate_model_name(name: str) -> None:
 
 def single_model_config(name: str, base_path: str):
     """--model_name/--model_base_path -> the equivalent one-model ModelServerConfig."""
-    from tensorflow_serving.config import model_server_config_pb2
     if not base_path:
         raise ConfigError("Both --model_base_path and --model_config_file are empty; set one of them")
     config = model_server_config_pb2.ModelServerConfig()

@@ -1,4 +1,4 @@
-"""The one error type the serving core raises: a gRPC status code plus TF Serving's message text."""
+"""The one error type serving.inference raises: a gRPC status code plus TF Serving's message text."""
 from __future__ import annotations
 
 import grpc
@@ -40,14 +40,12 @@ class ServingError(Exception):
     def http_status(self) -> int:
         return self._http_status or HTTP_STATUS_BY_CODE.get(self.code, 500)
 
-    @property
-    def code_name(self) -> str:
-        return self.code.name
-
     @classmethod
-    def from_tf(cls, error) -> "ServingError":
-        """A tf.errors.OpError -> the same code (TF and gRPC share the numbering) and message."""
-        return cls(CODE_BY_NUMBER.get(getattr(error, "error_code", 2), grpc.StatusCode.UNKNOWN), error.message)
+    def from_tf(cls, error: Exception) -> "ServingError":
+        """A tf.errors.OpError -> the same code (TF and gRPC share the numbering) and message; any other exception
+        -> UNKNOWN with its text."""
+        code = CODE_BY_NUMBER.get(getattr(error, "error_code", None), grpc.StatusCode.UNKNOWN)
+        return cls(code, getattr(error, "message", None) or str(error) or type(error).__name__)
 
 
 def invalid(message: str) -> ServingError:

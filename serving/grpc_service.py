@@ -40,41 +40,41 @@ def _abort_on_error(method):
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, core):
-        self.core = core
+    def __init__(self, inference):
+        self.inference = inference
 
     @_abort_on_error
     def Predict(self, request, context):
-        return self.core.predict(request, timeout_ms=timeout_ms(context))
+        return self.inference.predict(request, timeout_ms=timeout_ms(context))
 
     @_abort_on_error
     def Classify(self, request, context):
-        return self.core.classify(request, timeout_ms=timeout_ms(context))
+        return self.inference.classify(request, timeout_ms=timeout_ms(context))
 
     @_abort_on_error
     def Regress(self, request, context):
-        return self.core.regress(request, timeout_ms=timeout_ms(context))
+        return self.inference.regress(request, timeout_ms=timeout_ms(context))
 
     @_abort_on_error
     def MultiInference(self, request, context):
-        return self.core.multi_inference(request, timeout_ms=timeout_ms(context))
+        return self.inference.multi_inference(request, timeout_ms=timeout_ms(context))
 
     @_abort_on_error
     def GetModelMetadata(self, request, context):
-        return self.core.metadata(request)
+        return self.inference.metadata(request)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core):
-        self.core = core
+    def __init__(self, inference):
+        self.inference = inference
 
     @_abort_on_error
     def GetModelStatus(self, request, context):
-        return self.core.status(request)
+        return self.inference.status(request)
 
     @_abort_on_error
     def HandleReloadConfigRequest(self, request, context):
-        return self.core.reload_config(request)
+        return self.inference.reload_config(request)
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, object]]:
@@ -96,7 +96,7 @@ def server_credentials(ssl_config) -> grpc.ServerCredentials:
         root_certificates=ssl_config.custom_ca.encode() or None, require_client_auth=ssl_config.client_verify)
 
 
-def build_server(core, *, addresses: list[str], max_threads: int, channel_arguments: str = "",
+def build_server(inference, *, addresses: list[str], max_threads: int, channel_arguments: str = "",
                  enable_health: bool = False, ssl_config=None) -> tuple[grpc.Server, list[int]]:
     """Creates and binds (not starts) the gRPC server; returns it and the bound ports. With `ssl_config` (SSLConfig)
     every address, TCP and UNIX socket alike, serves TLS only, as tensorflow_model_server does."""
@@ -104,8 +104,8 @@ def build_server(core, *, addresses: list[str], max_threads: int, channel_argume
     options += parse_channel_arguments(channel_arguments)
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_threads,
                                                                 thread_name_prefix="grpc"), options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(core), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(inference), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(inference), server)
     if enable_health:
         try:
             from grpc_health.v1 import health, health_pb2, health_pb2_grpc

@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import input_pb2
 
 from serving.errors import ServingError, invalid
 from serving.tensors import NUMPY_BY_DTYPE, dtype_name
@@ -351,10 +352,9 @@ def _example(value) -> example_pb2.Example:
     return example
 
 
-def classify_regress_input_from_json(request: dict, method: str):
-    """A parsed classify/regress request -> tensorflow.serving.Input proto."""
-    from tensorflow_serving.apis import input_pb2
-
+def classify_regress_input_from_json(request: dict, method: str, proto=None):
+    """A parsed classify/regress request -> tensorflow.serving.Input proto, filled into `proto` when given (the
+    `input` of a ClassificationRequest or RegressionRequest, so the examples are not copied again)."""
     if "examples" not in request:
         raise invalid(f"JSON Value: {_debug(request)} When method is {method}, key 'examples' is expected and "
                       "was not found")
@@ -364,12 +364,13 @@ def classify_regress_input_from_json(request: dict, method: str):
     if not examples:
         raise invalid(f"JSON Value: {_debug(examples)} 'examples' value is an empty array")
     parsed = [_example(e) for e in examples]
+    proto = input_pb2.Input() if proto is None else proto
     if "context" in request:
-        proto = input_pb2.Input()
         proto.example_list_with_context.context.CopyFrom(_example(request["context"]))
         proto.example_list_with_context.examples.extend(parsed)
-        return proto
-    return input_pb2.Input(example_list=input_pb2.ExampleList(examples=parsed))
+    else:
+        proto.example_list.examples.extend(parsed)
+    return proto
 
 
 # --------------------------------------------------------------------------------------------------- responses

@@ -15,17 +15,22 @@ import logging
 import os
 import queue
 
+import grpc
 import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.python.saved_model import loader_impl
 
 from serving.errors import ServingError
-from serving.servable import DEFAULT_SIGNATURE, VersionLifecycle, convert_input
+from serving.servable import VersionLifecycle, convert_input
 
 log = logging.getLogger(__name__)
 
 TFLITE_FILE = "model.tflite"
 LITERT_STEPS = "litert"
 INIT_OP_SIGNATURE = "__saved_model_init_op"  # tf.saved_model's table initializer, not a servable signature
-NETWORK_SIGNATURE = "serving_default"  # the signature of model.tflite the TF steps run between
+# The signature of model.tflite the TF steps run between (the converter keeps the SavedModel's signature keys).
+NETWORK_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 
 
 def inputs_step(signature: str) -> str:
@@ -66,20 +71,15 @@ class LiteRTVersion(VersionLifecycle):
             self.signatures = {key: _signature_def(runner) for key, runner in runners.items()}
             self._interpreters.put(runners)
 
-    def signature(self, name: str):
-        return self.signatures.get(name or DEFAULT_SIGNATURE)
-
     def run(self, signature_name: str, inputs: dict[str, np.ndarray], output_keys, timeout_ms: int = 0):
         """Same contract as LoadedVersion.run: inputs by signature alias -> {output alias: ndarray}."""
-        import tensorflow as tf
-
         signature = self.signatures[signature_name]
         feeds = {alias: convert_input(inputs[alias], signature.inputs[alias].dtype, i)
                  for i, alias in enumerate(sorted(inputs))}
         if self._steps is None:
             return {key: value for key, value in self._invoke(signature_name, feeds).items() if key in output_keys}
         if signature_name not in self._steps:
-            raise ServingError(_code("FAILED_PRECONDITION"), f"signature {signature_name} is not runnable")
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"signature {signature_name} is not runnable")
         inputs_fn, outputs_fn = self._steps[signature_name]
         try:
             network_inputs = {k: v.numpy() for k, v in inputs_fn(**feeds).items()}
@@ -95,7 +95,7 @@ class LiteRTVersion(VersionLifecycle):
             # Copied out: the runner's outputs alias interpreter memory that its next call overwrites.
             return {k: np.array(v) for k, v in runners[signature_name](**inputs).items()}
         except ValueError as error:  # the interpreter's own words for a wrong input (name, rank, size)
-            raise ServingError(_code("INVALID_ARGUMENT"), str(error)) from None
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
         finally:
             self._interpreters.put(runners)
 
@@ -122,9 +122,6 @@ class LiteRTVersion(VersionLifecycle):
 def _saved_model_steps(path: str, tags) -> tuple[dict, dict | None]:
     """(the SavedModel's signatures, {signature: (inputs step, outputs step)}) when it has steps for every
     signature; ({}, None) when there is no SavedModel or a signature lacks them (then model.tflite serves its own)."""
-    import tensorflow as tf
-    from tensorflow.python.saved_model import loader_impl
-
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         return {}, None
     wanted_tags = set(tags)
@@ -149,12 +146,7 @@ def _saved_model_steps(path: str, tags) -> tuple[dict, dict | None]:
 
 def _signature_def(runner):
     """A LiteRT signature as a SignatureDef (what GetModelMetadata shows and requests are checked against)."""
-    import tensorflow as tf
-    from tensorflow.core.protobuf import meta_graph_pb2
-
-    from serving.core import PREDICT_METHOD
-
-    signature = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
+    signature = meta_graph_pb2.SignatureDef(method_name=tf.saved_model.PREDICT_METHOD_NAME)
     for field, details in ((signature.inputs, runner.get_input_details()),
                            (signature.outputs, runner.get_output_details())):
         for alias, tensor in details.items():
@@ -164,8 +156,3 @@ def _signature_def(runner):
             for size in tensor["shape_signature"]:
                 info.tensor_shape.dim.add(size=int(size))
     return signature
-
-
-def _code(name):
-    import grpc
-    return getattr(grpc.StatusCode, name)

@@ -1,8 +1,9 @@
 """Model versions: discovery on disk, version policies, labels, availability-preserving loads and unloads, status.
 
 Mirrors TF Serving's FileSystemStoragePathSource + AvailabilityPreservingPolicy + ServableStateMonitor: numeric child
-directories of base_path are versions; the policy picks the aspired ones; a new version is loaded before the old one is
-unloaded, so requests never see a gap; every version ever seen stays in the status list, newest first.
+directories of base_path are versions (serving.versions has the rule); the policy picks the aspired ones; a new version
+is loaded before the old one is unloaded, so requests never see a gap; every version ever seen stays in the status
+list, newest first.
 
 Failed loads (a corrupt, empty or half-copied version) never hold up the others:
 - a failed version shows its load error in the status at once, while it waits for a retry (LOADING) and once it has
@@ -24,6 +25,7 @@ import grpc
 
 from serving.errors import ConfigError, ServingError, invalid, not_found
 from serving.servable import LoadedVersion
+from serving.versions import version_directories
 
 log = logging.getLogger(__name__)
 
@@ -62,26 +64,6 @@ class ServedModel:
             if self.versions[version].state == AVAILABLE:
                 return self.versions[version]
         return None
-
-
-def list_versions(base_path: str) -> dict[int, str] | None:
-    """{version: path} for numeric child dirs ('00000123' -> 123); None when base_path is missing."""
-    try:
-        names = os.listdir(base_path)
-    except FileNotFoundError:
-        return None
-    versions: dict[int, str] = {}
-    for name in names:
-        if not name.isdigit():  # skips '.tmp', 'tmp-123', 'export' ...
-            continue
-        path = os.path.join(base_path, name)
-        if not os.path.isdir(path):
-            continue
-        version = int(name)
-        if version in versions:
-            log.warning("Two version directories parse to %d under %s; using %s", version, base_path, path)
-        versions[version] = path
-    return versions
 
 
 def directory_fingerprint(path: str) -> tuple:
@@ -187,7 +169,7 @@ class ModelManager:
         for model in models:
             warned = False
             while not self._stop.is_set():
-                versions = list_versions(model.config.base_path)
+                versions = version_directories(model.config.base_path)
                 window, serve = aspired_versions(model.config, versions or {}, self._failed(model, versions or {}))
                 wanted = window | serve
                 records = [model.versions.get(v) for v in wanted]
@@ -219,7 +201,7 @@ class ModelManager:
         with model.transition_lock:
             if not model.configured:
                 return
-            available = list_versions(model.config.base_path)
+            available = version_directories(model.config.base_path)
             if available is None:
                 log.error("Could not find base path %s for servable %s", model.config.base_path, model.name)
                 return
@@ -275,8 +257,8 @@ class ModelManager:
                 loaded.unload()
                 raise
         except Exception as error:  # any load failure ends up in status; other versions keep serving
-            message = getattr(error, "message", None) or str(error) or type(error).__name__
-            code = error.code.name if isinstance(error, ServingError) else _tf_code_name(error)
+            failure = error if isinstance(error, ServingError) else ServingError.from_tf(error)
+            message, code = failure.message, failure.code.name
             retry = record.attempts <= self.load_retries and not self._stop.is_set()
             log.error("Loading servable {name: %s version: %d} failed (attempt %d)%s: %s", model.name,
                       record.version, record.attempts,
@@ -369,10 +351,3 @@ class ModelManager:
                 return [model.versions[version]]
             return [model.versions[v] for v in sorted(model.versions, reverse=True)]
 
-
-def _tf_code_name(error) -> str:
-    code = getattr(error, "error_code", None)
-    if code is None:
-        return "UNKNOWN"
-    from serving.errors import CODE_BY_NUMBER
-    return CODE_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN).name

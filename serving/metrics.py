@@ -41,7 +41,7 @@ class Metrics:
                     histogram = self.request_latency[key] = _Histogram(LATENCY_BUCKETS_US)
                 histogram.observe(seconds * 1e6)
 
-    def record_batch(self, size: int, padded: int, queuing_us: float) -> None:
+    def record_batch(self, padded: int, queuing_us: float) -> None:
         with self._lock:
             self.batch_sizes.observe(padded)
             self.queuing_latency.observe(queuing_us)

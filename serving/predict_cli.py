@@ -20,12 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds")
 
 
-def format_table(rows: list[tuple[str, str, str, str]]) -> str:
-    header = ("image", "label", "top-k", "")
+def format_table(rows: list[tuple[str, str, str]]) -> str:
+    header = ("image", "label", "top-k")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(3)]
     lines = [f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]}"]
     lines.append("-" * (sum(widths) + 4))
-    for image, label, top, _ in rows:
+    for image, label, top in rows:
         lines.append(f"{image:<{widths[0]}}  {label:<{widths[1]}}  {top}")
     return "\n".join(lines)
 
@@ -53,7 +53,7 @@ def main(args) -> int:
             predictions = client.predict_images(args.model, [data for _, data in chunk], top_k=args.top_k)
             for (path, _), prediction in zip(chunk, predictions):
                 top = ", ".join(f"{label} {score:.3f}" for label, score in prediction.top_k)
-                rows.append((path, prediction.label, top, ""))
+                rows.append((path, prediction.label, top))
     except ServerError as error:
         print(f"Server error {error.code}: {error.message}", file=sys.stderr)
         return 1

@@ -27,10 +27,17 @@ import grpc
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    regression_pb2,
+)
 
 from serving import json_tensor
 from serving.errors import ServingError, invalid
-from serving.servable import DEFAULT_SIGNATURE
+from serving.inference import DEFAULT_SIGNATURE, REST
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +103,9 @@ class _JsonErrorServer(web.Server):
 class RestServer:
     """The HTTP server: start() binds and serves on its own event-loop thread; drain() stops it gracefully."""
 
-    def __init__(self, host: str, port: int, core, *, num_threads: int, timeout_ms: int, idle_timeout_ms: int,
+    def __init__(self, host: str, port: int, inference, *, num_threads: int, timeout_ms: int, idle_timeout_ms: int,
                  max_body_bytes: int, enable_cors: bool, prometheus_path: str | None, metrics, model_names):
-        self.api = RestApi(core, max_body_bytes=max_body_bytes)
+        self.api = RestApi(inference, max_body_bytes=max_body_bytes)
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
         self.enable_cors = enable_cors
@@ -199,14 +206,14 @@ class RestServer:
                                close=has_body and not request.content.is_eof())
         try:
             body = await self._read_body(request, deadline) if has_body else b""
-            # The core gets what is left of the deadline (at least 1 ms: its timeout_ms 0 means none).
+            # The inference service gets what is left of the deadline (at least 1 ms: its timeout_ms 0 means none).
             timeout_ms = max(1, int((deadline - loop.time()) * 1000)) if deadline is not None else 0
             answer = loop.create_future()
             worker = self._executor.submit(self.api.handle, request.method, path, body,
                                            request.headers.get("Content-Encoding", ""), timeout_ms)
             worker.add_done_callback(lambda _: loop.call_soon_threadsafe(self._worker_done, worker, answer))
             try:
-                # On timeout the client gets its answer now; the worker keeps its slot until the core returns.
+                # On timeout the client gets its answer now; the worker keeps its slot until the model call returns.
                 async with asyncio.timeout_at(deadline):
                     payload = await answer
             except TimeoutError:
@@ -274,10 +281,11 @@ class RestServer:
 
 
 class RestApi:
-    """TF Serving's /v1 API on one request (runs on a worker thread): -> the 200 body, or raises ServingError."""
+    """TF Serving's /v1 API on one request (runs on a worker thread): -> the 200 body, or raises ServingError.
+    Routing and JSON only: every call goes to the InferenceService the gRPC service calls."""
 
-    def __init__(self, core, *, max_body_bytes: int):
-        self.core = core
+    def __init__(self, inference, *, max_body_bytes: int):
+        self.inference = inference
         self.max_body_bytes = max_body_bytes
 
     def handle(self, method: str, path: str, body: bytes, content_encoding: str, timeout_ms: int) -> bytes:
@@ -316,50 +324,38 @@ class RestApi:
         raise malformed
 
     def _post(self, name, version, label, verb, body, timeout_ms) -> bytes:
-        core = self.core
+        """http_rest_api_handler.cc's Process{Predict,Classify,Regress}Request: JSON -> the request the gRPC service
+        gets -> the same InferenceService call -> JSON. The body is parsed before the model is looked up (a bad body
+        is a 400 even for an unknown model), as upstream."""
         request = json_tensor.parse_json(body)
-        signature_name = json_tensor.signature_name_of(request)
+        model_spec = _model_spec(name, version, label, json_tensor.signature_name_of(request))
         if verb == "predict":
-            with core.observe(name, "predict", "REST"), core.servable(name, version, label) as loaded:
-                effective = signature_name or DEFAULT_SIGNATURE
-                signature = loaded.signatures.get(effective)
-                if signature is None or not signature.inputs:
-                    if signature is None:
-                        raise invalid(f'Serving signature name: "{effective}" not found in signature def')
-                    raise invalid(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
-                dtypes = {alias: info.dtype for alias, info in signature.inputs.items()}
-                inputs, row_format = json_tensor.predict_inputs_from_json(request, dtypes)
-                outputs = core.predict_arrays(loaded, effective, inputs, (), timeout_ms)
-                return json_tensor.predict_response_json(outputs, row_format)
-        input_proto = json_tensor.classify_regress_input_from_json(request, verb)
-        with core.observe(name, verb, "REST"), core.servable(name, version, label) as loaded:
-            if verb == "classify":
-                _, result = core.classification_result(loaded, signature_name, input_proto, timeout_ms)
-                return json_tensor.classification_json(result)
-            _, result = core.regression_result(loaded, signature_name, input_proto, timeout_ms)
-            return json_tensor.regression_json(result)
+            prediction = self.inference.predict_tensors(
+                model_spec, lambda signatures: json_tensor.predict_inputs_from_json(
+                    request, _input_dtypes(signatures, model_spec.signature_name))[0],
+                entrypoint=REST, timeout_ms=timeout_ms)
+            # predict_inputs_from_json accepted exactly one of "instances" (row format) and "inputs" (columnar).
+            return json_tensor.predict_response_json(prediction.outputs, row_format="instances" in request)
+        if verb == "classify":
+            classify = classification_pb2.ClassificationRequest(model_spec=model_spec)
+            json_tensor.classify_regress_input_from_json(request, verb, classify.input)
+            return json_tensor.classification_json(
+                self.inference.classify(classify, entrypoint=REST, timeout_ms=timeout_ms).result)
+        regress = regression_pb2.RegressionRequest(model_spec=model_spec)
+        json_tensor.classify_regress_input_from_json(request, verb, regress.input)
+        return json_tensor.regression_json(
+            self.inference.regress(regress, entrypoint=REST, timeout_ms=timeout_ms).result)
 
     def _status(self, name, version) -> bytes:
-        from tensorflow_serving.apis import get_model_status_pb2
-
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = name
-        if version is not None:
-            request.model_spec.version.value = version
-        response = self.core.status(request)
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=_model_spec(name, version, None))
+        response = self.inference.status(request)
         # http_rest_api_util.cc ToJsonString: protobuf's C++ JSON printer with add_whitespace (1-space indent).
         return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1).encode()
 
     def _metadata(self, name, version, label) -> bytes:
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        request.model_spec.name = name
-        if version is not None:
-            request.model_spec.version.value = version
-        elif label:
-            request.model_spec.version_label = label
-        response = self.core.metadata(request)
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=_model_spec(name, version, label), metadata_field=["signature_def"])
+        response = self.inference.metadata(request)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_map)
         document = {
@@ -369,6 +365,26 @@ class RestApi:
                 signature_map, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)},
         }
         return json.dumps(document, indent=1).encode()
+
+
+def _model_spec(name: str, version: int | None, label: str | None, signature_name: str = "") -> model_pb2.ModelSpec:
+    """The URL's model, version or label (the regex allows one of the two) and the body's signature_name."""
+    spec = model_pb2.ModelSpec(name=name, signature_name=signature_name)
+    if version is not None:
+        spec.version.value = version
+    elif label:
+        spec.version_label = label
+    return spec
+
+
+def _input_dtypes(signatures: dict, signature_name: str) -> dict[str, int]:
+    """The signature's input dtypes the JSON is decoded to (http_rest_api_handler.cc GetInfoMap, with its messages)."""
+    signature = signatures.get(signature_name or DEFAULT_SIGNATURE)
+    if signature is None:
+        raise invalid(f'Serving signature name: "{signature_name or DEFAULT_SIGNATURE}" not found in signature def')
+    if not signature.inputs:
+        raise invalid(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
+    return {alias: info.dtype for alias, info in signature.inputs.items()}
 
 
 def _version(text: str | None) -> int | None:

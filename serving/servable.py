@@ -11,14 +11,21 @@ import logging
 import os
 import threading
 
+import grpc
 import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import config_pb2
+from tensorflow.python.client import pywrap_tf_session as tf_session
+from tensorflow.python.saved_model import loader_impl
+from tensorflow_serving.apis import prediction_log_pb2
 
 from serving.errors import ServingError, invalid
 from serving.tensors import NUMPY_BY_DTYPE, base_dtype, dtype_name
+from serving.versions import is_complete
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
@@ -61,9 +68,6 @@ class VersionLifecycle:
         path = os.path.join(self.path, WARMUP_FILE)
         if not os.path.exists(path):
             return 0
-        import tensorflow as tf
-        from tensorflow_serving.apis import prediction_log_pb2
-
         count = 0
         for record in tf.compat.v1.io.tf_record_iterator(path):
             log_entry = prediction_log_pb2.PredictionLog.FromString(record)
@@ -79,7 +83,7 @@ def load_version(name: str, version: int, path: str, tags=("serve",), session_co
     """A version folder -> its servable: with `prefer_tflite_model`, its `model.tflite` on LiteRT when it has one
     (serving/litert.py); else the SavedModel in a TF session (TF Serving falls back the same way)."""
     if prefer_tflite_model:
-        from serving.litert import TFLITE_FILE, LiteRTVersion
+        from serving.litert import TFLITE_FILE, LiteRTVersion  # here: serving.litert builds on this module
 
         if os.path.exists(os.path.join(path, TFLITE_FILE)):
             return LiteRTVersion(name, version, path, tags, interpreters=tflite_interpreters)
@@ -89,14 +93,10 @@ def load_version(name: str, version: int, path: str, tags=("serve",), session_co
 
 class LoadedVersion(VersionLifecycle):
     def __init__(self, name: str, version: int, path: str, tags=("serve",), session_config=None):
-        import tensorflow as tf
-        from tensorflow.python.saved_model import loader_impl
-
         super().__init__()
         self.name, self.version, self.path = name, version, path
-        if not (os.path.exists(os.path.join(path, "saved_model.pb"))
-                or os.path.exists(os.path.join(path, "saved_model.pbtxt"))):
-            raise ServingError(_code("NOT_FOUND"), f"SavedModel not found in export directory: {path} "
+        if not is_complete(path):
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"SavedModel not found in export directory: {path} "
                                "(expected saved_model.pb or saved_model.pbtxt)")
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
@@ -118,9 +118,6 @@ class LoadedVersion(VersionLifecycle):
         self._endpoints.clear()
         self._callables.clear()
 
-    def signature(self, name: str):
-        return self.signatures.get(name or DEFAULT_SIGNATURE)
-
     def run(self, signature_name: str, inputs: dict[str, np.ndarray], output_keys, timeout_ms: int = 0):
         """Runs a signature: inputs keyed by signature alias -> {output alias: ndarray}.
 
@@ -128,8 +125,6 @@ class LoadedVersion(VersionLifecycle):
         DEADLINE_EXCEEDED when it passes, so an abandoned request stops using CPU. Without a timeout the run goes
         through a cached C API callable, about half the per-call overhead of TF_SessionRun.
         """
-        import tensorflow as tf
-
         signature = self.signatures[signature_name]
         input_keys = tuple(sorted(inputs))
         output_keys = tuple(output_keys)
@@ -144,9 +139,6 @@ class LoadedVersion(VersionLifecycle):
         return dict(zip(output_keys, (np.asarray(v) for v in values)))
 
     def _run_with_timeout(self, signature_name, signature, input_keys, output_keys, feeds, timeout_ms):
-        from tensorflow.core.protobuf import config_pb2
-        from tensorflow.python.client import pywrap_tf_session as tf_session
-
         key = (signature_name, input_keys, output_keys)
         endpoints = self._endpoints.get(key)
         if endpoints is None:  # graph endpoints (TF_Output) of the signature's tensors, looked up once
@@ -163,8 +155,6 @@ class LoadedVersion(VersionLifecycle):
             tf_session.TF_DeleteBuffer(options)
 
     def _callable(self, signature_name, signature, input_keys, output_keys):
-        from tensorflow.core.protobuf import config_pb2
-
         key = (signature_name, input_keys, output_keys)
         fn = self._callables.get(key)
         if fn is None:
@@ -178,15 +168,8 @@ class LoadedVersion(VersionLifecycle):
         return fn
 
 
-def _code(name):
-    import grpc
-    return getattr(grpc.StatusCode, name)
-
-
 def convert_input(array: np.ndarray, dtype: int, index: int) -> np.ndarray:
     """Casts an input to the signature dtype; a kind mismatch is TF's `Expects arg[i] to be X but Y is provided`."""
-    from tensorflow.core.framework import types_pb2
-
     dtype = base_dtype(dtype)
     wanted = NUMPY_BY_DTYPE.get(dtype)
     if wanted is None:

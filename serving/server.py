@@ -16,7 +16,9 @@ import threading
 import time
 
 from serving import config as config_files
+from serving.batching import BatchingOptions, BatchScheduler
 from serving.errors import ConfigError
+from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 MAX_DEFAULT_BATCHING_GRPC_THREADS = 256
@@ -73,7 +75,7 @@ class ModelServer:
         self.options = options
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
-        self.manager = self.core = self.metrics = self.batcher = None
+        self.manager = self.inference = self.metrics = self.batcher = None
         self._grpc_server = self._rest_server = None
         self._config_thread = None
         self._stopped = threading.Event()  # stop requested: no new work
@@ -106,7 +108,6 @@ class ModelServer:
             self._model_config = config_files.single_model_config(o.model_name, o.model_base_path)
         batching = None
         if o.enable_batching:
-            from serving.batching import BatchingOptions
             params = (config_files.read_batching_parameters(o.batching_parameters_file)
                       if o.batching_parameters_file else config_files.BatchingParameters())
             try:
@@ -126,16 +127,16 @@ class ModelServer:
 
     # --------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> ModelServer:
-        from serving.core import ServingCore
+        # Imported here, not at the top: they import TensorFlow, which serving.main imports (without Keras) only after
+        # the flags are checked; ServerOptions is imported before that.
+        from serving.inference import InferenceService
         from serving.manager import ModelManager
-        from serving.metrics import Metrics
         from serving.servable import load_version
 
         o = self.options
         batching, prometheus_path = self._read_configs()
         self.metrics = Metrics()
         if batching is not None:
-            from serving.batching import BatchScheduler
             self.batcher = BatchScheduler(batching, self.metrics)
         self.manager = ModelManager(
             poll_seconds=o.file_system_poll_wait_seconds, load_retries=max(0, o.max_num_load_retries),
@@ -145,7 +146,7 @@ class ModelServer:
             session_config=self._session_config(),
             version_loader=functools.partial(load_version, prefer_tflite_model=o.prefer_tflite_model,
                                              tflite_interpreters=o.num_tflite_interpreters_per_pool))
-        self.core = ServingCore(self.manager, max_request_batch_size=o.max_request_batch_size,
+        self.inference = InferenceService(self.manager, max_request_batch_size=o.max_request_batch_size,
                                 max_implied_tensor_elements=o.max_implied_tensor_elements, batcher=self.batcher,
                                 metrics=self.metrics, enable_method_name_check=o.enable_signature_method_name_check)
         if o.enable_model_warmup:
@@ -169,18 +170,18 @@ class ModelServer:
         o = self.options
         if not (o.tensorflow_intra_op_parallelism or o.tensorflow_inter_op_parallelism):
             return None
-        from tensorflow.core.protobuf import config_pb2
+        from tensorflow.core.protobuf import config_pb2  # imports TensorFlow: see start()
         return config_pb2.ConfigProto(intra_op_parallelism_threads=o.tensorflow_intra_op_parallelism,
                                       inter_op_parallelism_threads=o.tensorflow_inter_op_parallelism)
 
     def _warmup(self, loaded):
-        count = loaded.warmup(self.core.warmup_request)
+        count = loaded.warmup(self.inference.warmup_request)
         if count:
             log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
                      loaded.path, count)
 
     def _start_grpc(self):
-        from serving.grpc_service import build_server
+        from serving.grpc_service import build_server  # imports TensorFlow: see start()
         o = self.options
         addresses = []
         if o.port:
@@ -191,7 +192,7 @@ class ModelServer:
             return
         try:
             self._grpc_server, ports = build_server(
-                self.core, addresses=addresses, max_threads=o.grpc_max_threads or self._default_grpc_threads(),
+                self.inference, addresses=addresses, max_threads=o.grpc_max_threads or self._default_grpc_threads(),
                 channel_arguments=o.grpc_channel_arguments, enable_health=o.enable_grpc_healthcheck_service,
                 ssl_config=self._ssl_config)
         except ValueError as error:
@@ -219,10 +220,10 @@ class ModelServer:
         return threads
 
     def _start_rest(self, prometheus_path):
-        from serving.rest import RestServer
+        from serving.rest import RestServer  # imports TensorFlow: see start()
         o = self.options
         self._rest_server = RestServer(
-            o.bind_address, o.rest_api_port, self.core,
+            o.bind_address, o.rest_api_port, self.inference,
             # REST workers block in batches like gRPC handler threads do, so the default pool is sized alike.
             num_threads=o.rest_api_num_threads or self._default_grpc_threads(), timeout_ms=o.rest_api_timeout_in_ms,
             idle_timeout_ms=o.rest_api_idle_timeout_in_ms, max_body_bytes=o.rest_api_max_request_bytes,

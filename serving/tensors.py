@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.python.framework import tensor_util
 
 from serving.errors import invalid
 
@@ -83,8 +84,6 @@ def to_numpy(proto: tensor_pb2.TensorProto, max_implied_elements: int) -> np.nda
     TF fills the values a proto leaves out with the last one sent (or zeros); at most `max_implied_elements` of them
     (see `checked_shape`), so a few bytes of request cannot make the server allocate gigabytes.
     """
-    from tensorflow.python.framework import tensor_util
-
     shape = checked_shape(proto, max_implied_elements)
     if proto.dtype == types_pb2.DT_STRING:
         values = list(proto.string_val)
@@ -107,8 +106,6 @@ def to_numpy(proto: tensor_pb2.TensorProto, max_implied_elements: int) -> np.nda
 
 def to_proto(array: np.ndarray, dtype: int | None = None) -> tensor_pb2.TensorProto:
     """ndarray -> TensorProto with typed `*_val` fields and the shape, like AsProtoField."""
-    from tensorflow.python.framework import tensor_util
-
     array = np.asarray(array)
     dtype = dtype_of(array) if dtype is None else base_dtype(dtype)
     if dtype not in _VALUE_FIELD and dtype != types_pb2.DT_HALF:

@@ -1,4 +1,4 @@
-"""The standard TFX Pusher with an atomic filesystem push (see executor.py)."""
+"""The standard TFX Pusher, with a filesystem push no server can load half-copied (see executor.py)."""
 from __future__ import annotations
 
 from tfx import v1 as tfx

@@ -1,12 +1,18 @@
-"""Pusher executor that publishes a version atomically under a TF Serving model base path.
+"""Pusher executor that publishes a version under a TF Serving model base path so that no server loads it half-copied.
 
-The stock Pusher copies files straight into `<base>/<version>/`, so a server polling the base path can see (and fail
-to load) a half-copied version. Here the model is copied to a hidden sibling directory, which TF Serving ignores
-because its name is not a number, then renamed into place in one step.
+TFX's Pusher (since TFX 1.6, tensorflow/tfx#4466) copies the model straight into `<base>/<unix time>/` with
+saved_model.pb last, since TF Serving only loads a version once that file is there. What this executor adds:
+- on a local filesystem the version is copied to a hidden sibling directory (not a number, so TF Serving ignores it)
+  and renamed into place. A POSIX rename is atomic, so a polling server never sees the version incomplete (copied in
+  place, the folder shows up first and the server may log failed load attempts until saved_model.pb arrives).
+  Object stores have no atomic rename (on gs:// a rename is a copy and a delete per object, in no guaranteed order),
+  so there the version is copied in place with saved_model.pb last, as TFX's Pusher does;
+- the version number is strictly greater than every existing one (TFX's Pusher skips a second push in one second).
 """
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from typing import Any
@@ -18,20 +24,32 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from serving import versions
+
 
 def next_version(base_directory: str, now: float | None = None) -> int:
-    """Unix-timestamp version, strictly greater than every existing numeric version (two pushes in one second)."""
-    existing = [int(name.rstrip("/")) for name in (fileio.listdir(base_directory) if fileio.exists(base_directory)
-                                                   else []) if name.rstrip("/").isdigit()]
+    """Unix-timestamp version, strictly greater than every existing version (two pushes in one second)."""
+    existing = versions.version_directories(base_directory) or {}
     return max([int(now if now is not None else time.time())] + [v + 1 for v in existing])
 
 
-def publish_atomically(model_path: str, base_directory: str) -> tuple[str, str]:
-    """Copies `model_path` to `<base_directory>/<version>` via a hidden staging directory; returns (path, version)."""
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def publish(model_path: str, base_directory: str, atomic_rename: bool | None = None) -> tuple[str, str]:
+    """Copies `model_path` to `<base_directory>/<version>`: through a renamed staging directory where renames are
+    atomic (`atomic_rename`, default: local paths), else in place with saved_model.pb last. Returns (path, version)."""
     fileio.makedirs(base_directory)
     version = str(next_version(base_directory))
-    staging = os.path.join(base_directory, f".staging-{version}-{uuid.uuid4().hex[:8]}")
     final = os.path.join(base_directory, version)
+    if not (_is_local(base_directory) if atomic_rename is None else atomic_rename):
+        saved_model = os.path.join(model_path.rstrip("/"), versions.SAVED_MODEL_FILE)
+        io_utils.copy_dir(model_path, final, deny_regex_patterns=[f"^{re.escape(saved_model)}$"])
+        if fileio.exists(saved_model):
+            io_utils.copy_file(saved_model, os.path.join(final, versions.SAVED_MODEL_FILE))
+        return final, version
+    staging = os.path.join(base_directory, f".staging-{version}-{uuid.uuid4().hex[:8]}")
     try:
         io_utils.copy_dir(model_path, staging)
         fileio.rename(staging, final)
@@ -54,7 +72,7 @@ class Executor(tfx_pusher_executor.Executor):
         if destination.WhichOneof("destination") != "filesystem":
             raise NotImplementedError(f"push destination {destination.WhichOneof('destination')} is not supported")
         model_path = self.GetModelPath(input_dict)
-        serving_path, version = publish_atomically(model_path, destination.filesystem.base_directory)
+        serving_path, version = publish(model_path, destination.filesystem.base_directory)
         logging.info("Model version %s published at %s", version, serving_path)
         print(f"[push] model version {version} published at {serving_path}", flush=True)
         io_utils.copy_dir(model_path, model_push.uri)  # archived copy, as the stock Pusher keeps

@@ -1,8 +1,6 @@
 """Executor of ServedModelBaseline: copy the served (highest numeric) version into a standard Model artifact."""
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +10,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
+
+from serving import versions
 
 # Keys shared with component.py (the component spec is built from them).
 SERVING_MODEL_DIR_KEY = "serving_model_dir"
@@ -29,11 +29,6 @@ BASELINE_SOURCE_PROPERTY = "baseline_source"  # "served" or "candidate"
 SERVED_VERSION_PROPERTY = "served_version"
 SERVED_MODEL_PATH_PROPERTY = "served_model_path"
 
-# TF Serving's version directories are non-negative integers (`servable_state_monitor`/`file_system_storage_path_source`
-# parse the directory name as int64); anything else (Pusher's temporary folders, hidden files) is not a version.
-_VERSION_DIR = re.compile(r"^[0-9]{1,18}$")
-_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
 
 @dataclass(frozen=True)
 class ServedVersion:
@@ -45,7 +40,8 @@ def find_served_version(serving_model_dir: str) -> ServedVersion | None:
     """The version TF Serving's default `latest` policy serves: the highest numeric subdirectory holding a SavedModel.
 
     A numeric directory without saved_model.pb(txt) is skipped, as TF Serving would fail to load it and keep the older
-    version serving. Returns None when the directory does not exist or holds no such version (first run).
+    version serving (serving.versions has the rule). Returns None when the directory does not exist or holds no such
+    version (first run).
     """
     if not serving_model_dir:
         raise ValueError("serving_model_dir must be a non-empty path or URI (the TF Serving model base path)")
@@ -53,16 +49,8 @@ def find_served_version(serving_model_dir: str) -> ServedVersion | None:
         return None
     if not fileio.isdir(serving_model_dir):
         raise ValueError(f"serving_model_dir {serving_model_dir!r} exists but is not a directory")
-    versions = []
-    for entry in fileio.listdir(serving_model_dir):
-        name = entry.rstrip("/")
-        if _VERSION_DIR.match(name):
-            versions.append((int(name), os.path.join(serving_model_dir, name)))
-    for version, path in sorted(versions, reverse=True):
-        if any(fileio.exists(os.path.join(path, f)) for f in _SAVED_MODEL_FILES):
-            return ServedVersion(version=version, path=path)
-        logging.warning("Skipping served version %s: %s holds no saved_model.pb", version, path)
-    return None
+    newest = versions.newest_complete_version(serving_model_dir)
+    return ServedVersion(*newest) if newest is not None else None
 
 
 class Executor(base_executor.BaseExecutor):

@@ -17,7 +17,7 @@ import tensorflow as tf
 from components.image_decoding import decode_rgb, preprocess_batch
 from components.image_limits import MAX_IMAGE_PIXELS
 from components.image_module import load_image_module
-from components.saved_model_signatures import CLASSIFY_METHOD, set_method_names
+from components.saved_model_signatures import set_method_names
 from pipelines import configs
 from serving.litert import LITERT_STEPS, TFLITE_FILE, inputs_step, outputs_step
 
@@ -27,7 +27,7 @@ LABEL_KEY = "label"
 EMBEDDING_KEY = "embedding"
 IMAGE_KEY = "image_raw"
 LABELS_FILE = "labels.txt"
-SERVING_SIGNATURE = "serving_default"
+SERVING_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 CLASSIFY_SIGNATURE = "classify"
 # model.tflite holds the network: float32 RGB pixels in [0, 1] -> softmax scores.
 NETWORK_INPUT, NETWORK_OUTPUT = "images", "scores"
@@ -335,7 +335,7 @@ def export_serving_model(image_module, head, labels: list[str], export_dir: str,
         # TF Serving's --prefer_tflite_model convention: model.tflite beside the SavedModel in the version folder.
         export_litert_model(classifier, labels, export_dir)
     # TF Serving's Classify API only accepts signatures marked as classification signatures.
-    set_method_names(export_dir, {CLASSIFY_SIGNATURE: CLASSIFY_METHOD})
+    set_method_names(export_dir, {CLASSIFY_SIGNATURE: tf.saved_model.CLASSIFY_METHOD_NAME})
 
 
 def run_fn(fn_args) -> None:

@@ -19,7 +19,7 @@ def write_half_plus_two(export_dir: str, offset: float = 2.0) -> str:
     """y = 0.5 x + offset (offset 2.0 -> half_plus_two, 3.0 -> half_plus_three)."""
     import tensorflow as tf
 
-    from components.saved_model_signatures import CLASSIFY_METHOD, REGRESS_METHOD, set_method_names
+    from components.saved_model_signatures import set_method_names
 
     class HalfPlusTwo(tf.Module):
         def __init__(self):
@@ -61,8 +61,8 @@ def write_half_plus_two(export_dir: str, offset: float = 2.0) -> str:
         "regress_x_to_y": module.regress,
         "regress_x_to_y2": module.regress2,
     })
-    set_method_names(export_dir, {"classify_x_to_y": CLASSIFY_METHOD, "regress_x_to_y": REGRESS_METHOD,
-                                  "regress_x_to_y2": REGRESS_METHOD})
+    classify, regress = tf.saved_model.CLASSIFY_METHOD_NAME, tf.saved_model.REGRESS_METHOD_NAME
+    set_method_names(export_dir, {"classify_x_to_y": classify, "regress_x_to_y": regress, "regress_x_to_y2": regress})
     return export_dir
 
 
@@ -72,7 +72,7 @@ def write_image_classifier(export_dir: str, labels=CLASSIFIER_LABELS) -> str:
     import tensorflow as tf
 
     from components.image_decoding import preprocess_batch
-    from components.saved_model_signatures import CLASSIFY_METHOD, set_method_names
+    from components.saved_model_signatures import set_method_names
 
     num_classes = len(labels)
     weights = np.zeros((3, num_classes), np.float32)
@@ -107,7 +107,7 @@ def write_image_classifier(export_dir: str, labels=CLASSIFIER_LABELS) -> str:
 
     module = Classifier()
     tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve, "classify": module.classify})
-    set_method_names(export_dir, {"classify": CLASSIFY_METHOD})
+    set_method_names(export_dir, {"classify": tf.saved_model.CLASSIFY_METHOD_NAME})
     return export_dir
 
 
@@ -150,7 +150,7 @@ def write_bad_outputs_model(export_dir: str) -> str:
     classes, double scores, rank-1 scores, an integer regression, plus a well-formed regression."""
     import tensorflow as tf
 
-    from components.saved_model_signatures import CLASSIFY_METHOD, REGRESS_METHOD, set_method_names
+    from components.saved_model_signatures import set_method_names
 
     spec = [tf.TensorSpec([None], tf.string, name="inputs")]
 
@@ -177,8 +177,9 @@ def write_bad_outputs_model(export_dir: str) -> str:
             return {"outputs": tf.ones([tf.shape(inputs)[0]])}
 
     module = BadOutputs()
-    names = {"int_classes": CLASSIFY_METHOD, "double_scores": CLASSIFY_METHOD, "rank1_scores": CLASSIFY_METHOD,
-             "int_regression": REGRESS_METHOD, "regression": REGRESS_METHOD}
+    classify, regress = tf.saved_model.CLASSIFY_METHOD_NAME, tf.saved_model.REGRESS_METHOD_NAME
+    names = {"int_classes": classify, "double_scores": classify, "rank1_scores": classify,
+             "int_regression": regress, "regression": regress}
     tf.saved_model.save(module, export_dir, signatures={name: getattr(module, name) for name in names})
     set_method_names(export_dir, names)
     return export_dir

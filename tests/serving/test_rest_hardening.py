@@ -287,7 +287,7 @@ def test_big_hostile_bodies_cost_bounded_memory(server):
 
 # ------------------------------------------------------------------------------------------- REST deadline
 def test_deadline_is_answered_on_time(models_dir, make_server, tmp_path):
-    """A request stuck in a 10 s batch gets 504 after --rest_api_timeout_in_ms, the core having the same deadline."""
+    """A request stuck in a 10 s batch gets 504 after --rest_api_timeout_in_ms, the model run getting the same."""
     batching = write(tmp_path / "batching.config",
                      "max_batch_size { value: 1000 } batch_timeout_micros { value: 10000000 }")
     server = make_server(model_name="half", model_base_path=str(models_dir / "half"), enable_batching=True,

@@ -1,22 +1,50 @@
 """The serving API both front ends call: Predict, Classify, Regress, MultiInference, GetModelMetadata,
-GetModelStatus, HandleReloadConfigRequest, with TF Serving's validation and messages. Raises ServingError."""
+GetModelStatus, HandleReloadConfigRequest, with TF Serving's validation and messages. Raises ServingError.
+
+The gRPC service (grpc_service.py) and the REST API (rest.py) are thin adapters over it, as TF Serving's
+prediction_service_impl.cc and http_rest_api_handler.cc are over its Predictor, Classifier and Regressor."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
+from collections.abc import Callable
 
 import grpc
 import numpy as np
+import tensorflow as tf
 from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_pb2,
+    predict_pb2,
+    regression_pb2,
+)
 
 from serving import tensors
+from serving.config import validate_model_server_config
 from serving.errors import ConfigError, ServingError, invalid
-from serving.servable import DEFAULT_SIGNATURE, LoadedVersion
+from serving.servable import LoadedVersion
 
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-PREDICT_METHOD = "tensorflow/serving/predict"
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+CLASSES, SCORES = tf.saved_model.CLASSIFY_OUTPUT_CLASSES, tf.saved_model.CLASSIFY_OUTPUT_SCORES
+# The front ends, as the `entrypoint` label of /tensorflow/serving/request_latency names them.
+GRPC, REST = "GRPC", "REST"
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """A Predict call's result: the model spec to echo (name, version served, signature), the signature that ran,
+    and its outputs by alias. gRPC writes the outputs as TensorProtos, REST as JSON."""
+    model_spec: model_pb2.ModelSpec
+    signature: meta_graph_pb2.SignatureDef
+    outputs: dict[str, np.ndarray]
 
 
 def _set(names) -> str:
@@ -54,8 +82,13 @@ def _remaining_ms(deadline: float | None) -> int:
     return max(1, math.ceil(remaining * 1000))
 
 
-class ServingCore:
-    """`max_request_batch_size` (0 = unlimited) and `max_implied_tensor_elements` bound one request's cost; their
+class InferenceService:
+    """What the requests of both front ends run on: version resolution, signature checks, batching, deadlines,
+    errors and metrics. Not named after TF Serving's ServerCore, which manages models (that is serving.manager here);
+    this is the part upstream splits into TensorflowPredictor, TensorFlowClassifier, TensorFlowRegressor and the
+    GetModelMetadata/GetModelStatus implementations.
+
+    `max_request_batch_size` (0 = unlimited) and `max_implied_tensor_elements` bound one request's cost; their
     defaults and meaning are in serving.server.ServerOptions."""
 
     def __init__(self, manager, *, max_request_batch_size: int, max_implied_tensor_elements: int, batcher=None,
@@ -69,7 +102,7 @@ class ServingCore:
 
     # -------------------------------------------------------------------------------------------- helpers
     @contextlib.contextmanager
-    def servable(self, name: str, version: int | None = None, label: str | None = None):
+    def _servable(self, name: str, version: int | None = None, label: str | None = None):
         loaded = self.manager.resolve(name, version, label)
         try:
             yield loaded
@@ -77,15 +110,17 @@ class ServingCore:
             loaded.release()
 
     @staticmethod
-    def spec_args(model_spec) -> tuple[str, int | None, str | None]:
+    def _spec_args(model_spec) -> tuple[str, int | None, str | None]:
         choice = model_spec.WhichOneof("version_choice")
         version = model_spec.version.value if choice == "version" else None
         label = model_spec.version_label if choice == "version_label" else None
         return model_spec.name, version, label
 
     @contextlib.contextmanager
-    def observe(self, model_name: str, api: str, entrypoint: str):
-        """Counts the request in /tensorflow/serving/request_count and request_latency."""
+    def _observe(self, model_name: str, api: str, entrypoint: str):
+        """Counts the request in /tensorflow/serving/request_count and request_latency. The API label is the gRPC
+        method name, or the URL verb for REST (`predict`), as TF Serving labels them."""
+        api = api if entrypoint == GRPC else api.lower()
         started = time.perf_counter()
         status = "OK"
         try:
@@ -100,15 +135,15 @@ class ServingCore:
             if self.metrics is not None:
                 self.metrics.observe_request(model_name, api, entrypoint, status, time.perf_counter() - started)
 
-    def check_batch_size(self, size: int) -> None:
+    def _check_batch_size(self, size: int) -> None:
         if self.max_request_batch_size and size > self.max_request_batch_size:
             raise invalid(f"Request batch size {size} is larger than the limit of {self.max_request_batch_size} "
                           "(--max_request_batch_size)")
 
-    def to_numpy(self, proto) -> np.ndarray:
+    def _to_numpy(self, proto) -> np.ndarray:
         return tensors.to_numpy(proto, self.max_implied_tensor_elements)
 
-    def run_signature(self, loaded: LoadedVersion, signature_name: str, inputs: dict, output_keys,
+    def _run_signature(self, loaded: LoadedVersion, signature_name: str, inputs: dict, output_keys,
                       timeout_ms: int = 0) -> dict:
         """Runs through the batcher when batching is on; `timeout_ms` (> 0) bounds the wait and the model run."""
         deadline = _deadline(timeout_ms)
@@ -121,7 +156,7 @@ class ServingCore:
             inputs, deadline=deadline)
 
     # --------------------------------------------------------------------------------------------- predict
-    def predict_arrays(self, loaded: LoadedVersion, signature_name: str, inputs: dict[str, np.ndarray],
+    def _predict_arrays(self, loaded: LoadedVersion, signature_name: str, inputs: dict[str, np.ndarray],
                        output_filter=(), timeout_ms: int = 0) -> dict[str, np.ndarray]:
         signature_name = signature_name or DEFAULT_SIGNATURE
         signature = loaded.signatures.get(signature_name)
@@ -152,25 +187,31 @@ class ServingCore:
             output_keys = tuple(sorted(signature.outputs))
         for array in inputs.values():
             if array.ndim and array.dtype == np.object_:  # numeric inputs cost in proportion to their bytes
-                self.check_batch_size(array.shape[0])
-        return self.run_signature(loaded, signature_name, inputs, output_keys, timeout_ms)
+                self._check_batch_size(array.shape[0])
+        return self._run_signature(loaded, signature_name, inputs, output_keys, timeout_ms)
 
-    def predict(self, request, entrypoint="GRPC", timeout_ms: int = 0):
-        from tensorflow_serving.apis import predict_pb2
+    def predict_tensors(self, model_spec, inputs_of: Callable[[dict], dict[str, np.ndarray]], output_filter=(),
+                        *, entrypoint: str, timeout_ms: int = 0) -> Prediction:
+        """Predict on the version `model_spec` names. `inputs_of(signature_defs)` decodes the request's inputs once the
+        version is acquired: gRPC's TensorProtos need nothing from it, REST's JSON needs the signature's dtypes."""
+        name, version, label = self._spec_args(model_spec)
+        with self._observe(name, "Predict", entrypoint), self._servable(name, version, label) as loaded:
+            inputs = inputs_of(loaded.signatures)
+            outputs = self._predict_arrays(loaded, model_spec.signature_name, inputs, output_filter, timeout_ms)
+            echo = model_pb2.ModelSpec()
+            self._echo(echo, name, loaded, model_spec.signature_name)
+            return Prediction(echo, loaded.signatures[echo.signature_name], outputs)
 
+    def predict(self, request, entrypoint=GRPC, timeout_ms: int = 0):
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
-        name, version, label = self.spec_args(request.model_spec)
-        with self.observe(name, "Predict", entrypoint), self.servable(name, version, label) as loaded:
-            inputs = {alias: self.to_numpy(proto) for alias, proto in request.inputs.items()}
-            outputs = self.predict_arrays(loaded, request.model_spec.signature_name, inputs,
-                                          list(request.output_filter), timeout_ms)
-            response = predict_pb2.PredictResponse()
-            signature = loaded.signatures[request.model_spec.signature_name or DEFAULT_SIGNATURE]
-            for alias, array in outputs.items():
-                response.outputs[alias].CopyFrom(tensors.to_proto(array, signature.outputs[alias].dtype))
-            self._echo(response.model_spec, name, loaded, request.model_spec.signature_name)
-            return response
+        prediction = self.predict_tensors(
+            request.model_spec, lambda _: {alias: self._to_numpy(proto) for alias, proto in request.inputs.items()},
+            list(request.output_filter), entrypoint=entrypoint, timeout_ms=timeout_ms)
+        response = predict_pb2.PredictResponse(model_spec=prediction.model_spec)
+        for alias, array in prediction.outputs.items():
+            response.outputs[alias].CopyFrom(tensors.to_proto(array, prediction.signature.outputs[alias].dtype))
+        return response
 
     @staticmethod
     def _echo(spec, name, loaded, signature_name):
@@ -184,7 +225,7 @@ class ServingCore:
         signature = loaded.signatures.get(signature_name)
         if signature is None:
             raise invalid(not_found_message + signature_name)
-        kind = "classification" if method == CLASSIFY_METHOD else "regression"
+        kind = "classification" if method == tf.saved_model.CLASSIFY_METHOD_NAME else "regression"
         if self.enable_method_name_check and signature.method_name != method:
             raise invalid(f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}")
         if len(signature.inputs) != 1:
@@ -195,22 +236,20 @@ class ServingCore:
                           f"got {tensors.dtype_name(input_info.dtype)}")
         return signature_name, signature, input_alias
 
-    def classification_result(self, loaded, signature_name, input_proto, timeout_ms=0):
-        from tensorflow_serving.apis import classification_pb2
-
+    def _classification_result(self, loaded, signature_name, input_proto, timeout_ms=0):
         signature_name, signature, input_alias = self._checked_signature(
-            loaded, signature_name, CLASSIFY_METHOD, "No signature was found with the name: ")
-        output_keys = [k for k in ("classes", "scores") if k in signature.outputs]
+            loaded, signature_name, tf.saved_model.CLASSIFY_METHOD_NAME, "No signature was found with the name: ")
+        output_keys = [k for k in (CLASSES, SCORES) if k in signature.outputs]
         if not output_keys:
             raise invalid('Expected classification signature outputs to contain at least one of "classes" and '
                           '"scores".')
         examples = serialized_examples(input_proto)
-        self.check_batch_size(len(examples))
-        outputs = self.run_signature(loaded, signature_name, {input_alias: examples}, output_keys, timeout_ms)
-        classes, scores = outputs.get("classes"), outputs.get("scores")
+        self._check_batch_size(len(examples))
+        outputs = self._run_signature(loaded, signature_name, {input_alias: examples}, output_keys, timeout_ms)
+        classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
         batch = len(examples)
         # classifier.cc PostProcessClassificationResult's checks, in its order and words.
-        for alias, array, wanted in (("classes", classes, types_pb2.DT_STRING), ("scores", scores, types_pb2.DT_FLOAT)):
+        for alias, array, wanted in ((CLASSES, classes, types_pb2.DT_STRING), (SCORES, scores, types_pb2.DT_FLOAT)):
             if array is None:
                 continue
             if array.ndim != 2:
@@ -237,17 +276,15 @@ class ServingCore:
                     entry.score = float(scores[i, j])
         return signature_name, result
 
-    def regression_result(self, loaded, signature_name, input_proto, timeout_ms=0):
-        from tensorflow_serving.apis import regression_pb2
-
+    def _regression_result(self, loaded, signature_name, input_proto, timeout_ms=0):
         signature_name, signature, input_alias = self._checked_signature(
-            loaded, signature_name, REGRESS_METHOD, "No signature was found with the name: ")
-        if "outputs" not in signature.outputs:
+            loaded, signature_name, tf.saved_model.REGRESS_METHOD_NAME, "No signature was found with the name: ")
+        if tf.saved_model.REGRESS_OUTPUTS not in signature.outputs:
             raise invalid('Expected regression signature outputs to contain "outputs".')
         examples = serialized_examples(input_proto)
-        self.check_batch_size(len(examples))
-        values = self.run_signature(loaded, signature_name, {input_alias: examples}, ["outputs"], timeout_ms)
-        values = values["outputs"]
+        self._check_batch_size(len(examples))
+        values = self._run_signature(loaded, signature_name, {input_alias: examples}, [tf.saved_model.REGRESS_OUTPUTS],
+                                    timeout_ms)[tf.saved_model.REGRESS_OUTPUTS]
         batch = len(examples)
         # regressor.cc PostProcessRegressionResult's checks, in its order and words.
         if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
@@ -267,28 +304,22 @@ class ServingCore:
         """Classify and Regress share everything but the result they compute and the response they fill."""
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
-        name, version, label = self.spec_args(request.model_spec)
-        with self.observe(name, api, entrypoint), self.servable(name, version, label) as loaded:
+        name, version, label = self._spec_args(request.model_spec)
+        with self._observe(name, api, entrypoint), self._servable(name, version, label) as loaded:
             signature_name, result = compute(loaded, request.model_spec.signature_name, request.input, timeout_ms)
             response = response_type(result=result)
             self._echo(response.model_spec, name, loaded, signature_name)
             return response
 
-    def classify(self, request, entrypoint="GRPC", timeout_ms=0):
-        from tensorflow_serving.apis import classification_pb2
-
-        return self._single_result(request, "Classify", self.classification_result,
+    def classify(self, request, entrypoint=GRPC, timeout_ms=0):
+        return self._single_result(request, "Classify", self._classification_result,
                                    classification_pb2.ClassificationResponse, entrypoint, timeout_ms)
 
-    def regress(self, request, entrypoint="GRPC", timeout_ms=0):
-        from tensorflow_serving.apis import regression_pb2
-
-        return self._single_result(request, "Regress", self.regression_result,
+    def regress(self, request, entrypoint=GRPC, timeout_ms=0):
+        return self._single_result(request, "Regress", self._regression_result,
                                    regression_pb2.RegressionResponse, entrypoint, timeout_ms)
 
-    def multi_inference(self, request, entrypoint="GRPC", timeout_ms=0):
-        from tensorflow_serving.apis import inference_pb2
-
+    def multi_inference(self, request, entrypoint=GRPC, timeout_ms=0):
         if not request.tasks:
             raise invalid("Empty MultiInferenceRequest")
         names = {task.model_spec.name for task in request.tasks}
@@ -302,12 +333,12 @@ class ServingCore:
             if signature in seen:
                 raise invalid(f"Duplicate evaluation of signature: {signature}")
             seen.add(signature)
-            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+            if task.method_name not in (tf.saved_model.CLASSIFY_METHOD_NAME, tf.saved_model.REGRESS_METHOD_NAME):
                 raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: "
                                    f"{task.method_name}")
         deadline = _deadline(timeout_ms)
-        name, version, label = self.spec_args(request.tasks[0].model_spec)
-        with self.observe(name, "MultiInference", entrypoint), self.servable(name, version, label) as loaded:
+        name, version, label = self._spec_args(request.tasks[0].model_spec)
+        with self._observe(name, "MultiInference", entrypoint), self._servable(name, version, label) as loaded:
             response = inference_pb2.MultiInferenceResponse()
             for task in request.tasks:
                 signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -315,19 +346,17 @@ class ServingCore:
                     raise invalid(f"Requested signature not found in model graph: {signature}")
                 result = response.results.add()
                 remaining_ms = _remaining_ms(deadline)  # the tasks share the request's deadline
-                if task.method_name == CLASSIFY_METHOD:
-                    _, classification = self.classification_result(loaded, signature, request.input, remaining_ms)
+                if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
+                    _, classification = self._classification_result(loaded, signature, request.input, remaining_ms)
                     result.classification_result.CopyFrom(classification)
                 else:
-                    _, regression = self.regression_result(loaded, signature, request.input, remaining_ms)
+                    _, regression = self._regression_result(loaded, signature, request.input, remaining_ms)
                     result.regression_result.CopyFrom(regression)
                 self._echo(result.model_spec, name, loaded, signature)
             return response
 
     # ------------------------------------------------------------------------------------ metadata / status
     def metadata(self, request):
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         if not request.metadata_field:
@@ -335,8 +364,8 @@ class ServingCore:
         for field in request.metadata_field:
             if field != "signature_def":
                 raise invalid(f"Metadata field {field} is not supported")
-        name, version, label = self.spec_args(request.model_spec)
-        with self.servable(name, version, label) as loaded:
+        name, version, label = self._spec_args(request.model_spec)
+        with self._servable(name, version, label) as loaded:
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             response.model_spec.name = name
             response.model_spec.version.value = loaded.version
@@ -347,8 +376,6 @@ class ServingCore:
             return response
 
     def status(self, request):
-        from tensorflow_serving.apis import get_model_status_pb2
-
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         spec = request.model_spec
@@ -362,9 +389,6 @@ class ServingCore:
         return response
 
     def reload_config(self, request):
-        from tensorflow_serving.apis import model_management_pb2
-
-        from serving.config import validate_model_server_config
 
         try:
             validate_model_server_config(request.config)
@@ -381,21 +405,21 @@ class ServingCore:
         kind = log_entry.WhichOneof("log_type")
         if kind == "predict_log":
             request = log_entry.predict_log.request
-            inputs = {alias: self.to_numpy(proto) for alias, proto in request.inputs.items()}
-            self.predict_arrays(loaded, request.model_spec.signature_name, inputs, list(request.output_filter))
+            inputs = {alias: self._to_numpy(proto) for alias, proto in request.inputs.items()}
+            self._predict_arrays(loaded, request.model_spec.signature_name, inputs, list(request.output_filter))
         elif kind == "classify_log":
             request = log_entry.classify_log.request
-            self.classification_result(loaded, request.model_spec.signature_name, request.input)
+            self._classification_result(loaded, request.model_spec.signature_name, request.input)
         elif kind == "regress_log":
             request = log_entry.regress_log.request
-            self.regression_result(loaded, request.model_spec.signature_name, request.input)
+            self._regression_result(loaded, request.model_spec.signature_name, request.input)
         elif kind == "multi_inference_log":
             for task in log_entry.multi_inference_log.request.tasks:
-                if task.method_name == CLASSIFY_METHOD:
-                    self.classification_result(loaded, task.model_spec.signature_name,
+                if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
+                    self._classification_result(loaded, task.model_spec.signature_name,
                                                log_entry.multi_inference_log.request.input)
                 else:
-                    self.regression_result(loaded, task.model_spec.signature_name,
+                    self._regression_result(loaded, task.model_spec.signature_name,
                                            log_entry.multi_inference_log.request.input)
         else:
             raise invalid(f"Unsupported log_type for warmup: {kind}")
