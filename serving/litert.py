@@ -23,6 +23,7 @@ from tensorflow.python.saved_model import loader_impl
 
 from serving.errors import ServingError
 from serving.servable import VersionLifecycle, convert_input
+from serving.versions import is_complete
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,11 @@ class LiteRTVersion(VersionLifecycle):
         interpreters = max(1, interpreters)
         threads = threads or max(1, (os.cpu_count() or 1) // interpreters)
         self._interpreters: queue.Queue = queue.Queue()
+        # Read through tf.io.gfile (the version may be on gs://); the interpreter keeps this buffer for its life.
+        with tf.io.gfile.GFile(os.path.join(path, TFLITE_FILE), "rb") as f:
+            model = f.read()
         for _ in range(interpreters):
-            interpreter = Interpreter(model_path=os.path.join(path, TFLITE_FILE), num_threads=threads)
+            interpreter = Interpreter(model_content=model, num_threads=threads)
             self._interpreters.put({key: interpreter.get_signature_runner(key)
                                     for key in interpreter.get_signature_list()})
         self.signatures, self._steps = _saved_model_steps(path, tags)
@@ -122,7 +126,7 @@ class LiteRTVersion(VersionLifecycle):
 def _saved_model_steps(path: str, tags) -> tuple[dict, dict | None]:
     """(the SavedModel's signatures, {signature: (inputs step, outputs step)}) when it has steps for every
     signature; ({}, None) when there is no SavedModel or a signature lacks them (then model.tflite serves its own)."""
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+    if not is_complete(path):
         return {}, None
     wanted_tags = set(tags)
     meta_graphs = [m for m in loader_impl.parse_saved_model(path).meta_graphs

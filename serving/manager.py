@@ -22,6 +22,7 @@ import threading
 import time
 
 import grpc
+import tensorflow as tf
 
 from serving.errors import ConfigError, ServingError, invalid, not_found
 from serving.servable import LoadedVersion
@@ -69,14 +70,14 @@ class ServedModel:
 def directory_fingerprint(path: str) -> tuple:
     """(relative path, size, mtime) of every file under `path`: changes while a copy is still in progress."""
     entries = []
-    for root, _, files in os.walk(path):
+    for root, _, files in tf.io.gfile.walk(path):
         for name in files:
             full = os.path.join(root, name)
             try:
-                info = os.stat(full)
-            except OSError:
+                info = tf.io.gfile.stat(full)
+            except tf.errors.OpError:
                 continue
-            entries.append((os.path.relpath(full, path), info.st_size, info.st_mtime_ns))
+            entries.append((os.path.relpath(full, path), info.length, info.mtime_nsec))
     return tuple(sorted(entries))
 
 

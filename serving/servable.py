@@ -66,7 +66,7 @@ class VersionLifecycle:
     def warmup(self, run_request) -> int:
         """Replays assets.extra/tf_serving_warmup_requests (PredictionLog TFRecords) through `run_request`."""
         path = os.path.join(self.path, WARMUP_FILE)
-        if not os.path.exists(path):
+        if not tf.io.gfile.exists(path):
             return 0
         count = 0
         for record in tf.compat.v1.io.tf_record_iterator(path):
@@ -85,7 +85,7 @@ def load_version(name: str, version: int, path: str, tags=("serve",), session_co
     if prefer_tflite_model:
         from serving.litert import TFLITE_FILE, LiteRTVersion  # here: serving.litert builds on this module
 
-        if os.path.exists(os.path.join(path, TFLITE_FILE)):
+        if tf.io.gfile.exists(os.path.join(path, TFLITE_FILE)):
             return LiteRTVersion(name, version, path, tags, interpreters=tflite_interpreters)
         log.info("No %s in %s: serving its SavedModel", TFLITE_FILE, path)
     return LoadedVersion(name, version, path, tags, session_config)
