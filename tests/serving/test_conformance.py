@@ -318,7 +318,13 @@ def test_rest_malformed_json_bad_b64_and_body_limit(server):
     assert status == 413 and "exceeds the limit" in body["error"]
 
 
-def test_rest_cors_preflight_404_and_prometheus(server):
+def test_rest_cors_preflight_404_and_prometheus(server, stubs):
+    # One request per front end first: both run through the same InferenceService, which labels the latency with
+    # the gRPC method name or the REST verb, as TF Serving does.
+    assert rest(server, "/v1/models/default:predict", {"instances": [1.0]})[0] == 200
+    assert rest(server, "/v1/models/default:classify",
+                {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]})[0] == 200
+    stubs[0].Predict(x_request(), timeout=30)
     status, _, headers = rest(server, "/v1/models/default:predict", method="OPTIONS",
                               headers={"Origin": "http://example.org"})
     assert status == 200 and headers["Access-Control-Allow-Methods"] == "POST, GET"
@@ -328,3 +334,6 @@ def test_rest_cors_preflight_404_and_prometheus(server):
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert "# TYPE :tensorflow:serving:request_count counter" in text
     assert ':tensorflow:serving:request_count{model_name="default",status="OK"}' in text
+    for api, entrypoint in (("predict", "REST"), ("classify", "REST"), ("Predict", "GRPC")):
+        assert (f':tensorflow:serving:request_latency_count{{model_name="default",API="{api}",'
+                f'entrypoint="{entrypoint}"}}') in text
