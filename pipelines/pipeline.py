@@ -13,6 +13,7 @@ from typing import Sequence
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components import contract
 from components.atomic_pusher.component import AtomicPusher
 from components.image_embedder.component import ImageEmbedder
 from components.image_example_gen.component import ImageExampleGen
@@ -21,14 +22,12 @@ from components.vocabulary_checked_evaluator.component import VocabularyCheckedE
 from pipelines import configs
 from pipelines.options import BASELINES
 
-ACCURACY_METRIC = "sparse_categorical_accuracy"
-
 
 def eval_config(accuracy_threshold: float, baseline_tolerance: float = configs.BASELINE_TOLERANCE) -> tfma.EvalConfig:
     """Blessing: accuracy >= threshold, and >= baseline - tolerance when a baseline exists. The confusion matrix is
     what the report derives per-class precision and recall from (the class count is only known after ingestion)."""
     accuracy = tfma.MetricConfig(
-        class_name="SparseCategoricalAccuracy",
+        class_name="SparseCategoricalAccuracy",  # reported as contract.ACCURACY_METRIC
         threshold=tfma.MetricThreshold(
             value_threshold=tfma.GenericValueThreshold(lower_bound={"value": accuracy_threshold}),
             change_threshold=tfma.GenericChangeThreshold(
@@ -36,7 +35,7 @@ def eval_config(accuracy_threshold: float, baseline_tolerance: float = configs.B
         ),
     )
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="classify", label_key="label", prediction_key="scores")],
+        model_specs=[tfma.ModelSpec(signature_name="classify", label_key=contract.LABEL_KEY, prediction_key="scores")],
         slicing_specs=[tfma.SlicingSpec()],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             accuracy,
@@ -90,8 +89,8 @@ def create_pipeline(
     trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN,
         examples=embedder.outputs["embedded_examples"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=[configs.EVAL_SPLIT]),
+        train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL_SPLIT]),
         custom_config={"module_handle": module_handle, "hyperparameters": dict(hyperparameters or {})},
     )
     components.append(trainer)
@@ -114,7 +113,7 @@ def create_pipeline(
 
     evaluator = VocabularyCheckedEvaluator(
         examples=embedder.outputs["embedded_examples"],
-        example_splits=[configs.TEST_SPLIT],
+        example_splits=[contract.TEST_SPLIT],
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
         eval_config=eval_config(eval_accuracy_threshold),
@@ -126,7 +125,7 @@ def create_pipeline(
         model=trainer.outputs["model"],
         evaluation=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],
-        split=configs.TEST_SPLIT,
+        split=contract.TEST_SPLIT,
         report_dir=report_dir,
     )
     components.append(report)

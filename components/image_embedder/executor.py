@@ -19,21 +19,19 @@ import tensorflow as tf
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
+from components import contract
+from components.contract import EMBEDDING_KEY, IMAGE_KEY, PATH_KEY, SHA256_KEY
 from components.image_embedder import cache as embedding_cache
 
-EMBEDDING_FEATURE = "embedding"
-IMAGE_FEATURE = "image_raw"
-SHA256_FEATURE = "sha256"
-PATH_FEATURE = "path"
 OUTPUT_FILE_PREFIX = "data_tfrecord"
 # "auto": the module on LiteRT when its conversion passes the probe check, else TF; "tensorflow": always TF.
 ENGINE_AUTO, ENGINE_TENSORFLOW = "auto", "tensorflow"
 ENGINES = (ENGINE_AUTO, ENGINE_TENSORFLOW)
-COPIED_INPUT_FILES = ("labels.txt", "rejects.csv", "rejects.json")  # ingestion's vocabulary and rejects travel along
 
-COMPUTED = beam.metrics.Metrics.counter("image_embedder", "embeddings_computed")
-CACHED = beam.metrics.Metrics.counter("image_embedder", "embeddings_cached")
-FAILED = beam.metrics.Metrics.counter("image_embedder", "embedding_failures")
+# The three counts are also the embedded artifact's properties, under the same names.
+COMPUTED = beam.metrics.Metrics.counter("image_embedder", contract.EMBEDDINGS_COMPUTED_PROPERTY)
+CACHED = beam.metrics.Metrics.counter("image_embedder", contract.EMBEDDINGS_CACHED_PROPERTY)
+FAILED = beam.metrics.Metrics.counter("image_embedder", contract.EMBEDDING_FAILURES_PROPERTY)
 COMPUTE_MS = beam.metrics.Metrics.counter("image_embedder", "embedding_compute_ms")  # decode+resize+module only
 LOAD_MS = beam.metrics.Metrics.counter("image_embedder", "module_load_ms")
 
@@ -50,7 +48,7 @@ _UNKEYED = "\0"  # no sha256 starts with a NUL: such keys never meet a cache ent
 
 def _key_by_sha256(item: tuple[str, bytes]) -> tuple[str, tuple[str, bytes]]:
     """(split, serialized) -> (sha256, (split, serialized)); an example without one gets a key of its own."""
-    sha = _bytes_feature(tf.train.Example.FromString(item[1]), SHA256_FEATURE).decode()
+    sha = _bytes_feature(tf.train.Example.FromString(item[1]), SHA256_KEY).decode()
     return (sha or f"{_UNKEYED}{uuid.uuid4().hex}"), item
 
 
@@ -79,7 +77,7 @@ class JoinWithCache(beam.DoFn):
 
 def _with_embedding(serialized: bytes, embedding: np.ndarray) -> bytes:
     example = tf.train.Example.FromString(serialized)
-    example.features.feature[EMBEDDING_FEATURE].float_list.value[:] = np.asarray(embedding, np.float32).tolist()
+    example.features.feature[EMBEDDING_KEY].float_list.value[:] = np.asarray(embedding, np.float32).tolist()
     return example.SerializeToString()
 
 
@@ -152,8 +150,8 @@ class EmbedImages(beam.DoFn):
     def process(self, batch: list[tuple[str, list[tuple[str, bytes]]]]) -> Iterable:
         firsts = [tf.train.Example.FromString(examples[0][1]) for _, examples in batch]
         computed = self._embed_or_skip(
-            [_bytes_feature(example, IMAGE_FEATURE) for example in firsts],
-            [_bytes_feature(example, PATH_FEATURE).decode(errors="replace") for example in firsts])
+            [_bytes_feature(example, IMAGE_KEY) for example in firsts],
+            [_bytes_feature(example, PATH_KEY).decode(errors="replace") for example in firsts])
         for (sha, examples), embedding in zip(batch, computed):
             if embedding is None:
                 continue
@@ -179,7 +177,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         embedded.split_names = artifact_utils.encode_split_names(splits)
         module_handle = exec_properties["module_handle"]
         cache_dir = exec_properties.get("cache_dir") or None
-        batch_size = int(exec_properties.get("batch_size") or 32)
+        batch_size = int(exec_properties.get("batch_size") or contract.DEFAULT_EMBEDDING_BATCH_SIZE)
         engine = exec_properties.get("engine") or ENGINE_AUTO
         if engine not in ENGINES:
             raise ValueError(f"unknown embedding engine {engine!r}; choose one of {ENGINES}")
@@ -259,9 +257,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 cache.remove(shards)
             logger.info("Embedding cache: %d shards read, %d written%s", len(shards), len(committed),
                         " (compacted)" if compact else "")
-        counts = {name: _counter_total(result, name)
-                  for name in ("embeddings_computed", "embeddings_cached", "embedding_failures",
-                               "embedding_compute_ms", "module_load_ms")}
+        counts = {counter.metric_name.name: _counter_total(result, counter.metric_name.name)
+                  for counter in (COMPUTED, CACHED, FAILED, COMPUTE_MS, LOAD_MS)}
         elapsed = time.time() - started
         total = counts["embeddings_computed"] + counts["embeddings_cached"]
         logger.info("Embedding stage: %d computed, %d from cache, %d failed, %.1f s (%.1f images/s overall)",
@@ -272,14 +269,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
               f"({elapsed:.1f} s: module load "
               f"{counts['module_load_ms'] / 1000:.1f} s, embedding {counts['embedding_compute_ms'] / 1000:.1f} s)",
               flush=True)
-        for name in ("embeddings_computed", "embeddings_cached", "embedding_failures"):
+        for name in (contract.EMBEDDINGS_COMPUTED_PROPERTY, contract.EMBEDDINGS_CACHED_PROPERTY,
+                     contract.EMBEDDING_FAILURES_PROPERTY):
             embedded.set_int_custom_property(name, counts[name])
-        embedded.set_string_custom_property("module_handle", module_handle)
-        for name in COPIED_INPUT_FILES:
+        embedded.set_string_custom_property(contract.MODULE_HANDLE_PROPERTY, module_handle)
+        for name in contract.INGESTION_FILES:  # the vocabulary, rejects and summary travel along
             source = os.path.join(examples.uri, name)
             if tf.io.gfile.exists(source):
                 tf.io.gfile.copy(source, os.path.join(embedded.uri, name), overwrite=True)
-        with tf.io.gfile.GFile(os.path.join(embedded.uri, "embedding_counts.json"), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(embedded.uri, contract.EMBEDDING_COUNTS_FILE), "w") as f:
             f.write(json.dumps({**counts, "seconds": round(elapsed, 3), "module_handle": module_handle,
                                "engine": engine_used}))
 

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-METRICS_FILE = "metrics.json"
-ACCURACY_KEY = "sparse_categorical_accuracy"
+from components import contract
+from components.contract import IMAGE_KEY, LABEL_NAME_KEY, PATH_KEY
 
 
 def _metric_value(metric: dict) -> float | None:
@@ -111,22 +112,22 @@ def _split_files(examples, split: str) -> list[str]:
 def misclassified_examples(model_dir: str, files: list[str], limit: int) -> tuple[list[dict], int]:
     """Runs the exported serving signature over the split's raw images; returns (misclassified, total)."""
     serving = tf.saved_model.load(model_dir).signatures["serving_default"]
-    spec = {"image_raw": tf.io.FixedLenFeature([], tf.string), "label_name": tf.io.FixedLenFeature([], tf.string),
-            "path": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_NAME_KEY: tf.io.FixedLenFeature([], tf.string),
+            PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(32).map(
         lambda records: tf.io.parse_example(records, spec))
     wrong, total = [], 0
     for batch in dataset:
-        outputs = serving(image_bytes=batch["image_raw"])
+        outputs = serving(image_bytes=batch[IMAGE_KEY])
         predicted = outputs["label"].numpy()
         scores = outputs["scores"].numpy().max(axis=1)
-        for index, (true_label, predicted_label) in enumerate(zip(batch["label_name"].numpy(), predicted)):
+        for index, (true_label, predicted_label) in enumerate(zip(batch[LABEL_NAME_KEY].numpy(), predicted)):
             total += 1
             if true_label != predicted_label and len(wrong) < limit:
-                wrong.append({"path": batch["path"][index].numpy().decode(errors="replace"),
+                wrong.append({"path": batch[PATH_KEY][index].numpy().decode(errors="replace"),
                               "true": true_label.decode(errors="replace"),
                               "predicted": predicted_label.decode(errors="replace"),
-                              "score": float(scores[index]), "image": batch["image_raw"][index].numpy()})
+                              "score": float(scores[index]), "image": batch[IMAGE_KEY][index].numpy()})
     return wrong, total
 
 
@@ -161,7 +162,7 @@ def render_markdown(summary: dict) -> str:
              "| class | support | precision | recall |", "|---|---|---|---|"]
     lines += [f"| {row['label']} | {row['support']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} |"
               for row in summary["per_class"]]
-    lines += ["", "![confusion matrix](confusion_matrix.png)", "",
+    lines += ["", f"![confusion matrix]({contract.CONFUSION_MATRIX_FILE})", "",
               f"## Misclassified ({summary['misclassified_count']} of {summary['example_count']})", ""]
     lines += [f"- `{m['path']}`: true **{m['true']}**, predicted **{m['predicted']}** ({m['score']:.2f}) "
               f"![]({m['thumbnail']})" for m in summary["misclassified"]]
@@ -186,7 +187,7 @@ figure{{display:inline-block;margin:.5em;text-align:center;font-size:.85em}} img
 baseline {_fmt(summary['baseline_accuracy'])}; threshold {summary.get('threshold', 'n/a')}.</p>
 {f"<p><i>{esc(summary['baseline_note'])}</i></p>" if summary.get('baseline_note') else ''}
 <h2>Per class</h2><table><tr><th>class</th><th>support</th><th>precision</th><th>recall</th></tr>{rows}</table>
-<h2>Confusion matrix</h2><img src="confusion_matrix.png" alt="confusion matrix">
+<h2>Confusion matrix</h2><img src="{contract.CONFUSION_MATRIX_FILE}" alt="confusion matrix">
 <h2>Misclassified ({summary['misclassified_count']} of {summary['example_count']})</h2>{wrong or '<p>none</p>'}
 </body></html>
 """
@@ -219,7 +220,7 @@ class Executor(base_executor.BaseExecutor):
         blessing = artifact_utils.get_single_instance(input_dict["blessing"])
         report = artifact_utils.get_single_instance(output_dict["report"])
         split = exec_properties["split"]
-        limit = int(exec_properties.get("max_misclassified") or 48)
+        limit = int(exec_properties.get("max_misclassified") or contract.DEFAULT_MAX_MISCLASSIFIED)
 
         labels = read_label_vocabulary(examples.uri)
         # With a baseline TFMA stores results per model name; without one, under no name.
@@ -233,20 +234,20 @@ class Executor(base_executor.BaseExecutor):
         model_dir = path_utils.serving_model_path(model.uri)
         wrong, total = misclassified_examples(model_dir, _split_files(examples, split), limit)
 
-        tf.io.gfile.makedirs(os.path.join(report.uri, "misclassified"))
+        tf.io.gfile.makedirs(os.path.join(report.uri, contract.MISCLASSIFIED_DIR))
         for number, item in enumerate(wrong):
-            item["thumbnail"] = f"misclassified/{number:03d}.png"
+            item["thumbnail"] = f"{contract.MISCLASSIFIED_DIR}/{number:03d}.png"
             with tf.io.gfile.GFile(os.path.join(report.uri, item["thumbnail"]), "wb") as f:
                 f.write(_thumbnail_png(item.pop("image")))
-        plot_confusion_matrix(matrix, labels, os.path.join(report.uri, "confusion_matrix.png"))
+        plot_confusion_matrix(matrix, labels, os.path.join(report.uri, contract.CONFUSION_MATRIX_FILE))
         summary = {
             "split": split,
-            "blessed": bool(blessing.get_int_custom_property("blessed")),
-            "accuracy": metrics.get(ACCURACY_KEY),
-            "baseline_accuracy": baseline_metrics.get(ACCURACY_KEY),
+            "blessed": bool(blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY)),
+            "accuracy": metrics.get(contract.ACCURACY_METRIC),
+            "baseline_accuracy": baseline_metrics.get(contract.ACCURACY_METRIC),
             "threshold": _accuracy_threshold(evaluation.uri),
-            "baseline_note": evaluation.get_string_custom_property("baseline_skipped_reason") or None,
-            "example_count": int(metrics.get("example_count", total)),
+            "baseline_note": evaluation.get_string_custom_property(contract.BASELINE_SKIPPED_PROPERTY) or None,
+            "example_count": int(metrics.get(contract.EXAMPLE_COUNT_METRIC, total)),
             "labels": labels,
             "per_class": per_class_precision_recall(matrix, labels),
             "confusion_matrix": matrix.tolist(),
@@ -254,13 +255,16 @@ class Executor(base_executor.BaseExecutor):
             "misclassified": wrong,
             "model_uri": model.uri,
         }
-        files = {METRICS_FILE: json.dumps(summary, indent=2), "report.md": render_markdown(summary),
-                 "report.html": render_html(summary)}
+        files = {contract.REPORT_METRICS_FILE: json.dumps(summary, indent=2),
+                 contract.REPORT_MARKDOWN_FILE: render_markdown(summary),
+                 contract.REPORT_HTML_FILE: render_html(summary)}
         for name, text in files.items():
             with tf.io.gfile.GFile(os.path.join(report.uri, name), "w") as f:
                 f.write(text)
-        report.set_float_custom_property("accuracy", summary["accuracy"] or 0.0)
-        report.set_int_custom_property("blessed", int(summary["blessed"]))
+        for name in (contract.ACCURACY_PROPERTY, contract.BASELINE_ACCURACY_PROPERTY):
+            if summary[name] is not None:  # absent, not 0.0, when TFMA has no value (e.g. no baseline)
+                report.set_float_custom_property(name, summary[name])
+        report.set_int_custom_property(contract.BLESSED_PROPERTY, int(summary["blessed"]))
         if exec_properties.get("report_dir"):
             target = os.path.join(exec_properties["report_dir"], os.path.basename(os.path.dirname(report.uri))
                                   + "-" + os.path.basename(report.uri))
@@ -268,7 +272,7 @@ class Executor(base_executor.BaseExecutor):
             logging.info("report copied to %s", target)
         print(f"[report] {split} accuracy {_fmt(summary['accuracy'])} (baseline "
               f"{_fmt(summary['baseline_accuracy'])}), blessed={summary['blessed']}: "
-              f"{os.path.join(report.uri, 'report.html')}", flush=True)
+              f"{os.path.join(report.uri, contract.REPORT_HTML_FILE)}", flush=True)
 
 
 def _copy_tree(source: str, target: str) -> None:
