@@ -230,16 +230,6 @@ def _fail_early_if_too_few_classes(listing: sources.Listing) -> None:
                          f"{len(nonempty)}: {found or 'no class folders or labels at all'}.")
 
 
-@beam.ptransform_fn
-@beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(tf.train.Example)
-def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # pylint: disable=invalid-name
-    """GetInputSourceToExamplePTransform's contract (tf.Examples only), used if the base class splits."""
-    outputs = build_ingestion(pipeline, exec_properties, split_pattern, [])
-    _write_reports(pipeline, exec_properties[_EXAMPLES_URI_KEY], outputs, [], split_counts=None)
-    return outputs.examples_with_split | "DropSplit" >> beam.Map(lambda pair: pair[0])
-
-
 def _write_text(path: str, text: str) -> None:
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(text)
@@ -254,8 +244,8 @@ def _write_rejects(rejects: list[Reject], examples_uri: str) -> None:
 
 
 def _write_summary(_, examples_uri: str, split_names: list[str], vocabulary: list[str], rejects: list[Reject],
-                   split_counts: dict[str, int] | None) -> None:
-    split_counts = {name: split_counts[name] for name in split_names} if split_counts is not None else {}
+                   split_counts: dict[str, int]) -> None:
+    split_counts = {name: split_counts[name] for name in split_names}
     by_code: dict[str, int] = {}
     for reject in rejects:
         by_code[reject.code] = by_code.get(reject.code, 0) + 1
@@ -272,7 +262,7 @@ def _write_summary(_, examples_uri: str, split_names: list[str], vocabulary: lis
 
 
 def _write_reports(pipeline: beam.Pipeline, examples_uri: str, outputs: IngestionOutputs,
-                   split_names: list[str], split_counts: beam.PCollection | None) -> None:
+                   split_names: list[str], split_counts: beam.PCollection) -> None:
     rejects_list = outputs.rejects | "CollectRejects" >> beam.combiners.ToList()
     _ = outputs.vocabulary | "WriteLabels" >> beam.Map(_write_labels, examples_uri)
     _ = rejects_list | "WriteRejects" >> beam.Map(_write_rejects, examples_uri)
@@ -282,7 +272,7 @@ def _write_reports(pipeline: beam.Pipeline, examples_uri: str, outputs: Ingestio
              _write_summary, examples_uri, split_names,
              vocabulary=beam.pvalue.AsSingleton(outputs.vocabulary),
              rejects=beam.pvalue.AsSingleton(rejects_list),
-             split_counts=beam.pvalue.AsDict(split_counts) if split_counts is not None else None))
+             split_counts=beam.pvalue.AsDict(split_counts)))
 
 
 def _partition(record: tuple[tf.train.Example, str], num_partitions: int, split_names: list[str],
@@ -298,7 +288,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """Custom executor of FileBasedExampleGen (works with KubeflowV2DagRunner, which runs the standard driver)."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-        return _ImagesToExample
+        # Abstract in the base class, but only its GenerateExamplesByBeam calls it, and that is replaced below.
+        raise NotImplementedError("ImageExampleGen builds its examples in GenerateExamplesByBeam")
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]
                                ) -> dict[str, beam.PCollection]:
