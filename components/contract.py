@@ -56,7 +56,7 @@ EMBEDDING_FAILURES_PROPERTY = "embedding_failures"
 MODULE_HANDLE_PROPERTY = "module_handle"
 BASELINE_SKIPPED_PROPERTY = "baseline_skipped_reason"  # ModelEvaluation, when the baseline's classes differ
 # ModelReport: the candidate's and the baseline's accuracy (absent when unknown) and the verdict (0/1); the same
-# names are keys of its REPORT_METRICS_FILE.
+# names are keys of its REPORT_METRICS_FILE (full precision; MLMD's SQLite store keeps 6 significant digits).
 ACCURACY_PROPERTY = "accuracy"
 BASELINE_ACCURACY_PROPERTY = "baseline_accuracy"
 BLESSED_PROPERTY = "blessed"

@@ -105,25 +105,25 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(result.serving_model_dir):
         print("no model has been pushed yet (never blessed): nothing to serve", file=sys.stderr)
         return 1
-    serve_and_predict(result.serving_model_dir, held_out_images(options, count=2))
+    serve_and_predict(result.serving_model_dir, held_out_images(options, result.run_id, count=2))
     return 0
 
 
-def held_out_images(options, count: int) -> list[tuple[str, bytes]]:
-    """The first images of this run's test split (never trained on): (path relative to the data dir, bytes)."""
-    import glob
-
+def held_out_images(options, run_id: str, count: int) -> list[tuple[str, bytes]]:
+    """The first images of the run's test split (never trained on): (path relative to the data dir, bytes)."""
     import tensorflow as tf
+    from tfx.types import artifact_utils
 
-    pattern = options.path("tfx_pipeline_output", options.pipeline_name, "ImageExampleGen", "examples", "*",
-                           "Split-test", "*")
-    newest_run = max(glob.glob(os.path.dirname(os.path.dirname(pattern))), key=lambda p: int(os.path.basename(p)))
-    files = sorted(glob.glob(os.path.join(newest_run, "Split-test", "*")))
+    from components.contract import IMAGE_KEY, PATH_KEY, TEST_SPLIT
+    from pipelines.local_runner import INGEST_NODE, run_outputs
+
+    _, outputs = run_outputs(options.metadata_path, options.pipeline_name, run_id)
+    test_split = artifact_utils.get_split_uri(outputs[(INGEST_NODE, "examples")], TEST_SPLIT)
+    files = sorted(tf.io.gfile.glob(os.path.join(test_split, "*")))
     picked = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count):
-        example = tf.train.Example.FromString(record.numpy())
-        feature = example.features.feature
-        picked.append((feature["path"].bytes_list.value[0].decode(), feature["image_raw"].bytes_list.value[0]))
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        picked.append((feature[PATH_KEY].bytes_list.value[0].decode(), feature[IMAGE_KEY].bytes_list.value[0]))
     return picked
 
 
