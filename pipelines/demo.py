@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from pipelines import console
+
 MODEL_NAME = "digits"
 # Digits are 8x8; upscaled with nearest-neighbour so a stroke stays a stroke after the module's own resize.
 DIGIT_PIXELS = 32
@@ -83,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="output")
     parser.add_argument("--no-serve", action="store_true", help="Stop after the pipeline.")
+    parser.add_argument("--verbose", action="store_true", help="Also show TensorFlow/TFX/Beam warnings and start-up "
+                                                               "lines and Keras' per-epoch lines.")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    console.configure(args.verbose)
+    if not args.verbose and argv is None:  # the program itself (`make run`), not a caller in this process
+        console.filter_native_stderr()
 
     from pipelines.local_runner import RunOptions, format_result, run_pipeline
 
@@ -93,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"digits data set: {count} PNG files in {data_dir}", flush=True)
     options = RunOptions(data_dir=data_dir, model_name=MODEL_NAME, output_dir=args.output_dir,
                          accuracy_threshold=ACCURACY_TARGET)
+    if not args.verbose:
+        console.quiet_keras()
     started = time.time()
     result = run_pipeline(options)
     print(f"\npipeline finished in {time.time() - started:.0f} s")

@@ -17,7 +17,7 @@ import os
 import sys
 
 from components import contract
-from pipelines import configs
+from pipelines import configs, console
 from pipelines import options as pipeline_options
 from pipelines.options import PipelineOptions
 
@@ -212,6 +212,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=None, help="After a push, also write the model for apps to OUTPUT_DIR/mobile "
                                            "(repeatable; see `image-retrain export`).")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    parser.add_argument("--verbose", action="store_true", help="Also show TensorFlow/TFX/Beam warnings and start-up "
+                                                               "lines and Keras' per-epoch lines (hidden by default).")
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
@@ -250,12 +252,15 @@ def check_inputs(options: RunOptions) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    console.configure(args.verbose)
     try:
         options = options_from_args(args)
         check_inputs(options)
     except ValueError as error:
         print(f"image-retrain run: {error}", file=sys.stderr)
         return 2
+    if not args.verbose:
+        console.quiet_keras()
     try:
         result = run_pipeline(options)
     except ValueError as error:  # bad data found by a component (e.g. fewer than two usable classes)

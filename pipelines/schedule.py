@@ -202,8 +202,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipelines import local_runner
+    from pipelines import console, local_runner
 
+    console.configure(args.verbose)  # the runs' child processes inherit its environment switches
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         if args.max_runs is not None and args.max_runs < 1:
