@@ -18,6 +18,7 @@ from components.atomic_pusher.component import AtomicPusher
 from components.image_embedder.component import ImageEmbedder
 from components.image_example_gen.component import ImageExampleGen
 from components.model_report.component import ModelReport
+from components.served_model_baseline.component import ServedModelBaseline
 from components.vocabulary_checked_evaluator.component import VocabularyCheckedEvaluator
 from pipelines import configs
 from pipelines.options import BASELINES
@@ -105,8 +106,6 @@ def create_pipeline(
         baseline_model = resolver.outputs["model"]
     else:
         # Open-source KFP cannot run TFX resolver executors: compare against what is actually being served.
-        from components.served_model_baseline.component import ServedModelBaseline
-
         served = ServedModelBaseline(serving_model_dir=serving_model_dir, candidate_model=trainer.outputs["model"])
         components.append(served)
         baseline_model = served.outputs["baseline_model"]

@@ -18,10 +18,15 @@ import numpy as np
 import tensorflow as tf
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
+from tqdm import tqdm
 
 from components import contract
 from components.contract import EMBEDDING_KEY, IMAGE_KEY, PATH_KEY, SHA256_KEY
+from components.image_decoding import preprocess_batch
 from components.image_embedder import cache as embedding_cache
+from components.image_module import load_image_module
+from components.image_module.litert import LiteRTImageModule, litert_module_path
+from components.image_module.loader import module_identity, resolve_handle
 
 OUTPUT_FILE_PREFIX = "data_tfrecord"
 # "auto": the module on LiteRT when its conversion passes the probe check, else TF; "tensorflow": always TF.
@@ -95,25 +100,17 @@ class EmbedImages(beam.DoFn):
         self._embed = None  # the module is loaded on the first miss: a fully cached run never loads it
         self._progress = None
         if self._show_progress:
-            from tqdm import tqdm
-
             self._progress = tqdm(desc="embedding", unit="img", dynamic_ncols=True, mininterval=1.0)
 
     def _load_module(self):
         """Sets self._embed: encoded images (string tensor) -> float32 [B, features] numpy. Decode and resize run in
         TF either way; the module runs on LiteRT when the executor found a checked conversion."""
-        from components.image_decoding import preprocess_batch
-
         if self._litert_model_path:
-            from components.image_module.litert import LiteRTImageModule
-
             engine = LiteRTImageModule(self._litert_model_path)
             preprocess = tf.function(lambda image_bytes: preprocess_batch(image_bytes, engine.input_size),
                                      input_signature=[tf.TensorSpec([None], tf.string)])
             self._embed = lambda image_bytes: engine(preprocess(image_bytes).numpy())
             return
-        from components.image_module import load_image_module
-
         module = load_image_module(self._module_handle)
         size = module.input_size
 
@@ -184,9 +181,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         # The module's identity (a content hash) is computed once here and keys the cache, whichever engine computes
         # an entry (see components/image_module/litert.py for why).
-        from components.image_module.litert import litert_module_path
-        from components.image_module.loader import module_identity, resolve_handle
-
         # Converted and probe-checked here, once, so that workers only load the result.
         litert_path = litert_module_path(module_handle) if engine == ENGINE_AUTO else None
         engine_used = "litert" if litert_path else "tensorflow"
