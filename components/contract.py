@@ -23,6 +23,10 @@ EVAL_SPLIT = "eval"            # early stopping during training
 TEST_SPLIT = "test"            # TFMA evaluation, blessing and the report
 SPLIT_NAMES = (TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT)
 
+# Output keys of our components (TFX's standard_component_specs names its own: EXAMPLES_KEY, MODEL_KEY, ...).
+EMBEDDED_EXAMPLES_KEY = "embedded_examples"  # ImageEmbedder
+REPORT_KEY = "report"                        # ModelReport
+
 # Files beside the splits of an ingested Examples artifact; ImageEmbedder copies them into the embedded one.
 LABELS_FILE = "labels.txt"                       # label vocabulary, one per line, sorted: line index == LABEL_KEY
 REJECTS_FILE = "rejects.csv"                     # path,label,reason of every input that was skipped

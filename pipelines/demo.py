@@ -120,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
 def held_out_images(options, run_id: str, count: int) -> list[tuple[str, bytes]]:
     """The first images of the run's test split (never trained on): (path relative to the data dir, bytes)."""
     import tensorflow as tf
-    from tfx.types import artifact_utils
+    from tfx.types import artifact_utils, standard_component_specs
 
     from components.contract import IMAGE_KEY, PATH_KEY, TEST_SPLIT
     from pipelines.local_runner import INGEST_NODE, run_outputs
 
     _, outputs = run_outputs(options.metadata_path, options.pipeline_name, run_id)
-    test_split = artifact_utils.get_split_uri(outputs[(INGEST_NODE, "examples")], TEST_SPLIT)
+    test_split = artifact_utils.get_split_uri(outputs[(INGEST_NODE, standard_component_specs.EXAMPLES_KEY)], TEST_SPLIT)
     files = sorted(tf.io.gfile.glob(os.path.join(test_split, "*")))
     picked = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count):

@@ -146,8 +146,8 @@ def collect_result(options: RunOptions, metadata_path: str, run_id: str | None =
             if artifact is not None and artifact.has_custom_property(name) else None
 
     pushed = output(PUSH_NODE, standard_component_specs.PUSHED_MODEL_KEY)
-    report = output(REPORT_NODE, "report")
-    embedded = output(EMBED_NODE, "embedded_examples")
+    report = output(REPORT_NODE, contract.REPORT_KEY)
+    embedded = output(EMBED_NODE, contract.EMBEDDED_EXAMPLES_KEY)
     ingested = output(INGEST_NODE, standard_component_specs.EXAMPLES_KEY)
     was_pushed = bool(int_property(pushed, contract.PUSHED_PROPERTY))
     return RunResult(

@@ -89,7 +89,7 @@ def create_pipeline(
 
     trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN,
-        examples=embedder.outputs["embedded_examples"],
+        examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
         train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL_SPLIT]),
         custom_config={"module_handle": module_handle, "hyperparameters": dict(hyperparameters or {})},
@@ -111,7 +111,7 @@ def create_pipeline(
         baseline_model = served.outputs["baseline_model"]
 
     evaluator = VocabularyCheckedEvaluator(
-        examples=embedder.outputs["embedded_examples"],
+        examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
         example_splits=[contract.TEST_SPLIT],
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
@@ -120,7 +120,7 @@ def create_pipeline(
     components.append(evaluator)
 
     report = ModelReport(
-        examples=embedder.outputs["embedded_examples"],
+        examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
         model=trainer.outputs["model"],
         evaluation=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],

@@ -6,7 +6,7 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from components.contract import DEFAULT_EMBEDDING_BATCH_SIZE
+from components.contract import DEFAULT_EMBEDDING_BATCH_SIZE, EMBEDDED_EXAMPLES_KEY
 from components.image_embedder import executor
 
 
@@ -20,7 +20,7 @@ class ImageEmbedderSpec(types.ComponentSpec):
         "engine": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
-    OUTPUTS = {"embedded_examples": ChannelParameter(type=standard_artifacts.Examples)}
+    OUTPUTS = {EMBEDDED_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
 
 
 class ImageEmbedder(base_beam_component.BaseBeamComponent):
@@ -35,5 +35,5 @@ class ImageEmbedder(base_beam_component.BaseBeamComponent):
             cache_dir=cache_dir or "",
             batch_size=batch_size,
             engine=engine,
-            embedded_examples=types.Channel(type=standard_artifacts.Examples),
+            **{EMBEDDED_EXAMPLES_KEY: types.Channel(type=standard_artifacts.Examples)},
         ))

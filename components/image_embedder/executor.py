@@ -169,7 +169,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(input_dict["examples"])
-        embedded = artifact_utils.get_single_instance(output_dict["embedded_examples"])
+        embedded = artifact_utils.get_single_instance(output_dict[contract.EMBEDDED_EXAMPLES_KEY])
         splits = artifact_utils.decode_split_names(examples.split_names)
         embedded.split_names = artifact_utils.encode_split_names(splits)
         module_handle = exec_properties["module_handle"]

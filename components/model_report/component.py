@@ -6,7 +6,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from components.contract import DEFAULT_MAX_MISCLASSIFIED, TEST_SPLIT
+from components.contract import DEFAULT_MAX_MISCLASSIFIED, REPORT_KEY, TEST_SPLIT
 from components.model_report import executor
 
 
@@ -28,7 +28,7 @@ class ModelReportSpec(types.ComponentSpec):
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
         "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
     }
-    OUTPUTS = {"report": ChannelParameter(type=ModelReportArtifact)}
+    OUTPUTS = {REPORT_KEY: ChannelParameter(type=ModelReportArtifact)}
 
 
 class ModelReport(base_component.BaseComponent):
@@ -41,4 +41,4 @@ class ModelReport(base_component.BaseComponent):
         super().__init__(spec=ModelReportSpec(
             examples=examples, model=model, evaluation=evaluation, blessing=blessing, split=split,
             report_dir=report_dir or "", max_misclassified=max_misclassified,
-            report=types.Channel(type=ModelReportArtifact)))
+            **{REPORT_KEY: types.Channel(type=ModelReportArtifact)}))

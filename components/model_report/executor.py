@@ -199,7 +199,7 @@ class Executor(base_executor.BaseExecutor):
         model = artifact_utils.get_single_instance(input_dict["model"])
         evaluation = artifact_utils.get_single_instance(input_dict["evaluation"])
         blessing = artifact_utils.get_single_instance(input_dict["blessing"])
-        report = artifact_utils.get_single_instance(output_dict["report"])
+        report = artifact_utils.get_single_instance(output_dict[contract.REPORT_KEY])
         split = exec_properties["split"]
         limit = int(exec_properties.get("max_misclassified") or contract.DEFAULT_MAX_MISCLASSIFIED)
 
