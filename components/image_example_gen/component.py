@@ -52,7 +52,7 @@ class ImageExampleGen(FileBasedExampleGen):
         if len(split_ratios) != len(SPLIT_NAMES) or not all(
                 isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in split_ratios):
             raise ValueError(f"split_ratios must be {len(SPLIT_NAMES)} positive integers for {SPLIT_NAMES}, "
-                             f"e.g. (8, 1, 1); got {split_ratios!r}.")
+                             f"e.g. {DEFAULT_SPLIT_RATIOS}; got {split_ratios!r}.")
         if min_image_side < 1 or max_image_pixels < 1:
             raise ValueError("min_image_side and max_image_pixels must be positive.")
         if max_image_pixels > DEFAULT_MAX_PIXELS:

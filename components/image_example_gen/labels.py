@@ -66,7 +66,7 @@ def read_rejects(examples_uri: str | os.PathLike) -> list[Reject]:
     if tuple(reader.fieldnames or ()) != REJECTS_COLUMNS:
         raise ValueError(f"{_join(examples_uri, REJECTS_FILE)}: expected columns {REJECTS_COLUMNS}, "
                          f"found {reader.fieldnames}")
-    return [Reject(row["path"], row["label"], row["reason"]) for row in reader]
+    return [Reject(*(row[column] for column in REJECTS_COLUMNS)) for row in reader]
 
 
 def read_ingestion_summary(examples_uri: str | os.PathLike) -> dict:
