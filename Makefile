@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/image-retrain
 OUTPUT_DIR ?= output
 PYTEST_ARGS ?=
+RUN_ARGS ?=
 
 .PHONY: setup module lint test test-fast test-deps run doctor lock bench serve clean
 
@@ -27,8 +28,8 @@ test: setup test-deps lint ## Lint, then run the whole test suite.
 test-fast: setup ## Unit tests only (no end-to-end pipeline/server runs).
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
-run: setup ## The main job: digits data set -> pipeline -> model server -> one gRPC and one REST prediction.
-	$(PY) -m pipelines.demo --output-dir $(OUTPUT_DIR)
+run: setup ## The main job: digits data set -> pipeline -> model server -> one gRPC and one REST prediction (RUN_ARGS=--verbose: all logs).
+	$(PY) -m pipelines.demo --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
 
 doctor: ## Check the stack and the C runtime in use.
 	@if [ ! -e $(CLI) ]; then echo "no venv: run 'make setup'" >&2; exit 2; fi

@@ -11,7 +11,11 @@ import os
 import uuid
 from collections.abc import Callable
 
+import flatbuffers
 import numpy as np
+import tensorflow as tf
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +28,6 @@ TFLITE_SIGNATURE = "serving_default"
 def convert(concrete_function, trackable) -> bytes:
     """A concrete function (its variables owned by `trackable`) -> float32 TFLite flatbuffer with one signature,
     `serving_default`, whose inputs and outputs keep the function's names."""
-    import tensorflow as tf
-
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], trackable)
     return converter.convert()
 
@@ -33,9 +35,6 @@ def convert(concrete_function, trackable) -> bytes:
 def with_metadata(model: bytes, entries: dict[str, bytes]) -> bytes:
     """Adds named byte buffers to the flatbuffer's `metadata` table (the schema's own key -> buffer list, which
     LiteRT runtimes carry along unread and `read_metadata` returns)."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
     model_object = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
     model_object.metadata = list(model_object.metadata or [])
     for name, data in entries.items():
@@ -52,8 +51,6 @@ def with_metadata(model: bytes, entries: dict[str, bytes]) -> bytes:
 
 
 def read_metadata(model: bytes) -> dict[str, bytes]:
-    from ai_edge_litert import schema_py_generated as schema
-
     root = schema.Model.GetRootAs(model, 0)
     entries = {}
     for i in range(root.MetadataLength()):
@@ -64,8 +61,6 @@ def read_metadata(model: bytes) -> dict[str, bytes]:
 
 def interpreter(model_path: str | None = None, model: bytes | None = None, threads: int | None = None):
     """A LiteRT interpreter with the default XNNPACK delegate on `threads` (default: every core)."""
-    from ai_edge_litert.interpreter import Interpreter
-
     return Interpreter(model_path=model_path, model_content=model, num_threads=threads or os.cpu_count())
 
 
@@ -105,8 +100,6 @@ def max_difference(model: bytes, reference: Callable[[np.ndarray], dict], input_
 
 def write_atomically(path: str, data: bytes) -> None:
     """Writes through a temporary sibling and a rename, so readers never see a half-written file."""
-    import tensorflow as tf
-
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     with tf.io.gfile.GFile(temporary, "wb") as f:
         f.write(data)

@@ -17,35 +17,18 @@ import json
 import re
 import sys
 
+from pipelines.schedule import parse_cron
+
 DEFAULT_EXPERIMENT = "image-retrain"
 
-# robfig/cron (KFP's scheduler): seconds minutes hours day-of-month month day-of-week.
-_CRON_FIELDS = (
-    ("seconds", 0, 59, None),
-    ("minutes", 0, 59, None),
-    ("hours", 0, 23, None),
-    ("day of month", 1, 31, None),
-    ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
-    ("day of week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
-)
 _CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 _GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 
 
-def _cron_value(text: str, low: int, high: int, names, field: str, expression: str) -> int:
-    if names and text.upper() in names:
-        return names.index(text.upper()) + low
-    if not text.isdigit():
-        raise ValueError(f"cron {expression!r}: {field} value {text!r} is not a number"
-                         + (f" or one of {', '.join(names)}" if names else ""))
-    value = int(text)
-    if not low <= value <= high:
-        raise ValueError(f"cron {expression!r}: {field} value {value} is outside {low}-{high}")
-    return value
-
-
 def validate_kfp_cron(expression: str) -> str:
-    """Checks a KFP (robfig/cron) expression locally, so a typo fails here and not in the KFP scheduler."""
+    """Checks a KFP (robfig/cron) expression locally, so a typo fails here and not in the KFP scheduler. The fields
+    are checked by the one cron parser (pipelines.schedule.parse_cron, APScheduler); the descriptors, the 6-field
+    rule and robfig's weekdays 0-6 are KFP's own."""
     expression = " ".join(expression.split())
     if expression.startswith("@"):
         if expression in _CRON_DESCRIPTORS:
@@ -63,21 +46,7 @@ def validate_kfp_cron(expression: str) -> str:
     if len(fields) != 6:
         raise ValueError(f"cron {expression!r} has {len(fields)} fields; Kubeflow Pipelines needs 6: "
                          "seconds minutes hours day-of-month month day-of-week")
-    for text, (field, low, high, names) in zip(fields, _CRON_FIELDS):
-        for part in text.split(","):
-            base, slash, step = part.partition("/")
-            if slash and (not step.isdigit() or int(step) == 0):
-                raise ValueError(f"cron {expression!r}: {field} step {step!r} must be a positive number")
-            if base in ("*", "?"):
-                if base == "?" and field not in ("day of month", "day of week"):
-                    raise ValueError(f"cron {expression!r}: '?' is only allowed in day of month or day of week")
-                continue
-            start, dash, end = base.partition("-")
-            first = _cron_value(start, low, high, names, field, expression)
-            if dash:
-                last = _cron_value(end, low, high, names, field, expression)
-                if last < first:
-                    raise ValueError(f"cron {expression!r}: {field} range {base!r} runs backwards")
+    parse_cron(expression, last_weekday=6)
     return expression
 
 

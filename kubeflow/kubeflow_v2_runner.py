@@ -17,6 +17,7 @@ the only one the open-source KFP backend accepts. On top of what TFX writes, thi
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import re
 
@@ -254,8 +255,6 @@ def class_paths(package_path: str) -> list[str]:
 
 def check_imports(package_path: str) -> list[str]:
     """Imports every path of `class_paths`; returns them, or raises ImportError naming the first that fails."""
-    import importlib
-
     from tfx.utils import import_utils
 
     paths = class_paths(package_path)

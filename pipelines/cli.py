@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from pipelines import console
+
 # name -> (module, one-line help). Nested groups (`kfp`, `module`) are modules with their own sub-subcommands.
 SUBCOMMANDS = {
     "run": ("pipelines.local_runner", "Run the pipeline locally: ingest, embed, train, evaluate, push."),
@@ -44,11 +46,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the console
+    """`argv` None: the `image-retrain` program itself, which may also filter its native stderr (console.py)."""
+    is_program = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" not in argv:  # keep TensorFlow's C++ start-up chatter off the console (set before any TF import)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
+    if is_program and getattr(args, "verbose", True) is False:
+        console.filter_native_stderr()
     return int(args._module.main(args) or 0)
 
 

@@ -1,22 +1,22 @@
 """Every pipeline setting in one place (TFX template style). Runners own the physical paths."""
 from __future__ import annotations
 
+from components import contract
+
 PIPELINE_NAME = "image-retrain"
 MODEL_NAME = "image_classifier"
 
 # Pretrained image feature-vector module: a TF Hub handle, a local SavedModel, or a builtin name.
-MODULE_HANDLE = "efficientnet_lite0"
+MODULE_HANDLE = contract.DEFAULT_MODULE_HANDLE
 
 # Module functions referenced by dotted path: importable wherever the project is installed (container image too).
 RUN_FN = "pipelines.models.classifier.run_fn"
 
 # Ingestion: train/eval/test hash buckets of the file's relative path.
-SPLIT_RATIOS = (8, 1, 1)
-EVAL_SPLIT = "eval"        # early stopping during training
-TEST_SPLIT = "test"        # TFMA evaluation, blessing and the report
+SPLIT_RATIOS = contract.DEFAULT_SPLIT_RATIOS
 
 # Embedding stage.
-EMBEDDING_BATCH_SIZE = 32
+EMBEDDING_BATCH_SIZE = contract.DEFAULT_EMBEDDING_BATCH_SIZE
 
 # Head training hyperparameters (overridable from the CLI / custom_config).
 HYPERPARAMETERS = {

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from pipelines import console
+
 MODEL_NAME = "digits"
 # Digits are 8x8; upscaled with nearest-neighbour so a stroke stays a stroke after the module's own resize.
 DIGIT_PIXELS = 32
@@ -83,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="output")
     parser.add_argument("--no-serve", action="store_true", help="Stop after the pipeline.")
+    parser.add_argument("--verbose", action="store_true", help="Also show TensorFlow/TFX/Beam warnings and start-up "
+                                                               "lines and Keras' per-epoch lines.")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    console.configure(args.verbose)
+    if not args.verbose and argv is None:  # the program itself (`make run`), not a caller in this process
+        console.filter_native_stderr()
 
     from pipelines.local_runner import RunOptions, format_result, run_pipeline
 
@@ -93,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"digits data set: {count} PNG files in {data_dir}", flush=True)
     options = RunOptions(data_dir=data_dir, model_name=MODEL_NAME, output_dir=args.output_dir,
                          accuracy_threshold=ACCURACY_TARGET)
+    if not args.verbose:
+        console.quiet_keras()
     started = time.time()
     result = run_pipeline(options)
     print(f"\npipeline finished in {time.time() - started:.0f} s")
@@ -105,25 +113,25 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(result.serving_model_dir):
         print("no model has been pushed yet (never blessed): nothing to serve", file=sys.stderr)
         return 1
-    serve_and_predict(result.serving_model_dir, held_out_images(options, count=2))
+    serve_and_predict(result.serving_model_dir, held_out_images(options, result.run_id, count=2))
     return 0
 
 
-def held_out_images(options, count: int) -> list[tuple[str, bytes]]:
-    """The first images of this run's test split (never trained on): (path relative to the data dir, bytes)."""
-    import glob
-
+def held_out_images(options, run_id: str, count: int) -> list[tuple[str, bytes]]:
+    """The first images of the run's test split (never trained on): (path relative to the data dir, bytes)."""
     import tensorflow as tf
+    from tfx.types import artifact_utils, standard_component_specs
 
-    pattern = options.path("tfx_pipeline_output", options.pipeline_name, "ImageExampleGen", "examples", "*",
-                           "Split-test", "*")
-    newest_run = max(glob.glob(os.path.dirname(os.path.dirname(pattern))), key=lambda p: int(os.path.basename(p)))
-    files = sorted(glob.glob(os.path.join(newest_run, "Split-test", "*")))
+    from components.contract import IMAGE_KEY, PATH_KEY, TEST_SPLIT
+    from pipelines.local_runner import INGEST_NODE, run_outputs
+
+    _, outputs = run_outputs(options.metadata_path, options.pipeline_name, run_id)
+    test_split = artifact_utils.get_split_uri(outputs[(INGEST_NODE, standard_component_specs.EXAMPLES_KEY)], TEST_SPLIT)
+    files = sorted(tf.io.gfile.glob(os.path.join(test_split, "*")))
     picked = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count):
-        example = tf.train.Example.FromString(record.numpy())
-        feature = example.features.feature
-        picked.append((feature["path"].bytes_list.value[0].decode(), feature["image_raw"].bytes_list.value[0]))
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        picked.append((feature[PATH_KEY].bytes_list.value[0].decode(), feature[IMAGE_KEY].bytes_list.value[0]))
     return picked
 
 

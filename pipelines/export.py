@@ -17,6 +17,9 @@ import argparse
 import os
 import sys
 
+from components.contract import LABELS_ASSET
+from components.image_example_gen.labels import read_labels_file
+
 EXTENSIONS = {"tflite": ".tflite", "coreml": ".mlpackage"}
 FORMATS = tuple(EXTENSIONS)
 
@@ -43,15 +46,12 @@ class ExportedClassifier:
     def __init__(self, model_dir: str):
         import tensorflow as tf
 
-        from pipelines.models.classifier import LABELS_FILE
-
         self.path = version_folder(model_dir)
         self.model = tf.saved_model.load(self.path)
         if not hasattr(self.model, "network"):
             raise ValueError(f"{self.path} is not an image-retrain classifier export (it has no `network` function; "
                              f"re-export it with this version of the trainer)")
-        with open(os.path.join(self.path, "assets", LABELS_FILE), encoding="utf-8") as f:
-            self.labels = [line.rstrip("\n") for line in f if line.rstrip("\n")]
+        self.labels = read_labels_file(os.path.join(self.path, LABELS_ASSET))
         (spec,) = self.model.network.concrete_functions[0].structured_input_signature[0]
         self.input_size = (int(spec.shape[1]), int(spec.shape[2]))
 

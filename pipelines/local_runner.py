@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import os
 import sys
 
-from pipelines import configs
+from components import contract
+from pipelines import configs, console
 from pipelines import options as pipeline_options
 from pipelines.options import PipelineOptions, absolute
 
@@ -31,6 +33,10 @@ class RunOptions(PipelineOptions):
 
     def path(self, *parts: str) -> str:
         return os.path.abspath(os.path.join(self.output_dir, *parts))
+
+    @property
+    def metadata_path(self) -> str:
+        return self.path("tfx_metadata", self.pipeline_name, "metadata.db")
 
     @property
     def serving_model_dir(self) -> str:
@@ -50,6 +56,7 @@ class RunResult:
     embeddings_cached: int
     rejects: int
     serving_model_dir: str
+    run_id: str  # the pipeline_run context in ML Metadata
     mobile_exports: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -62,7 +69,7 @@ def build_pipeline(options: RunOptions):
     from pipelines.pipeline import create_pipeline
 
     pipeline_name = options.pipeline_name
-    metadata_path = options.path("tfx_metadata", pipeline_name, "metadata.db")
+    metadata_path = options.metadata_path
     os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
     return create_pipeline(
         pipeline_name=pipeline_name,
@@ -84,60 +91,100 @@ def build_pipeline(options: RunOptions):
     ), metadata_path
 
 
-def _latest(store, type_name: str):
-    artifacts = store.get_artifacts_by_type(type_name)
-    return max(artifacts, key=lambda a: a.id) if artifacts else None
+# The components whose outputs make up a run's result (their ids in the pipeline, see pipelines/pipeline.py).
+INGEST_NODE, EMBED_NODE, REPORT_NODE, PUSH_NODE = "ImageExampleGen", "ImageEmbedder", "ModelReport", "AtomicPusher"
 
 
-def _property(artifact, name: str, default=None):
-    if artifact is None or name not in artifact.custom_properties:
-        return default
-    value = artifact.custom_properties[name]
-    return value.int_value if value.HasField("int_value") else (
-        value.double_value if value.HasField("double_value") else value.string_value)
-
-
-def collect_result(options: RunOptions, metadata_path: str) -> RunResult:
-    """Reads what this run produced from ML Metadata (the newest artifact of each type)."""
-    from ml_metadata.metadata_store import metadata_store
+def run_outputs(metadata_path: str, pipeline_name: str, run_id: str | None = None
+                ) -> tuple[str, dict[tuple[str, str], list]]:
+    """(run id, {(component id, output key): [tfx Artifact]}) of one pipeline run, from ML Metadata: the executions in
+    the run's `pipeline_run` context (the newest run when `run_id` is None) and their output events."""
     from tfx import v1 as tfx
+    from tfx.dsl.compiler import compiler_utils
+    from tfx.dsl.compiler import constants as compiler_constants
+    from tfx.orchestration import metadata as tfx_metadata
+    from tfx.orchestration.portable.mlmd import execution_lib
 
-    from components.model_report.component import ModelReportArtifact
+    import image_retrain  # noqa: F401 - registers the custom artifact types, so outputs decode as their classes
 
-    store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
-    pushed = _latest(store, "PushedModel")
-    report = _latest(store, ModelReportArtifact.TYPE_NAME)
-    embedded = max((a for a in store.get_artifacts_by_type("Examples") if "embeddings_computed" in a.custom_properties),
-                   key=lambda a: a.id, default=None)
-    ingested = max((a for a in store.get_artifacts_by_type("Examples")
-                    if "embeddings_computed" not in a.custom_properties), key=lambda a: a.id, default=None)
-    summary = {}
-    if report is not None and os.path.exists(os.path.join(report.uri, "metrics.json")):
-        with open(os.path.join(report.uri, "metrics.json")) as f:
-            summary = json.load(f)
-    was_pushed = bool(_property(pushed, "pushed", 0))
+    with tfx_metadata.Metadata(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)) as handle:
+        if run_id is None:  # the metadata store is the pipeline's own (build_pipeline): its newest run
+            runs = handle.store.get_contexts_by_type(compiler_constants.PIPELINE_RUN_CONTEXT_TYPE_NAME)
+            run_id = max(runs, key=lambda run: run.id).name if runs else None
+        run = handle.store.get_context_by_type_and_name(compiler_constants.PIPELINE_RUN_CONTEXT_TYPE_NAME, run_id) \
+            if run_id else None
+        if run is None:
+            raise ValueError(f"no pipeline run {run_id or ''} of {pipeline_name!r} in {metadata_path}")
+        outputs = {}
+        for node_id in (INGEST_NODE, EMBED_NODE, REPORT_NODE, PUSH_NODE):
+            node = handle.store.get_context_by_type_and_name(
+                compiler_constants.NODE_CONTEXT_TYPE_NAME, compiler_utils.node_context_name(pipeline_name, node_id))
+            if node is None:
+                continue
+            in_run = {execution.id for execution in handle.store.get_executions_by_context(run.id)}
+            for execution in handle.store.get_executions_by_context(node.id):
+                if execution.id not in in_run:
+                    continue
+                for key, artifacts in execution_lib.get_output_artifacts(handle, execution.id).items():
+                    outputs[(node_id, key)] = artifacts
+        return run.name, outputs
+
+
+def collect_result(options: RunOptions, metadata_path: str, run_id: str | None = None) -> RunResult:
+    """What one run (the newest when `run_id` is None) produced, from its artifacts' properties in ML Metadata."""
+    from tfx.types import standard_component_specs
+
+    run_id, outputs = run_outputs(metadata_path, options.pipeline_name, run_id)
+
+    def output(node_id: str, key: str):
+        artifacts = outputs.get((node_id, key))
+        return artifacts[0] if artifacts else None
+
+    def int_property(artifact, name: str) -> int:
+        return artifact.get_int_custom_property(name) if artifact is not None else 0
+
+    def float_property(artifact, name: str) -> float | None:
+        return artifact.get_float_custom_property(name) \
+            if artifact is not None and artifact.has_custom_property(name) else None
+
+    pushed = output(PUSH_NODE, standard_component_specs.PUSHED_MODEL_KEY)
+    report = output(REPORT_NODE, contract.REPORT_KEY)
+    embedded = output(EMBED_NODE, contract.EMBEDDED_EXAMPLES_KEY)
+    ingested = output(INGEST_NODE, standard_component_specs.EXAMPLES_KEY)
+    was_pushed = bool(int_property(pushed, contract.PUSHED_PROPERTY))
     return RunResult(
-        blessed=bool(summary.get("blessed", False)),
+        blessed=bool(int_property(report, contract.BLESSED_PROPERTY)),
         pushed=was_pushed,
-        pushed_version=_property(pushed, "pushed_version") if was_pushed else None,
-        pushed_path=_property(pushed, "pushed_destination") if was_pushed else None,
-        accuracy=summary.get("accuracy"),
-        baseline_accuracy=summary.get("baseline_accuracy"),
-        report_path=os.path.join(report.uri, "report.html") if report is not None else None,
-        embeddings_computed=int(_property(embedded, "embeddings_computed", 0)),
-        embeddings_cached=int(_property(embedded, "embeddings_cached", 0)),
-        rejects=int(_property(ingested, "num_rejects", 0)),
+        pushed_version=pushed.get_string_custom_property(contract.PUSHED_VERSION_PROPERTY)
+        if was_pushed else None,
+        pushed_path=pushed.get_string_custom_property(contract.PUSHED_DESTINATION_PROPERTY)
+        if was_pushed else None,
+        accuracy=float_property(report, contract.ACCURACY_PROPERTY),
+        baseline_accuracy=float_property(report, contract.BASELINE_ACCURACY_PROPERTY),
+        report_path=os.path.join(report.uri, contract.REPORT_HTML_FILE) if report is not None else None,
+        embeddings_computed=int_property(embedded, contract.EMBEDDINGS_COMPUTED_PROPERTY),
+        embeddings_cached=int_property(embedded, contract.EMBEDDINGS_CACHED_PROPERTY),
+        rejects=int_property(ingested, contract.NUM_REJECTS_PROPERTY),
         serving_model_dir=options.serving_model_dir,
+        run_id=run_id,
     )
 
 
 def run_pipeline(options: RunOptions) -> RunResult:
     from tfx import v1 as tfx
+    from tfx.dsl.compiler import compiler
+    from tfx.dsl.compiler import constants as compiler_constants
+    from tfx.orchestration.portable import runtime_parameter_utils
 
     options.validate()
     pipeline, metadata_path = build_pipeline(options)
-    tfx.orchestration.LocalDagRunner().run(pipeline)
-    result = collect_result(options, metadata_path)
+    # LocalDagRunner names a run by the time it starts; the same name, chosen here, finds this run's outputs.
+    run_id = datetime.datetime.now().isoformat()
+    pipeline_ir = compiler.Compiler().compile(pipeline)
+    runtime_parameter_utils.substitute_runtime_parameter(
+        pipeline_ir, {compiler_constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+    tfx.orchestration.LocalDagRunner().run_with_ir(pipeline_ir)
+    result = collect_result(options, metadata_path, run_id)
     if result.pushed and options.mobile_formats:
         result.mobile_exports = export_for_apps(result.pushed_path, options)
     return result
@@ -170,6 +217,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=None, help="After a push, also write the model for apps to OUTPUT_DIR/mobile "
                                            "(repeatable; see `image-retrain export`).")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    parser.add_argument("--verbose", action="store_true", help="Also show TensorFlow/TFX/Beam warnings and start-up "
+                                                               "lines and Keras' per-epoch lines (hidden by default).")
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
@@ -208,12 +257,15 @@ def check_inputs(options: RunOptions) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    console.configure(args.verbose)
     try:
         options = options_from_args(args)
         check_inputs(options)
     except ValueError as error:
         print(f"image-retrain run: {error}", file=sys.stderr)
         return 2
+    if not args.verbose:
+        console.quiet_keras()
     try:
         result = run_pipeline(options)
     except ValueError as error:  # bad data found by a component (e.g. fewer than two usable classes)

@@ -13,22 +13,22 @@ from typing import Sequence
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components import contract
 from components.atomic_pusher.component import AtomicPusher
 from components.image_embedder.component import ImageEmbedder
 from components.image_example_gen.component import ImageExampleGen
 from components.model_report.component import ModelReport
+from components.served_model_baseline.component import ServedModelBaseline
 from components.vocabulary_checked_evaluator.component import VocabularyCheckedEvaluator
 from pipelines import configs
 from pipelines.options import BASELINES
-
-ACCURACY_METRIC = "sparse_categorical_accuracy"
 
 
 def eval_config(accuracy_threshold: float, baseline_tolerance: float = configs.BASELINE_TOLERANCE) -> tfma.EvalConfig:
     """Blessing: accuracy >= threshold, and >= baseline - tolerance when a baseline exists. The confusion matrix is
     what the report derives per-class precision and recall from (the class count is only known after ingestion)."""
     accuracy = tfma.MetricConfig(
-        class_name="SparseCategoricalAccuracy",
+        class_name="SparseCategoricalAccuracy",  # reported as contract.ACCURACY_METRIC
         threshold=tfma.MetricThreshold(
             value_threshold=tfma.GenericValueThreshold(lower_bound={"value": accuracy_threshold}),
             change_threshold=tfma.GenericChangeThreshold(
@@ -36,7 +36,7 @@ def eval_config(accuracy_threshold: float, baseline_tolerance: float = configs.B
         ),
     )
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="classify", label_key="label", prediction_key="scores")],
+        model_specs=[tfma.ModelSpec(signature_name="classify", label_key=contract.LABEL_KEY, prediction_key="scores")],
         slicing_specs=[tfma.SlicingSpec()],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             accuracy,
@@ -89,9 +89,9 @@ def create_pipeline(
 
     trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN,
-        examples=embedder.outputs["embedded_examples"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=[configs.EVAL_SPLIT]),
+        examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
+        train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL_SPLIT]),
         custom_config={"module_handle": module_handle, "hyperparameters": dict(hyperparameters or {})},
     )
     components.append(trainer)
@@ -106,15 +106,13 @@ def create_pipeline(
         baseline_model = resolver.outputs["model"]
     else:
         # Open-source KFP cannot run TFX resolver executors: compare against what is actually being served.
-        from components.served_model_baseline.component import ServedModelBaseline
-
         served = ServedModelBaseline(serving_model_dir=serving_model_dir, candidate_model=trainer.outputs["model"])
         components.append(served)
         baseline_model = served.outputs["baseline_model"]
 
     evaluator = VocabularyCheckedEvaluator(
-        examples=embedder.outputs["embedded_examples"],
-        example_splits=[configs.TEST_SPLIT],
+        examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
+        example_splits=[contract.TEST_SPLIT],
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
         eval_config=eval_config(eval_accuracy_threshold),
@@ -122,11 +120,11 @@ def create_pipeline(
     components.append(evaluator)
 
     report = ModelReport(
-        examples=embedder.outputs["embedded_examples"],
+        examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
         model=trainer.outputs["model"],
         evaluation=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],
-        split=configs.TEST_SPLIT,
+        split=contract.TEST_SPLIT,
         report_dir=report_dir,
     )
     components.append(report)

@@ -33,15 +33,15 @@ log = logging.getLogger("image_retrain.schedule")
 _CRON_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
-def _cron_day(text: str, expression: str) -> int:
+def _cron_day(text: str, expression: str, last_weekday: int) -> int:
     if text.lower()[:3] in _CRON_DAY_NAMES and not text.isdigit():
         return _CRON_DAY_NAMES.index(text.lower()[:3])
-    if not text.isdigit() or int(text) > 7:
-        raise ValueError(f"cron {expression!r}: day of week {text!r} is not 0-7 or a day name")
-    return int(text) % 7
+    if not text.isdigit() or int(text) > last_weekday:
+        raise ValueError(f"cron {expression!r}: day of week {text!r} is not 0-{last_weekday} or a day name")
+    return int(text)
 
 
-def _day_of_week_for_apscheduler(field: str, expression: str) -> str:
+def _day_of_week_for_apscheduler(field: str, expression: str, last_weekday: int) -> str:
     """Cron counts weekdays from Sunday = 0; APScheduler 3 from Monday = 0. Translating to names avoids the mismatch
     (apscheduler issue 286); ranges are expanded so that SUN-SAT style ranges do not wrap."""
     if field in ("*", "?"):
@@ -56,19 +56,18 @@ def _day_of_week_for_apscheduler(field: str, expression: str) -> str:
             first, last = 0, 6
         elif "-" in base:
             start, end = base.split("-", 1)
-            first, last = _cron_day(start, expression), _cron_day(end, expression)
-            if end == "7":
-                last = 7
+            first, last = _cron_day(start, expression, last_weekday), _cron_day(end, expression, last_weekday)
             if last < first:
                 raise ValueError(f"cron {expression!r}: day-of-week range {base!r} runs backwards")
         else:
-            first = last = _cron_day(base, expression)
+            first = last = _cron_day(base, expression, last_weekday)
         days.update(day % 7 for day in range(first, last + 1, step or 1))
     return ",".join(_CRON_DAY_NAMES[day] for day in sorted(days))
 
 
-def parse_cron(expression: str, timezone=None):
-    """An APScheduler CronTrigger from a 5-field crontab or a 6-field (seconds first) expression."""
+def parse_cron(expression: str, timezone=None, last_weekday: int = 7):
+    """An APScheduler CronTrigger from a 5-field crontab or a 6-field (seconds first) expression; APScheduler checks
+    every field. `last_weekday`: 7 (crontab: 0 and 7 are Sunday) or 6 (robfig/cron, Kubeflow Pipelines)."""
     from apscheduler.triggers.cron import CronTrigger
 
     fields = expression.split()
@@ -79,8 +78,10 @@ def parse_cron(expression: str, timezone=None):
     else:
         raise ValueError(f"cron {expression!r} has {len(fields)} fields; give 5 (minute hour day month weekday) "
                          "or 6 (seconds first)")
+    if "?" in second + minute + hour + month:
+        raise ValueError(f"cron {expression!r}: '?' is only allowed in day of month or day of week")
     values = dict(second=second, minute=minute, hour=hour, day="*" if day == "?" else day, month=month,
-                  day_of_week=_day_of_week_for_apscheduler(day_of_week, expression))
+                  day_of_week=_day_of_week_for_apscheduler(day_of_week, expression, last_weekday))
     for name, value in values.items():  # one field at a time, so the error names the field
         try:
             CronTrigger(**{name: value})
@@ -201,8 +202,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pipelines import local_runner
+    from pipelines import console, local_runner
 
+    console.configure(args.verbose)  # the runs' child processes inherit its environment switches
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         if args.max_runs is not None and args.max_runs < 1:

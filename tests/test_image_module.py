@@ -150,8 +150,8 @@ def test_plain_tf_saved_model_load_without_the_project(builtin_module, tmp_path)
 
 @pytest.mark.e2e
 def test_classifier_tf_module_with_the_image_module_saves_and_reloads(builtin_module, tmp_path):
-    """The trainer's export pattern: a tf.Module tracking `image_module.module` plus a Keras head."""
-    import keras
+    """The trainer's export pattern: a tf.Module tracking `image_module.module` plus a head of plain tf.Variables
+    (Keras 3 variables would not restore under TF Serving's loader; see classifier.DenseStack)."""
 
     class Classifier(tf.Module):
         def __init__(self, image_module: ImageModule):
@@ -160,12 +160,13 @@ def test_classifier_tf_module_with_the_image_module_saves_and_reloads(builtin_mo
             # fails with "Tried to export a function which references an 'untracked' resource".
             self.feature_extractor = image_module.module
             self._image_module = image_module
-            self.head = keras.layers.Dense(3, activation="softmax")
-            self.head.build((None, image_module.feature_dim))
+            initial = np.random.RandomState(0).normal(scale=0.05, size=(image_module.feature_dim, 3))
+            self.kernel = tf.Variable(initial.astype(np.float32), name="kernel")
+            self.bias = tf.Variable(tf.zeros([3]), name="bias")
 
         @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)])
         def __call__(self, images):
-            return {"probabilities": self.head(self._image_module(images))}
+            return {"probabilities": tf.nn.softmax(tf.matmul(self._image_module(images), self.kernel) + self.bias)}
 
     classifier = Classifier(builtin_module)
     export_dir = str(tmp_path / "classifier")

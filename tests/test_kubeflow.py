@@ -198,8 +198,9 @@ def test_kfp_schedule_reports_what_the_api_server_refuses(compiled, capsys, tmp_
 
 @pytest.mark.parametrize("cron, message", [
     ("0 3 * * *", "5 fields; Kubeflow Pipelines needs 6"),
-    ("0 0 25 * * *", "hours value 25 is outside 0-23"),
-    ("0 0 3 * * MON-XYZ", "day of week value 'XYZ'"),
+    ("0 0 25 * * *", "hour '25'.*higher than the maximum value \\(23\\)"),
+    ("0 0 3 * * MON-XYZ", "day of week 'XYZ'"),
+    ("0 0 3 * * 7", "not 0-6"),  # robfig/cron: Sunday is 0 only
     ("0 0 3 ? * *", None),
     ("0 */15 9-17 * * MON-FRI", None),
     ("0 0 3 * ? *", "'?' is only allowed"),

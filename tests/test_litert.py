@@ -103,12 +103,13 @@ def test_probe_difference_above_tolerance_falls_back_and_is_recorded(tmp_path, c
 
 
 def test_embedding_stage_on_litert_equals_tf(photos, tmp_path):
-    from components.image_embedder.executor import EMBEDDING_FEATURE, EmbedImages
+    from components.contract import EMBEDDING_KEY, IMAGE_KEY, PATH_KEY
+    from components.image_embedder.executor import EmbedImages
 
     def example(name, data):
         return tf.train.Example(features=tf.train.Features(feature={
-            "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
-            "path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
+            IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
+            PATH_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
         })).SerializeToString()
 
     # Cache misses as the stage groups them: (sha256, [(split, serialized example)]).
@@ -117,7 +118,7 @@ def test_embedding_stage_on_litert_equals_tf(photos, tmp_path):
     for engine, model_path in (("tf", None), ("litert", litert_module_path("efficientnet_lite0"))):
         stage = EmbedImages("efficientnet_lite0", show_progress=False, litert_model_path=model_path)
         stage.setup()
-        embeddings[engine] = np.array([tf.train.Example.FromString(output[1]).features.feature[EMBEDDING_FEATURE]
+        embeddings[engine] = np.array([tf.train.Example.FromString(output[1]).features.feature[EMBEDDING_KEY]
                                        .float_list.value for output in stage.process(batch)
                                        if isinstance(output, tuple)])
     assert embeddings["tf"].shape == (len(PHOTOS), 1280)

@@ -44,3 +44,29 @@ def test_a_single_class_stops_the_run_with_the_reason(tmp_path, capsys):
     assert cli.main(["run", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]) == 1
     error = capsys.readouterr().err
     assert "needs at least 2 classes" in error and "'circle' (3 files)" in error
+
+
+@pytest.mark.parametrize("ending", ["exit", "abort"])
+def test_quiet_console_drops_only_tensorflows_start_up_lines(ending):
+    """The filter process of console.filter_native_stderr, with native writes to fd 2 as TensorFlow's C++ makes them:
+    known start-up lines go, everything else (errors, tracebacks, a crash's last line) arrives in order."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import os
+        from pipelines import console
+        console.filter_native_stderr()
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+        os.write(2, b"I0000 00:00:1796155103.818125   16708 port.cc:153] oneDNN custom operations are on.\\n")
+        os.write(2, b"E0000 00:00:1796155119.964451   16708 cuda_platform.cc:52] failed call to cuInit: INTERNAL\\n")
+        os.write(2, b"E0000 00:00:1796155119.964451   16708 saver.cc:52] a real error\\n")
+        os.write(2, b"first line kept\\n")
+        os.write(2, b"last words\\n")
+        if {ending!r} == "abort":
+            os.abort()
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.stderr.decode().splitlines() == [
+        "E0000 00:00:1796155119.964451   16708 saver.cc:52] a real error", "first line kept", "last words"]

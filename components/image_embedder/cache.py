@@ -19,12 +19,12 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from components.contract import EMBEDDING_KEY, SHA256_KEY
+
 SHARD_PREFIX = "embeddings-"
 SHARD_SUFFIX = ".tfrecord"  # uncompressed: float32 embeddings barely compress, and gzip doubled lookup time
 STAGING_PREFIX = ".staging-"
 COMPACT_ABOVE_SHARDS = 64
-SHA256_KEY = "sha256"
-EMBEDDING_KEY = "embedding"
 EMBEDDING_DTYPE = np.dtype("<f4")
 
 

@@ -6,6 +6,7 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from components.contract import DEFAULT_EMBEDDING_BATCH_SIZE, EMBEDDED_EXAMPLES_KEY
 from components.image_embedder import executor
 
 
@@ -19,7 +20,7 @@ class ImageEmbedderSpec(types.ComponentSpec):
         "engine": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
-    OUTPUTS = {"embedded_examples": ChannelParameter(type=standard_artifacts.Examples)}
+    OUTPUTS = {EMBEDDED_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
 
 
 class ImageEmbedder(base_beam_component.BaseBeamComponent):
@@ -27,12 +28,12 @@ class ImageEmbedder(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, examples: types.BaseChannel, module_handle: str, cache_dir: str | None = None,
-                 batch_size: int = 32, engine: str = executor.ENGINE_AUTO):
+                 batch_size: int = DEFAULT_EMBEDDING_BATCH_SIZE, engine: str = executor.ENGINE_AUTO):
         super().__init__(spec=ImageEmbedderSpec(
             examples=examples,
             module_handle=module_handle,
             cache_dir=cache_dir or "",
             batch_size=batch_size,
             engine=engine,
-            embedded_examples=types.Channel(type=standard_artifacts.Examples),
+            **{EMBEDDED_EXAMPLES_KEY: types.Channel(type=standard_artifacts.Examples)},
         ))

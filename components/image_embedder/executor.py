@@ -18,22 +18,25 @@ import numpy as np
 import tensorflow as tf
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
+from tqdm import tqdm
 
+from components import contract
+from components.contract import EMBEDDING_KEY, IMAGE_KEY, PATH_KEY, SHA256_KEY
+from components.image_decoding import preprocess_batch
 from components.image_embedder import cache as embedding_cache
+from components.image_module import load_image_module
+from components.image_module.litert import LiteRTImageModule, litert_module_path
+from components.image_module.loader import module_identity, resolve_handle
 
-EMBEDDING_FEATURE = "embedding"
-IMAGE_FEATURE = "image_raw"
-SHA256_FEATURE = "sha256"
-PATH_FEATURE = "path"
 OUTPUT_FILE_PREFIX = "data_tfrecord"
 # "auto": the module on LiteRT when its conversion passes the probe check, else TF; "tensorflow": always TF.
 ENGINE_AUTO, ENGINE_TENSORFLOW = "auto", "tensorflow"
 ENGINES = (ENGINE_AUTO, ENGINE_TENSORFLOW)
-COPIED_INPUT_FILES = ("labels.txt", "rejects.csv", "rejects.json")  # ingestion's vocabulary and rejects travel along
 
-COMPUTED = beam.metrics.Metrics.counter("image_embedder", "embeddings_computed")
-CACHED = beam.metrics.Metrics.counter("image_embedder", "embeddings_cached")
-FAILED = beam.metrics.Metrics.counter("image_embedder", "embedding_failures")
+# The three counts are also the embedded artifact's properties, under the same names.
+COMPUTED = beam.metrics.Metrics.counter("image_embedder", contract.EMBEDDINGS_COMPUTED_PROPERTY)
+CACHED = beam.metrics.Metrics.counter("image_embedder", contract.EMBEDDINGS_CACHED_PROPERTY)
+FAILED = beam.metrics.Metrics.counter("image_embedder", contract.EMBEDDING_FAILURES_PROPERTY)
 COMPUTE_MS = beam.metrics.Metrics.counter("image_embedder", "embedding_compute_ms")  # decode+resize+module only
 LOAD_MS = beam.metrics.Metrics.counter("image_embedder", "module_load_ms")
 
@@ -50,7 +53,7 @@ _UNKEYED = "\0"  # no sha256 starts with a NUL: such keys never meet a cache ent
 
 def _key_by_sha256(item: tuple[str, bytes]) -> tuple[str, tuple[str, bytes]]:
     """(split, serialized) -> (sha256, (split, serialized)); an example without one gets a key of its own."""
-    sha = _bytes_feature(tf.train.Example.FromString(item[1]), SHA256_FEATURE).decode()
+    sha = _bytes_feature(tf.train.Example.FromString(item[1]), SHA256_KEY).decode()
     return (sha or f"{_UNKEYED}{uuid.uuid4().hex}"), item
 
 
@@ -79,7 +82,7 @@ class JoinWithCache(beam.DoFn):
 
 def _with_embedding(serialized: bytes, embedding: np.ndarray) -> bytes:
     example = tf.train.Example.FromString(serialized)
-    example.features.feature[EMBEDDING_FEATURE].float_list.value[:] = np.asarray(embedding, np.float32).tolist()
+    example.features.feature[EMBEDDING_KEY].float_list.value[:] = np.asarray(embedding, np.float32).tolist()
     return example.SerializeToString()
 
 
@@ -97,25 +100,17 @@ class EmbedImages(beam.DoFn):
         self._embed = None  # the module is loaded on the first miss: a fully cached run never loads it
         self._progress = None
         if self._show_progress:
-            from tqdm import tqdm
-
             self._progress = tqdm(desc="embedding", unit="img", dynamic_ncols=True, mininterval=1.0)
 
     def _load_module(self):
         """Sets self._embed: encoded images (string tensor) -> float32 [B, features] numpy. Decode and resize run in
         TF either way; the module runs on LiteRT when the executor found a checked conversion."""
-        from components.image_decoding import preprocess_batch
-
         if self._litert_model_path:
-            from components.image_module.litert import LiteRTImageModule
-
             engine = LiteRTImageModule(self._litert_model_path)
             preprocess = tf.function(lambda image_bytes: preprocess_batch(image_bytes, engine.input_size),
                                      input_signature=[tf.TensorSpec([None], tf.string)])
             self._embed = lambda image_bytes: engine(preprocess(image_bytes).numpy())
             return
-        from components.image_module import load_image_module
-
         module = load_image_module(self._module_handle)
         size = module.input_size
 
@@ -152,8 +147,8 @@ class EmbedImages(beam.DoFn):
     def process(self, batch: list[tuple[str, list[tuple[str, bytes]]]]) -> Iterable:
         firsts = [tf.train.Example.FromString(examples[0][1]) for _, examples in batch]
         computed = self._embed_or_skip(
-            [_bytes_feature(example, IMAGE_FEATURE) for example in firsts],
-            [_bytes_feature(example, PATH_FEATURE).decode(errors="replace") for example in firsts])
+            [_bytes_feature(example, IMAGE_KEY) for example in firsts],
+            [_bytes_feature(example, PATH_KEY).decode(errors="replace") for example in firsts])
         for (sha, examples), embedding in zip(batch, computed):
             if embedding is None:
                 continue
@@ -174,21 +169,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(input_dict["examples"])
-        embedded = artifact_utils.get_single_instance(output_dict["embedded_examples"])
+        embedded = artifact_utils.get_single_instance(output_dict[contract.EMBEDDED_EXAMPLES_KEY])
         splits = artifact_utils.decode_split_names(examples.split_names)
         embedded.split_names = artifact_utils.encode_split_names(splits)
         module_handle = exec_properties["module_handle"]
         cache_dir = exec_properties.get("cache_dir") or None
-        batch_size = int(exec_properties.get("batch_size") or 32)
+        batch_size = int(exec_properties.get("batch_size") or contract.DEFAULT_EMBEDDING_BATCH_SIZE)
         engine = exec_properties.get("engine") or ENGINE_AUTO
         if engine not in ENGINES:
             raise ValueError(f"unknown embedding engine {engine!r}; choose one of {ENGINES}")
 
         # The module's identity (a content hash) is computed once here and keys the cache, whichever engine computes
         # an entry (see components/image_module/litert.py for why).
-        from components.image_module.litert import litert_module_path
-        from components.image_module.loader import module_identity, resolve_handle
-
         # Converted and probe-checked here, once, so that workers only load the result.
         litert_path = litert_module_path(module_handle) if engine == ENGINE_AUTO else None
         engine_used = "litert" if litert_path else "tensorflow"
@@ -259,9 +251,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 cache.remove(shards)
             logger.info("Embedding cache: %d shards read, %d written%s", len(shards), len(committed),
                         " (compacted)" if compact else "")
-        counts = {name: _counter_total(result, name)
-                  for name in ("embeddings_computed", "embeddings_cached", "embedding_failures",
-                               "embedding_compute_ms", "module_load_ms")}
+        counts = {counter.metric_name.name: _counter_total(result, counter.metric_name.name)
+                  for counter in (COMPUTED, CACHED, FAILED, COMPUTE_MS, LOAD_MS)}
         elapsed = time.time() - started
         total = counts["embeddings_computed"] + counts["embeddings_cached"]
         logger.info("Embedding stage: %d computed, %d from cache, %d failed, %.1f s (%.1f images/s overall)",
@@ -272,14 +263,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
               f"({elapsed:.1f} s: module load "
               f"{counts['module_load_ms'] / 1000:.1f} s, embedding {counts['embedding_compute_ms'] / 1000:.1f} s)",
               flush=True)
-        for name in ("embeddings_computed", "embeddings_cached", "embedding_failures"):
+        for name in (contract.EMBEDDINGS_COMPUTED_PROPERTY, contract.EMBEDDINGS_CACHED_PROPERTY,
+                     contract.EMBEDDING_FAILURES_PROPERTY):
             embedded.set_int_custom_property(name, counts[name])
-        embedded.set_string_custom_property("module_handle", module_handle)
-        for name in COPIED_INPUT_FILES:
+        embedded.set_string_custom_property(contract.MODULE_HANDLE_PROPERTY, module_handle)
+        for name in contract.INGESTION_FILES:  # the vocabulary, rejects and summary travel along
             source = os.path.join(examples.uri, name)
             if tf.io.gfile.exists(source):
                 tf.io.gfile.copy(source, os.path.join(embedded.uri, name), overwrite=True)
-        with tf.io.gfile.GFile(os.path.join(embedded.uri, "embedding_counts.json"), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(embedded.uri, contract.EMBEDDING_COUNTS_FILE), "w") as f:
             f.write(json.dumps({**counts, "seconds": round(elapsed, 3), "module_handle": module_handle,
                                "engine": engine_used}))
 

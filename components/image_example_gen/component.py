@@ -10,12 +10,11 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
+from components.contract import DEFAULT_SPLIT_RATIOS, PATH_KEY, SPLIT_NAMES
 from components.image_example_gen import executor
 from components.image_example_gen.sources import check_manifest_header
 from components.image_example_gen.validation import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 
-SPLIT_NAMES = ("train", "eval", "test")
-DEFAULT_SPLIT_RATIOS = (8, 1, 1)
 _GLOB_CHARACTERS = set("*?[]{}")
 
 
@@ -32,7 +31,7 @@ class ImageExampleGen(FileBasedExampleGen):
     split_ratios: positive integer weights of (train, eval, test); a file's split is a stable hash of its path.
     min_image_side / max_image_pixels: images with a side below / more pixels than these are rejected.
 
-    Besides the splits, the artifact holds labels.txt, rejects.csv and ingestion_summary.json (see labels.py).
+    Besides the splits, the artifact holds contract.INGESTION_FILES: labels.txt, rejects.csv, ingestion_summary.json.
     Note on caching: the driver fingerprints the top-level entries (folder layout: the class folders' mtime and
     size; manifest layout: the manifest file), so adding or removing files invalidates the cache, but an image
     overwritten in place under the same name is not noticed.
@@ -53,7 +52,7 @@ class ImageExampleGen(FileBasedExampleGen):
         if len(split_ratios) != len(SPLIT_NAMES) or not all(
                 isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in split_ratios):
             raise ValueError(f"split_ratios must be {len(SPLIT_NAMES)} positive integers for {SPLIT_NAMES}, "
-                             f"e.g. (8, 1, 1); got {split_ratios!r}.")
+                             f"e.g. {DEFAULT_SPLIT_RATIOS}; got {split_ratios!r}.")
         if min_image_side < 1 or max_image_pixels < 1:
             raise ValueError("min_image_side and max_image_pixels must be positive.")
         if max_image_pixels > DEFAULT_MAX_PIXELS:
@@ -81,7 +80,7 @@ class ImageExampleGen(FileBasedExampleGen):
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=ratio)
                     for name, ratio in zip(SPLIT_NAMES, split_ratios)],
-            partition_feature_name=executor.PATH_KEY))
+            partition_feature_name=PATH_KEY))
         super().__init__(
             input_base=base,
             input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="images", pattern=pattern)]),

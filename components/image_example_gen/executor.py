@@ -26,6 +26,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components import contract
+from components.contract import IMAGE_KEY, LABEL_KEY, LABEL_NAME_KEY, PATH_KEY, SHA256_KEY
 from components.image_example_gen import labels as labels_io
 from components.image_example_gen import sources
 from components.image_example_gen import validation as v
@@ -38,12 +40,6 @@ LAYOUT_FOLDERS = "folder_per_class"
 LAYOUT_MANIFEST = "manifest"
 MIN_SIDE_KEY = "min_image_side"
 MAX_PIXELS_KEY = "max_image_pixels"
-
-IMAGE_KEY = "image_raw"
-LABEL_KEY = "label"
-LABEL_NAME_KEY = "label_name"
-PATH_KEY = "path"
-SHA256_KEY = "sha256"
 
 # Injected into exec_properties by Do() so the Beam graph can write its reports into the output artifact.
 _EXAMPLES_URI_KEY = "_image_examples_uri"
@@ -234,32 +230,22 @@ def _fail_early_if_too_few_classes(listing: sources.Listing) -> None:
                          f"{len(nonempty)}: {found or 'no class folders or labels at all'}.")
 
 
-@beam.ptransform_fn
-@beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(tf.train.Example)
-def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # pylint: disable=invalid-name
-    """GetInputSourceToExamplePTransform's contract (tf.Examples only), used if the base class splits."""
-    outputs = build_ingestion(pipeline, exec_properties, split_pattern, [])
-    _write_reports(pipeline, exec_properties[_EXAMPLES_URI_KEY], outputs, [], split_counts=None)
-    return outputs.examples_with_split | "DropSplit" >> beam.Map(lambda pair: pair[0])
-
-
 def _write_text(path: str, text: str) -> None:
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(text)
 
 
 def _write_labels(vocabulary: list[str], examples_uri: str) -> None:
-    _write_text(f"{examples_uri}/{labels_io.LABELS_FILE}", "".join(label + "\n" for label in vocabulary))
+    _write_text(f"{examples_uri}/{contract.LABELS_FILE}", "".join(label + "\n" for label in vocabulary))
 
 
 def _write_rejects(rejects: list[Reject], examples_uri: str) -> None:
-    _write_text(f"{examples_uri}/{labels_io.REJECTS_FILE}", labels_io.format_rejects_csv(rejects))
+    _write_text(f"{examples_uri}/{contract.REJECTS_FILE}", labels_io.format_rejects_csv(rejects))
 
 
 def _write_summary(_, examples_uri: str, split_names: list[str], vocabulary: list[str], rejects: list[Reject],
-                   split_counts: dict[str, int] | None) -> None:
-    split_counts = {name: split_counts[name] for name in split_names} if split_counts is not None else {}
+                   split_counts: dict[str, int]) -> None:
+    split_counts = {name: split_counts[name] for name in split_names}
     by_code: dict[str, int] = {}
     for reject in rejects:
         by_code[reject.code] = by_code.get(reject.code, 0) + 1
@@ -272,11 +258,11 @@ def _write_summary(_, examples_uri: str, split_names: list[str], vocabulary: lis
         "rejects_by_code": dict(sorted(by_code.items())),
         "first_rejects": [list(r) for r in sorted(rejects)[:_LOG_FIRST_REJECTS]],
     }
-    _write_text(f"{examples_uri}/{labels_io.SUMMARY_FILE}", json.dumps(summary, indent=2, ensure_ascii=False))
+    _write_text(f"{examples_uri}/{contract.INGESTION_SUMMARY_FILE}", json.dumps(summary, indent=2, ensure_ascii=False))
 
 
 def _write_reports(pipeline: beam.Pipeline, examples_uri: str, outputs: IngestionOutputs,
-                   split_names: list[str], split_counts: beam.PCollection | None) -> None:
+                   split_names: list[str], split_counts: beam.PCollection) -> None:
     rejects_list = outputs.rejects | "CollectRejects" >> beam.combiners.ToList()
     _ = outputs.vocabulary | "WriteLabels" >> beam.Map(_write_labels, examples_uri)
     _ = rejects_list | "WriteRejects" >> beam.Map(_write_rejects, examples_uri)
@@ -286,7 +272,7 @@ def _write_reports(pipeline: beam.Pipeline, examples_uri: str, outputs: Ingestio
              _write_summary, examples_uri, split_names,
              vocabulary=beam.pvalue.AsSingleton(outputs.vocabulary),
              rejects=beam.pvalue.AsSingleton(rejects_list),
-             split_counts=beam.pvalue.AsDict(split_counts) if split_counts is not None else None))
+             split_counts=beam.pvalue.AsDict(split_counts)))
 
 
 def _partition(record: tuple[tf.train.Example, str], num_partitions: int, split_names: list[str],
@@ -302,7 +288,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """Custom executor of FileBasedExampleGen (works with KubeflowV2DagRunner, which runs the standard driver)."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-        return _ImagesToExample
+        # Abstract in the base class, but only its GenerateExamplesByBeam calls it, and that is replaced below.
+        raise NotImplementedError("ImageExampleGen builds its examples in GenerateExamplesByBeam")
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]
                                ) -> dict[str, beam.PCollection]:
@@ -342,18 +329,18 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
         summary = labels_io.read_ingestion_summary(examples.uri)
         vocabulary = summary["label_vocabulary"]
-        examples.set_string_custom_property(labels_io.LABEL_VOCABULARY_PROPERTY,
+        examples.set_string_custom_property(contract.LABEL_VOCABULARY_PROPERTY,
                                             json.dumps(vocabulary, ensure_ascii=False))
-        examples.set_int_custom_property(labels_io.NUM_CLASSES_PROPERTY, len(vocabulary))
-        examples.set_int_custom_property(labels_io.NUM_REJECTS_PROPERTY, summary["num_rejects"])
+        examples.set_int_custom_property(contract.NUM_CLASSES_PROPERTY, len(vocabulary))
+        examples.set_int_custom_property(contract.NUM_REJECTS_PROPERTY, summary["num_rejects"])
         for split_name, count in summary["split_counts"].items():
-            examples.set_int_custom_property(labels_io.NUM_EXAMPLES_PROPERTY_PREFIX + split_name, count)
+            examples.set_int_custom_property(contract.NUM_EXAMPLES_PROPERTY_PREFIX + split_name, count)
         _log_summary(examples.uri, summary)
         if len(vocabulary) < 2:
             raise ValueError(
                 f"Image classification needs at least 2 classes with usable images; after validation "
                 f"{len(vocabulary)} remain ({vocabulary}). {summary['num_rejects']} input(s) were rejected "
-                f"{summary['rejects_by_code']}; see {examples.uri}/{labels_io.REJECTS_FILE}.")
+                f"{summary['rejects_by_code']}; see {examples.uri}/{contract.REJECTS_FILE}.")
 
 
 def _log_summary(examples_uri: str, summary: dict) -> None:
@@ -361,5 +348,5 @@ def _log_summary(examples_uri: str, summary: dict) -> None:
                  summary["split_counts"], summary["num_classes"], summary["label_vocabulary"])
     if summary["num_rejects"]:
         logging.warning("Image ingestion rejected %d input(s) %s; full list in %s/%s. First ones:\n%s",
-                        summary["num_rejects"], summary["rejects_by_code"], examples_uri, labels_io.REJECTS_FILE,
+                        summary["num_rejects"], summary["rejects_by_code"], examples_uri, contract.REJECTS_FILE,
                         "\n".join(f"  {path} [{label}]: {reason}" for path, label, reason in summary["first_rejects"]))

@@ -1,13 +1,11 @@
-"""The files ImageExampleGen writes beside its splits, and how downstream components read them.
+"""Readers of the files ImageExampleGen writes beside its splits (names and meaning: components/contract.py).
 
 Layout of an ImageExampleGen `Examples` artifact (`<uri>`):
 
     <uri>/Split-train/data_tfrecord-*.gz    standard ExampleGen splits (gzipped TFRecords of tf.Example)
     <uri>/Split-eval/...
     <uri>/Split-test/...
-    <uri>/labels.txt                          label vocabulary, one per line, sorted; line index == `label` int
-    <uri>/rejects.csv                         path,label,reason of every input that was skipped
-    <uri>/ingestion_summary.json              counts per split, vocabulary, rejects by reason code
+    <uri>/<contract.INGESTION_FILES>        vocabulary, rejects and summary
 
 This module imports nothing heavy (no TensorFlow) so the CLI and reports can use it cheaply; it reads through
 `tfx.dsl.io.fileio` only when the artifact is not on the local file system.
@@ -20,16 +18,9 @@ import json
 import os
 from typing import NamedTuple
 
-LABELS_FILE = "labels.txt"
-REJECTS_FILE = "rejects.csv"
-SUMMARY_FILE = "ingestion_summary.json"
-REJECTS_COLUMNS = ("path", "label", "reason")
+from components.contract import INGESTION_SUMMARY_FILE, LABELS_FILE, REJECTS_FILE
 
-# Custom properties set on the Examples artifact (also readable from MLMD / KFP UI).
-LABEL_VOCABULARY_PROPERTY = "label_vocabulary"  # JSON list of label names, index == label int
-NUM_CLASSES_PROPERTY = "num_classes"
-NUM_REJECTS_PROPERTY = "num_rejects"
-NUM_EXAMPLES_PROPERTY_PREFIX = "num_examples_"  # + split name, e.g. num_examples_train
+REJECTS_COLUMNS = ("path", "label", "reason")
 
 
 class Reject(NamedTuple):
@@ -58,10 +49,14 @@ def _read_text(path: str) -> str:
         return f.read().decode("utf-8")
 
 
+def read_labels_file(path: str | os.PathLike) -> list[str]:
+    """A label vocabulary file (an artifact's LABELS_FILE or a model's LABELS_ASSET): one name per line."""
+    return [line for line in _read_text(os.fspath(path)).split("\n") if line]  # the writers' inverse: '\n' only
+
+
 def read_label_vocabulary(examples_uri: str | os.PathLike) -> list[str]:
     """The sorted label names of an ImageExampleGen artifact; `vocabulary[label_int]` is the class name."""
-    text = _read_text(_join(examples_uri, LABELS_FILE))
-    return [line for line in text.split("\n") if line]
+    return read_labels_file(_join(examples_uri, LABELS_FILE))
 
 
 def read_rejects(examples_uri: str | os.PathLike) -> list[Reject]:
@@ -71,12 +66,12 @@ def read_rejects(examples_uri: str | os.PathLike) -> list[Reject]:
     if tuple(reader.fieldnames or ()) != REJECTS_COLUMNS:
         raise ValueError(f"{_join(examples_uri, REJECTS_FILE)}: expected columns {REJECTS_COLUMNS}, "
                          f"found {reader.fieldnames}")
-    return [Reject(row["path"], row["label"], row["reason"]) for row in reader]
+    return [Reject(*(row[column] for column in REJECTS_COLUMNS)) for row in reader]
 
 
 def read_ingestion_summary(examples_uri: str | os.PathLike) -> dict:
     """The JSON summary: {'label_vocabulary', 'split_counts', 'num_rejects', 'rejects_by_code', ...}."""
-    return json.loads(_read_text(_join(examples_uri, SUMMARY_FILE)))
+    return json.loads(_read_text(_join(examples_uri, INGESTION_SUMMARY_FILE)))
 
 
 def format_rejects_csv(rejects: list[Reject]) -> str:

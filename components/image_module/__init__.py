@@ -5,7 +5,7 @@ Importing this package does not import TensorFlow; `load_image_module` does.
 """
 from components.image_module.builtin import BUILTIN_MODULES, default_models_dir
 from components.image_module.errors import ImageModuleError
-from components.image_module.loader import DEFAULT_HANDLE, ImageModule, load_image_module
+from components.image_module.loader import ImageModule, load_image_module
 
-__all__ = ["BUILTIN_MODULES", "DEFAULT_HANDLE", "ImageModule", "ImageModuleError", "default_models_dir",
+__all__ = ["BUILTIN_MODULES", "ImageModule", "ImageModuleError", "default_models_dir",
            "load_image_module"]

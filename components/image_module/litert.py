@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from importlib.metadata import version
 
 import numpy as np
+import tensorflow as tf
 
 from components import litert
 from components.image_module.loader import (
@@ -43,10 +45,6 @@ def cache_paths(module_path: str, identity: str) -> tuple[str, str]:
 
 
 def _runtime_versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    import tensorflow as tf
-
     return {"tensorflow": tf.__version__, "ai-edge-litert": version("ai-edge-litert")}
 
 
@@ -61,8 +59,6 @@ def _passed_check(check_path: str, model_path: str) -> bool:
 
 
 def convert_module(module: ImageModule) -> bytes:
-    import tensorflow as tf
-
     height, width = module.input_size
     function = tf.function(lambda images: {OUTPUT_NAME: module(images)},
                            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=INPUT_NAME)])
@@ -73,8 +69,6 @@ def litert_module_path(handle: str, module: ImageModule | None = None) -> str | 
     """Path of the checked LiteRT conversion of `handle`'s module, converting and probing it on first use; None
     (after a log line saying why) when the module must run on TensorFlow. `module`, if already loaded, saves a
     load; a cached verdict needs no load at all."""
-    import tensorflow as tf
-
     path = module.path if module is not None else resolve_handle(handle)
     identity = module.identity if module is not None else module_identity(path)
     model_path, check_path = cache_paths(path, identity)

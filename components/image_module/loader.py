@@ -28,12 +28,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from components.contract import DEFAULT_MODULE_HANDLE
 from components.image_module.builtin import BUILTIN_MODULES, builtin_module_dir
 from components.image_module.errors import ImageModuleError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HANDLE = "efficientnet_lite0"
 TFHUB_CACHE_DIR_ENV = "TFHUB_CACHE_DIR"
 # tensorflow_hub's default when TFHUB_CACHE_DIR is unset.
 _DEFAULT_TFHUB_CACHE = os.path.join(tempfile.gettempdir(), "tfhub_modules")
@@ -159,7 +159,7 @@ def _resolve_hub_url(handle: str) -> str:
             f"cannot resolve image module {handle!r} offline: it is not in the TF Hub cache "
             f"({TFHUB_CACHE_DIR_ENV}={tfhub_cache_dir()}, expected entry {entry}) and downloading it failed: {e}. "
             f"Put the unpacked SavedModel at that entry, set {TFHUB_CACHE_DIR_ENV} to a cache that has it, "
-            f"pass a local SavedModel directory, or use the builtin {DEFAULT_HANDLE!r}.") from e
+            f"pass a local SavedModel directory, or use the builtin {DEFAULT_MODULE_HANDLE!r}.") from e
 
 
 def resolve_handle(handle: str) -> str:
@@ -234,7 +234,7 @@ def _make_call(module, handle: str) -> Callable:
     return call_signature
 
 
-def load_image_module(handle: str = DEFAULT_HANDLE) -> ImageModule:
+def load_image_module(handle: str = DEFAULT_MODULE_HANDLE) -> ImageModule:
     """Resolves `handle` (see module docstring) and loads it with tf.saved_model.load.
 
     Input size and feature dimension are read from the module's signature; when the module leaves them dynamic,

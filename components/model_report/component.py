@@ -6,11 +6,12 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from components.contract import DEFAULT_MAX_MISCLASSIFIED, REPORT_KEY, TEST_SPLIT
 from components.model_report import executor
 
 
 class ModelReportArtifact(types.Artifact):
-    """A folder with report.html, report.md, confusion_matrix.png, metrics.json and misclassified/*.png."""
+    """A folder with the contract's REPORT_* files, CONFUSION_MATRIX_FILE and MISCLASSIFIED_DIR/*.png."""
     TYPE_NAME = "image_retrain.ModelReport"  # KFP v2 wants <namespace>.<Title> for custom types
 
 
@@ -27,7 +28,7 @@ class ModelReportSpec(types.ComponentSpec):
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
         "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
     }
-    OUTPUTS = {"report": ChannelParameter(type=ModelReportArtifact)}
+    OUTPUTS = {REPORT_KEY: ChannelParameter(type=ModelReportArtifact)}
 
 
 class ModelReport(base_component.BaseComponent):
@@ -35,9 +36,9 @@ class ModelReport(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel, evaluation: types.BaseChannel,
-                 blessing: types.BaseChannel, split: str = "test", report_dir: str | None = None,
-                 max_misclassified: int = 48):
+                 blessing: types.BaseChannel, split: str = TEST_SPLIT, report_dir: str | None = None,
+                 max_misclassified: int = DEFAULT_MAX_MISCLASSIFIED):
         super().__init__(spec=ModelReportSpec(
             examples=examples, model=model, evaluation=evaluation, blessing=blessing, split=split,
             report_dir=report_dir or "", max_misclassified=max_misclassified,
-            report=types.Channel(type=ModelReportArtifact)))
+            **{REPORT_KEY: types.Channel(type=ModelReportArtifact)}))

@@ -6,63 +6,69 @@ would see them.
 """
 from __future__ import annotations
 
+import functools
 import html
 import io
 import json
 import os
 from typing import Any
 
+import matplotlib
 import numpy as np
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from absl import logging
+from PIL import Image
+from sklearn.metrics import ConfusionMatrixDisplay
+from tensorflow_model_analysis.constants import BASELINE_KEY as BASELINE_MODEL_NAME
+from tensorflow_model_analysis.constants import CANDIDATE_KEY as CANDIDATE_MODEL_NAME
+from tensorflow_model_analysis.writers import eval_config_writer
+from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
+from tfx.utils import io_utils, path_utils
 
-METRICS_FILE = "metrics.json"
-ACCURACY_KEY = "sparse_categorical_accuracy"
+from components import contract
+from components.contract import IMAGE_KEY, LABEL_NAME_KEY, PATH_KEY
+from components.image_example_gen.labels import read_label_vocabulary
 
-
-def _metric_value(metric: dict) -> float | None:
-    if "doubleValue" in metric:
-        return float(metric["doubleValue"])
-    if "boundedValue" in metric:
-        return float(metric["boundedValue"]["value"])
-    return None
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 
 
-def _load_metrics(evaluation_uri: str, model_name: str | None) -> tuple[dict[str, float], list]:
-    """(overall metrics, confusion-matrix entries) of one model from TFMA's output."""
-    import tensorflow_model_analysis as tfma
+def _overall_slice(key) -> bool:
+    return not key.single_slice_keys
 
-    result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
-    metrics: dict[str, float] = {}
-    for slice_key, by_output in result.slicing_metrics:
-        if slice_key:  # overall slice only
+
+def load_metrics(evaluation_uri: str) -> dict[str, dict[str, float]]:
+    """{model name: {metric name: value}} of the overall slice, read with TFMA's loader. Model names are
+    'candidate' and 'baseline' when TFMA compared against a baseline, '' otherwise; diff metrics are left out."""
+    by_model: dict[str, dict[str, float]] = {}
+    for metrics in tfma.load_metrics(evaluation_uri):
+        if not _overall_slice(metrics.slice_key):
             continue
-        for by_sub_key in by_output.values():
-            for values in by_sub_key.values():
-                for name, metric in values.items():
-                    value = _metric_value(metric)
-                    if value is not None:
-                        metrics[name] = value
-    entries: list = []
-    for slice_key, by_output in result.plots or []:
-        if slice_key:
-            continue
-        for by_sub_key in by_output.values():
-            for plots in by_sub_key.values():
-                matrices = plots.get("multiClassConfusionMatrixAtThresholds", {}).get("matrices", [])
-                if matrices:
-                    entries = matrices[0].get("entries", [])
-    return metrics, entries
+        for item in metrics.metric_keys_and_values:
+            kind = item.value.WhichOneof("type")
+            if item.key.is_diff or kind not in ("double_value", "bounded_value"):
+                continue
+            value = item.value.double_value if kind == "double_value" else item.value.bounded_value.value
+            by_model.setdefault(item.key.model_name, {})[item.key.name] = value.value
+    return by_model
 
 
-def confusion_matrix(entries: list, num_classes: int) -> np.ndarray:
+def load_confusion_matrix(evaluation_uri: str, model_name: str, num_classes: int) -> np.ndarray:
+    """The overall slice's multi-class confusion matrix (rows: true class, columns: predicted), from TFMA's plots."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    for entry in entries:
-        actual, predicted = int(entry.get("actualClassId", 0)), int(entry.get("predictedClassId", 0))
-        if 0 <= actual < num_classes and 0 <= predicted < num_classes:
-            matrix[actual, predicted] += int(round(float(entry.get("numWeightedExamples", 0))))
+    for plots in tfma.load_plots(evaluation_uri):
+        if not _overall_slice(plots.slice_key):
+            continue
+        for item in plots.plot_keys_and_values:
+            matrices = item.value.multi_class_confusion_matrix_at_thresholds.matrices
+            if item.key.model_name != model_name or not matrices:
+                continue
+            for entry in matrices[0].entries:
+                if 0 <= entry.actual_class_id < num_classes and 0 <= entry.predicted_class_id < num_classes:
+                    matrix[entry.actual_class_id, entry.predicted_class_id] += round(entry.num_weighted_examples)
     return matrix
 
 
@@ -78,23 +84,10 @@ def per_class_precision_recall(matrix: np.ndarray, labels: list[str]) -> list[di
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: list[str], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     size = max(4.0, 0.45 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
-    axes.imshow(matrix, cmap="Blues")
-    axes.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
-    axes.set_yticks(range(len(labels)), labels)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for (row, column), count in np.ndenumerate(matrix):
-        if count:
-            axes.text(column, row, str(count), ha="center", va="center",
-                      color="white" if count > threshold else "black", fontsize=8)
+    ConfusionMatrixDisplay(matrix, display_labels=labels).plot(
+        ax=axes, cmap="Blues", colorbar=False, xticks_rotation=60, values_format="d")
     axes.set_title("Confusion matrix (TFMA, test split)")
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -111,28 +104,26 @@ def _split_files(examples, split: str) -> list[str]:
 def misclassified_examples(model_dir: str, files: list[str], limit: int) -> tuple[list[dict], int]:
     """Runs the exported serving signature over the split's raw images; returns (misclassified, total)."""
     serving = tf.saved_model.load(model_dir).signatures["serving_default"]
-    spec = {"image_raw": tf.io.FixedLenFeature([], tf.string), "label_name": tf.io.FixedLenFeature([], tf.string),
-            "path": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_NAME_KEY: tf.io.FixedLenFeature([], tf.string),
+            PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(32).map(
-        lambda records: tf.io.parse_example(records, spec))
+        functools.partial(tf.io.parse_example, features=spec))
     wrong, total = [], 0
     for batch in dataset:
-        outputs = serving(image_bytes=batch["image_raw"])
+        outputs = serving(image_bytes=batch[IMAGE_KEY])
         predicted = outputs["label"].numpy()
         scores = outputs["scores"].numpy().max(axis=1)
-        for index, (true_label, predicted_label) in enumerate(zip(batch["label_name"].numpy(), predicted)):
+        for index, (true_label, predicted_label) in enumerate(zip(batch[LABEL_NAME_KEY].numpy(), predicted)):
             total += 1
             if true_label != predicted_label and len(wrong) < limit:
-                wrong.append({"path": batch["path"][index].numpy().decode(errors="replace"),
+                wrong.append({"path": batch[PATH_KEY][index].numpy().decode(errors="replace"),
                               "true": true_label.decode(errors="replace"),
                               "predicted": predicted_label.decode(errors="replace"),
-                              "score": float(scores[index]), "image": batch["image_raw"][index].numpy()})
+                              "score": float(scores[index]), "image": batch[IMAGE_KEY][index].numpy()})
     return wrong, total
 
 
 def _thumbnail_png(image_bytes: bytes) -> bytes:
-    from PIL import Image
-
     image = Image.open(io.BytesIO(image_bytes))
     image.seek(0)
     image = image.convert("RGB")
@@ -161,7 +152,7 @@ def render_markdown(summary: dict) -> str:
              "| class | support | precision | recall |", "|---|---|---|---|"]
     lines += [f"| {row['label']} | {row['support']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} |"
               for row in summary["per_class"]]
-    lines += ["", "![confusion matrix](confusion_matrix.png)", "",
+    lines += ["", f"![confusion matrix]({contract.CONFUSION_MATRIX_FILE})", "",
               f"## Misclassified ({summary['misclassified_count']} of {summary['example_count']})", ""]
     lines += [f"- `{m['path']}`: true **{m['true']}**, predicted **{m['predicted']}** ({m['score']:.2f}) "
               f"![]({m['thumbnail']})" for m in summary["misclassified"]]
@@ -186,67 +177,55 @@ figure{{display:inline-block;margin:.5em;text-align:center;font-size:.85em}} img
 baseline {_fmt(summary['baseline_accuracy'])}; threshold {summary.get('threshold', 'n/a')}.</p>
 {f"<p><i>{esc(summary['baseline_note'])}</i></p>" if summary.get('baseline_note') else ''}
 <h2>Per class</h2><table><tr><th>class</th><th>support</th><th>precision</th><th>recall</th></tr>{rows}</table>
-<h2>Confusion matrix</h2><img src="confusion_matrix.png" alt="confusion matrix">
+<h2>Confusion matrix</h2><img src="{contract.CONFUSION_MATRIX_FILE}" alt="confusion matrix">
 <h2>Misclassified ({summary['misclassified_count']} of {summary['example_count']})</h2>{wrong or '<p>none</p>'}
 </body></html>
 """
 
 
-def _accuracy_threshold(evaluation_uri: str) -> float | None:
+def accuracy_threshold(evaluation_uri: str) -> float | None:
     """The value threshold the blessing used, from the eval config TFMA writes beside its results."""
-    path = os.path.join(evaluation_uri, "eval_config.json")
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        config = json.load(f).get("evalConfig", {})
-    for metrics_spec in config.get("metricsSpecs", []):
-        for metric in metrics_spec.get("metrics", []):
-            bound = metric.get("threshold", {}).get("valueThreshold", {}).get("lowerBound")
-            if bound is not None:
-                return float(bound)
+    eval_config = eval_config_writer.load_eval_run(evaluation_uri)[0]
+    for metrics_spec in eval_config.metrics_specs:
+        for metric in metrics_spec.metrics:
+            if metric.threshold.value_threshold.HasField("lower_bound"):
+                return metric.threshold.value_threshold.lower_bound.value
     return None
 
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
-        from tfx.utils import path_utils
-
-        from components.image_example_gen.labels import read_label_vocabulary
-
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         model = artifact_utils.get_single_instance(input_dict["model"])
         evaluation = artifact_utils.get_single_instance(input_dict["evaluation"])
         blessing = artifact_utils.get_single_instance(input_dict["blessing"])
-        report = artifact_utils.get_single_instance(output_dict["report"])
+        report = artifact_utils.get_single_instance(output_dict[contract.REPORT_KEY])
         split = exec_properties["split"]
-        limit = int(exec_properties.get("max_misclassified") or 48)
+        limit = int(exec_properties.get("max_misclassified") or contract.DEFAULT_MAX_MISCLASSIFIED)
 
         labels = read_label_vocabulary(examples.uri)
+        by_model = load_metrics(evaluation.uri)
         # With a baseline TFMA stores results per model name; without one, under no name.
-        metrics, entries = _load_metrics(evaluation.uri, "candidate")
-        baseline_metrics: dict[str, float] = {}
-        if metrics:
-            baseline_metrics, _ = _load_metrics(evaluation.uri, "baseline")
-        else:
-            metrics, entries = _load_metrics(evaluation.uri, None)
-        matrix = confusion_matrix(entries, len(labels))
+        candidate = CANDIDATE_MODEL_NAME if CANDIDATE_MODEL_NAME in by_model else ""
+        metrics, baseline_metrics = by_model.get(candidate, {}), by_model.get(BASELINE_MODEL_NAME, {})
+        matrix = load_confusion_matrix(evaluation.uri, candidate, len(labels))
         model_dir = path_utils.serving_model_path(model.uri)
         wrong, total = misclassified_examples(model_dir, _split_files(examples, split), limit)
 
-        tf.io.gfile.makedirs(os.path.join(report.uri, "misclassified"))
+        tf.io.gfile.makedirs(os.path.join(report.uri, contract.MISCLASSIFIED_DIR))
         for number, item in enumerate(wrong):
-            item["thumbnail"] = f"misclassified/{number:03d}.png"
+            item["thumbnail"] = f"{contract.MISCLASSIFIED_DIR}/{number:03d}.png"
             with tf.io.gfile.GFile(os.path.join(report.uri, item["thumbnail"]), "wb") as f:
                 f.write(_thumbnail_png(item.pop("image")))
-        plot_confusion_matrix(matrix, labels, os.path.join(report.uri, "confusion_matrix.png"))
+        plot_confusion_matrix(matrix, labels, os.path.join(report.uri, contract.CONFUSION_MATRIX_FILE))
         summary = {
             "split": split,
-            "blessed": bool(blessing.get_int_custom_property("blessed")),
-            "accuracy": metrics.get(ACCURACY_KEY),
-            "baseline_accuracy": baseline_metrics.get(ACCURACY_KEY),
-            "threshold": _accuracy_threshold(evaluation.uri),
-            "baseline_note": evaluation.get_string_custom_property("baseline_skipped_reason") or None,
-            "example_count": int(metrics.get("example_count", total)),
+            "blessed": bool(blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY)),
+            "accuracy": metrics.get(contract.ACCURACY_METRIC),
+            "baseline_accuracy": baseline_metrics.get(contract.ACCURACY_METRIC),
+            "threshold": accuracy_threshold(evaluation.uri),
+            "baseline_note": evaluation.get_string_custom_property(contract.BASELINE_SKIPPED_PROPERTY) or None,
+            "example_count": int(metrics.get(contract.EXAMPLE_COUNT_METRIC, total)),
             "labels": labels,
             "per_class": per_class_precision_recall(matrix, labels),
             "confusion_matrix": matrix.tolist(),
@@ -254,26 +233,21 @@ class Executor(base_executor.BaseExecutor):
             "misclassified": wrong,
             "model_uri": model.uri,
         }
-        files = {METRICS_FILE: json.dumps(summary, indent=2), "report.md": render_markdown(summary),
-                 "report.html": render_html(summary)}
+        files = {contract.REPORT_METRICS_FILE: json.dumps(summary, indent=2),
+                 contract.REPORT_MARKDOWN_FILE: render_markdown(summary),
+                 contract.REPORT_HTML_FILE: render_html(summary)}
         for name, text in files.items():
             with tf.io.gfile.GFile(os.path.join(report.uri, name), "w") as f:
                 f.write(text)
-        report.set_float_custom_property("accuracy", summary["accuracy"] or 0.0)
-        report.set_int_custom_property("blessed", int(summary["blessed"]))
+        for name in (contract.ACCURACY_PROPERTY, contract.BASELINE_ACCURACY_PROPERTY):
+            if summary[name] is not None:  # absent, not 0.0, when TFMA has no value (e.g. no baseline)
+                report.set_float_custom_property(name, summary[name])
+        report.set_int_custom_property(contract.BLESSED_PROPERTY, int(summary["blessed"]))
         if exec_properties.get("report_dir"):
             target = os.path.join(exec_properties["report_dir"], os.path.basename(os.path.dirname(report.uri))
                                   + "-" + os.path.basename(report.uri))
-            _copy_tree(report.uri, target)
+            io_utils.copy_dir(report.uri, target)
             logging.info("report copied to %s", target)
         print(f"[report] {split} accuracy {_fmt(summary['accuracy'])} (baseline "
               f"{_fmt(summary['baseline_accuracy'])}), blessed={summary['blessed']}: "
-              f"{os.path.join(report.uri, 'report.html')}", flush=True)
-
-
-def _copy_tree(source: str, target: str) -> None:
-    for directory, _, names in tf.io.gfile.walk(source):
-        relative = os.path.relpath(directory, source)
-        tf.io.gfile.makedirs(os.path.join(target, relative))
-        for name in names:
-            tf.io.gfile.copy(os.path.join(directory, name), os.path.join(target, relative, name), overwrite=True)
+              f"{os.path.join(report.uri, contract.REPORT_HTML_FILE)}", flush=True)

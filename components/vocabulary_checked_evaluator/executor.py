@@ -17,18 +17,13 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_component_specs
 from tfx.utils import path_utils
 
-LABELS_ASSET = os.path.join("assets", "labels.txt")
-SKIPPED_PROPERTY = "baseline_skipped_reason"
+from components.contract import BASELINE_SKIPPED_PROPERTY, LABELS_ASSET
+from components.image_example_gen.labels import read_labels_file
 
 
 def model_classes(model_uri: str) -> list[str] | None:
     path = os.path.join(path_utils.serving_model_path(model_uri), LABELS_ASSET)
-    if not fileio.exists(path):
-        return None
-    with fileio.open(path, "r") as f:
-        text = f.read()
-    text = text.decode() if isinstance(text, bytes) else text
-    return [line for line in text.splitlines() if line]
+    return read_labels_file(path) if fileio.exists(path) else None
 
 
 def baseline_mismatch(candidate_uri: str, baseline_uri: str) -> str | None:
@@ -55,5 +50,5 @@ class Executor(tfx_evaluator_executor.Executor):
             print(f"[evaluate] {reason}", flush=True)
             input_dict = {**input_dict, standard_component_specs.BASELINE_MODEL_KEY: []}
             for artifact in output_dict.get(standard_component_specs.EVALUATION_KEY, []):
-                artifact.set_string_custom_property(SKIPPED_PROPERTY, reason)
+                artifact.set_string_custom_property(BASELINE_SKIPPED_PROPERTY, reason)
         super().Do(input_dict, output_dict, exec_properties)

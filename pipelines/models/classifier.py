@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from components.contract import EMBEDDING_KEY, IMAGE_KEY, LABEL_KEY, LABELS_FILE, TRAINING_SUMMARY_FILE
 from components.image_decoding import decode_rgb, preprocess_batch
+from components.image_example_gen.labels import read_label_vocabulary
 from components.image_limits import MAX_IMAGE_PIXELS
 from components.image_module import load_image_module
 from components.saved_model_signatures import set_method_names
@@ -23,10 +25,6 @@ from serving.litert import LITERT_STEPS, TFLITE_FILE, inputs_step, outputs_step
 
 logger = logging.getLogger(__name__)
 
-LABEL_KEY = "label"
-EMBEDDING_KEY = "embedding"
-IMAGE_KEY = "image_raw"
-LABELS_FILE = "labels.txt"
 SERVING_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 CLASSIFY_SIGNATURE = "classify"
 # model.tflite holds the network: float32 RGB pixels in [0, 1] -> softmax scores.
@@ -47,8 +45,7 @@ def hyperparameters_from(custom_config: dict[str, Any] | None) -> dict[str, Any]
 
 
 def read_vocabulary(examples_uri: str) -> list[str]:
-    with tf.io.gfile.GFile(os.path.join(examples_uri, LABELS_FILE)) as f:
-        labels = [line.rstrip("\n") for line in f if line.rstrip("\n")]
+    labels = read_label_vocabulary(examples_uri)
     if len(labels) < 2:
         raise ValueError(f"need at least two classes to train, found {labels} in {examples_uri}")
     return labels
@@ -374,7 +371,7 @@ def run_fn(fn_args) -> None:
         fine_tuning = fine_tune(image_module, head, fn_args.train_files, fn_args.eval_files, num_classes, hp)
     export_serving_model(image_module, head, labels, fn_args.serving_model_dir,
                          int((fn_args.custom_config or {}).get("max_image_pixels", MAX_IMAGE_PIXELS)))
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training_summary.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE), "w") as f:
         json.dump({"hyperparameters": hp, "module_handle": module_handle, "labels": labels,
                    "epochs_run": len(history.history["loss"]), "fine_tuning": fine_tuning,
                    "final": {k: float(v[-1]) for k, v in history.history.items()}}, f, indent=2)
