@@ -114,8 +114,9 @@ def single_model_config(name: str, base_path: str):
     if not base_path:
         raise ConfigError("Both --model_base_path and --model_config_file are empty; set one of them")
     config = model_server_config_pb2.ModelServerConfig()
-    model = config.model_config_list.config.add(name=name, base_path=os.path.abspath(base_path),
-                                                model_platform="tensorflow")
+    # A local path made absolute; a URI (gs://, s3://) read by TensorFlow's filesystems as given, as TF Serving does.
+    base_path = base_path if "://" in base_path else os.path.abspath(base_path)
+    model = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
     del model  # defaults: latest { num_versions: 1 }
     validate_model_server_config(config)
     return config

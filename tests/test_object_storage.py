@@ -22,7 +22,7 @@ MODEL = "shapes"
 UPLOAD = """
 import os, sys
 import tensorflow as tf
-from components.image_module import resolve_handle
+from components.image_module.loader import resolve_handle
 
 def upload(local, remote):
     for root, _, files in os.walk(local):
@@ -40,10 +40,11 @@ def _run(env: dict, output_dir: str) -> dict:
     command = [sys.executable, "-m", "pipelines.cli", "run", "--json", "--model-name", MODEL,
                "--data-dir", f"{GS}/images", "--module", f"{GS}/modules/efficientnet_lite0",
                "--pipeline-root", f"{GS}/pipeline_root", "--embedding-cache-dir", f"{GS}/embedding_cache",
-               "--serving-dir", f"{GS}/serving", "--output-dir", output_dir, "--epochs", "20"]
+               "--serving-dir", f"{GS}/serving", "--output-dir", output_dir, "--epochs", "10"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    start = 0 if result.stdout.startswith("{") else result.stdout.index("\n{") + 1  # --json: the result, last
+    return json.loads(result.stdout[start:])
 
 
 @pytest.mark.e2e
@@ -52,8 +53,9 @@ def test_pipeline_and_model_server_with_every_path_on_gcs(tmp_path):
     count = sum(len(paths) for paths in images.values())
     with local_gcs(str(tmp_path), BUCKET) as gcs_env:
         env = {**os.environ, **gcs_env}
-        subprocess.run([sys.executable, "-c", UPLOAD, str(tmp_path / "images"), GS], env=env, check=True,
-                       capture_output=True, timeout=300)
+        upload = subprocess.run([sys.executable, "-c", UPLOAD, str(tmp_path / "images"), GS], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert upload.returncode == 0, upload.stderr[-3000:]
 
         first = _run(env, str(tmp_path / "output"))
         assert first["blessed"] and first["pushed"], first

@@ -27,6 +27,7 @@ from components.image_module.loader import (
     load_image_module,
     module_identity,
     resolve_handle,
+    tfhub_cache_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ INVOKE_BATCH = 1
 
 
 def cache_paths(module_path: str, identity: str) -> tuple[str, str]:
-    folder = f"{os.path.normpath(module_path)}.litert"
+    """Beside a local module; for one on object storage, in the local TF Hub cache (the interpreter maps a file)."""
+    folder = (os.path.join(tfhub_cache_dir(), "litert", identity) if "://" in module_path
+              else f"{os.path.normpath(module_path)}.litert")
     return os.path.join(folder, f"{identity}.tflite"), os.path.join(folder, f"{identity}.check.json")
 
 

@@ -4,6 +4,7 @@ A handle is one of:
   * a builtin name (`efficientnet_lite0`): the converted SavedModel under `default_models_dir()`, converted on
     first use when the [convert] extra is installed;
   * a local SavedModel directory (or `file://` URL to one);
+  * a SavedModel directory on object storage (`gs://...`), loaded from there by TensorFlow's own filesystem;
   * a TF Hub / Kaggle model URL (`https://...`): looked up in the TF Hub cache (`$TFHUB_CACHE_DIR`, same layout as
     tensorflow_hub: `<cache>/<sha1 of the handle>`), downloaded into it when online;
   * the name of an entry in `$TFHUB_CACHE_DIR` (a sha1 directory name).
@@ -76,6 +77,24 @@ def tfhub_cache_entry(handle: str) -> str:
     return os.path.join(tfhub_cache_dir(), hashlib.sha1(handle.encode("utf8")).hexdigest())
 
 
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _gfile():
+    import tensorflow as tf  # only for object-store paths: local ones answer CLI checks without loading TensorFlow
+
+    return tf.io.gfile
+
+
+def _is_file(path: str) -> bool:
+    return _gfile().exists(path) and not _gfile().isdir(path) if _is_uri(path) else os.path.isfile(path)
+
+
+def _open_binary(path: str):
+    return _gfile().GFile(path, "rb") if _is_uri(path) else open(path, "rb")
+
+
 def module_identity(path: str) -> str:
     """sha256 over the graph and the variables index of a SavedModel. The index stores a checksum of every tensor,
     so the same files give the same identity and different weights a different one, without hashing the data."""
@@ -83,10 +102,10 @@ def module_identity(path: str) -> str:
     found = False
     for relative in ("saved_model.pb", "saved_model.pbtxt", os.path.join("variables", "variables.index")):
         file_path = os.path.join(path, relative)
-        if os.path.isfile(file_path):
+        if _is_file(file_path):
             found = True
             digest.update(relative.replace(os.sep, "/").encode() + b"\0")
-            with open(file_path, "rb") as f:
+            with _open_binary(file_path) as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
     if not found:
@@ -95,8 +114,7 @@ def module_identity(path: str) -> str:
 
 
 def _is_saved_model_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "saved_model.pb")) or os.path.isfile(
-        os.path.join(path, "saved_model.pbtxt"))
+    return _is_file(os.path.join(path, "saved_model.pb")) or _is_file(os.path.join(path, "saved_model.pbtxt"))
 
 
 def _is_url(handle: str) -> bool:
@@ -163,7 +181,7 @@ def _resolve_hub_url(handle: str) -> str:
 
 
 def resolve_handle(handle: str) -> str:
-    """Handle -> local SavedModel directory (converting or downloading if needed), or a clear ImageModuleError."""
+    """Handle -> SavedModel directory (converting or downloading if needed), or a clear ImageModuleError."""
     if not handle or not isinstance(handle, str):
         raise ImageModuleError(f"image module handle must be a non-empty string, got {handle!r}")
     if handle in BUILTIN_MODULES:
@@ -171,6 +189,10 @@ def resolve_handle(handle: str) -> str:
     if _is_url(handle):
         return _resolve_hub_url(handle)
     path = handle[len("file://"):] if handle.startswith("file://") else handle
+    if _is_uri(path):
+        if not _is_saved_model_dir(path):
+            raise ImageModuleError(f"image module {path} holds no saved_model.pb (or it cannot be read)")
+        return path.rstrip("/")
     path = os.path.expanduser(path)
     if os.path.isdir(path):
         if not _is_saved_model_dir(path):
