@@ -210,7 +210,7 @@ def test_tuner_executor_searches_with_tuner_fn_and_its_best_values_reach_run_fns
         artifact.uri = str(tmp_path / name)
         (tmp_path / name).mkdir()
     fixed = {"epochs": 3, "dropout": 0.3}
-    Executor().Do({"examples": [examples]}, outputs, {
+    Executor(Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")).Do({"examples": [examples]}, outputs, {
         "tuner_fn": configs.TUNER_FN,
         "train_args": proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
         "eval_args": proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["eval"])),

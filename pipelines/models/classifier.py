@@ -78,6 +78,13 @@ def _files(file_patterns: list[str]) -> list[str]:
     return files
 
 
+def embedding_dim(file_patterns: list[str]) -> int:
+    """The embedding length the ImageEmbedder wrote, read from the first example."""
+    for record in tf.data.TFRecordDataset(_files(file_patterns)[:1], compression_type="GZIP").take(1):
+        return len(tf.train.Example.FromString(record.numpy()).features.feature[EMBEDDING_KEY].float_list.value)
+    raise ValueError(f"no examples in {file_patterns}")
+
+
 def load_embeddings(file_patterns: list[str], feature_dim: int) -> tuple[np.ndarray, np.ndarray]:
     spec = {EMBEDDING_KEY: tf.io.FixedLenFeature([feature_dim], tf.float32),
             LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
@@ -172,7 +179,8 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
 def fine_tuned_variables(image_module, count: int) -> list:
     """The module's top `count` trainable variables (all of them for count < 0), in forward order."""
     module_variables = list(image_module.module.trainable_variables)
-    return module_variables if count < 0 else module_variables[len(module_variables) - min(count, len(module_variables)):]
+    kept = len(module_variables) if count < 0 else min(count, len(module_variables))
+    return module_variables[len(module_variables) - kept:]
 
 
 def fine_tune(image_module, head, train_files: list[str], eval_files: list[str], num_classes: int,
@@ -246,12 +254,18 @@ def fine_tune(image_module, head, train_files: list[str], eval_files: list[str],
     logger.info("fine-tuning %d module variables at %dx%d on %d images, %d steps of %d; eval accuracy before: %.4f",
                 len(module_variables), size[0], size[1], train_count, total_steps, batch_size, initial_accuracy)
     for epoch in range(hp["fine_tune_epochs"]):
+        # One line per epoch on stdout, as the head's Keras fit prints (the runner's logging shows no INFO).
+        print(f"Fine-tuning epoch {epoch + 1}/{hp['fine_tune_epochs']}", flush=True)
+        progress = keras.utils.Progbar(steps_per_epoch, verbose=2, stateful_metrics=["eval_accuracy"])
         started = time.monotonic()
         shuffled = train_images.shuffle(train_count, seed=hp["seed"] + epoch)
-        losses = [float(step(images, labels))
-                  for images, labels in model_inputs(shuffled, size, batch_size, hp, seed=hp["seed"] + epoch)]
+        losses = []
+        for images, labels in model_inputs(shuffled, size, batch_size, hp, seed=hp["seed"] + epoch):
+            losses.append(float(step(images, labels)))
+            progress.update(len(losses), [("loss", losses[-1])], finalize=False)
         seconds = time.monotonic() - started
         accuracy = eval_accuracy()
+        progress.update(len(losses), [("eval_accuracy", accuracy)], finalize=True)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "eval_accuracy": accuracy,
                         "train_seconds": seconds, "seconds_per_1000_images": 1000 * seconds / train_count})
         logger.info("fine-tuning epoch %d: loss %.4f, eval accuracy %.4f, %.0f s (%.0f s per 1,000 images)",
@@ -447,19 +461,23 @@ def with_input_size(image_module, image_size: int):
 
 
 def train(hp: dict[str, Any], module_handle: str, train_files: list[str], eval_files: list[str],
-          log_dir: str | None = None) -> dict[str, Any]:
-    """The training both the Trainer and every Tuner trial run: the head on embeddings (early stopping on the eval
-    split), then, if fine_tune_variables != 0, module and head on images. Returns the module, head and a summary."""
+          log_dir: str | None = None, export: bool = True) -> dict[str, Any]:
+    """The training both the Trainer and every Tuner trial (export=False) run: the head on embeddings (early stopping
+    on the eval split), then, if fine_tune_variables != 0, module and head on images. Returns the module (None when
+    neither exported nor needed), the head and a summary."""
     import keras
 
     keras.utils.set_random_seed(hp["seed"])
-    image_module = load_image_module(module_handle)   # loaded anew: fine-tuning changes its variables in place
     num_classes = len(read_vocabulary(_examples_uri(train_files)))
-
-    resized = with_input_size(image_module, hp["image_size"])
+    needs_images = hp["image_size"] > 0 or hp["augment_copies"] > 0 or hp["fine_tune_variables"] != 0
+    # Loaded anew (fine-tuning changes its variables in place), and only when images are needed: a head-only Tuner
+    # trial reads cached embeddings alone.
+    image_module = load_image_module(module_handle) if needs_images or export else None
+    resized = image_module and with_input_size(image_module, hp["image_size"])
     if resized is image_module:
-        x_train, y_train = load_embeddings(train_files, image_module.feature_dim)
-        x_eval, y_eval = load_embeddings(eval_files, image_module.feature_dim)
+        feature_dim = embedding_dim(train_files)
+        x_train, y_train = load_embeddings(train_files, feature_dim)
+        x_eval, y_eval = load_embeddings(eval_files, feature_dim)
     else:  # the cached embeddings are at the module's own size: the head must see those the fine-tuning starts from
         image_module = resized
         x_train, y_train = embed_images(train_files, image_module)
@@ -471,7 +489,7 @@ def train(hp: dict[str, Any], module_handle: str, train_files: list[str], eval_f
     logger.info("training head on %d examples (%d classes), early stopping on %d eval examples",
                 len(y_train), num_classes, len(y_eval))
 
-    head = build_head(image_module.feature_dim, num_classes, hp)
+    head = build_head(x_train.shape[1], num_classes, hp)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp["early_stopping_patience"],
                                                restore_best_weights=True)]
     if log_dir:
@@ -534,8 +552,8 @@ def tuner_fn(fn_args):
     class TrainerTrials(keras_tuner.RandomSearch):
         def run_trial(self, trial, *args, **kwargs):
             hp = hyperparameters_from({"hyperparameters": trial.hyperparameters.values})
-            return {"val_accuracy": train(hp, module_handle, fn_args.train_files, fn_args.eval_files)["summary"][
-                "eval_accuracy"]}
+            trained = train(hp, module_handle, fn_args.train_files, fn_args.eval_files, export=False)
+            return {"val_accuracy": trained["summary"]["eval_accuracy"]}
 
     tuner = TrainerTrials(
         hyperparameters=search_space(fixed), objective=keras_tuner.Objective("val_accuracy", "max"),
