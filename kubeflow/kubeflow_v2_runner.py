@@ -172,6 +172,8 @@ def build_kfp_pipeline(options: CompileOptions):
         module_handle=options.module,
         embedding_cache_dir=options.embedding_cache_dir or options.default_embedding_cache_dir,
         hyperparameters=options.hyperparameters,
+        tune=options.tune,
+        tune_trials=options.tune_trials,
         eval_accuracy_threshold=options.accuracy_threshold,
         baseline=DEFAULT_BASELINE,
         split_ratios=options.split_ratios,

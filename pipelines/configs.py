@@ -11,6 +11,7 @@ MODULE_HANDLE = contract.DEFAULT_MODULE_HANDLE
 
 # Module functions referenced by dotted path: importable wherever the project is installed (container image too).
 RUN_FN = "pipelines.models.classifier.run_fn"
+TUNER_FN = "pipelines.models.classifier.tuner_fn"
 
 # Ingestion: train/eval/test hash buckets of the file's relative path.
 SPLIT_RATIOS = contract.DEFAULT_SPLIT_RATIOS
@@ -27,13 +28,37 @@ HYPERPARAMETERS = {
     "hidden_units": 0,            # 0: dropout + dense softmax only
     "label_smoothing": 0.1,
     "early_stopping_patience": 8,
-    "augment_copies": 0,          # >0: flipped/cropped/brightened copies per train image, embedded on the fly
-    "augment_flip": True,
-    "fine_tune_variables": 0,     # >0: also train the module's top N variables end to end on images (slow on CPU)
+    "augment_copies": 0,          # >0: augmented copies per train image, embedded on the fly, for the head
+    # Augmentations (augment_copies and fine-tuning), each switchable; fit them to the data (digits do not flip).
+    "augment_flip": True,         # random left-right flip
+    "augment_vertical_flip": False,
+    "augment_rotate90": False,    # random multiple of 90 degrees
+    "augment_crop": 0.8,          # random crop keeping at least this fraction of each side (1.0: off)
+    "augment_brightness": 0.2,    # max brightness delta (0: off)
+    "augment_contrast": 0.0,      # max relative contrast change (0: off)
+    "class_weights": False,       # weight the loss by n / (classes * count): for imbalanced labels
+    "image_size": 0,              # module input side in pixels (0: the module's own, 224 for EfficientNet-Lite0)
+    # Fine-tuning, after the head: the module's top N variables (2 per layer; -1: all) with the head on images.
+    "fine_tune_variables": 0,     # 0: off (frozen embeddings only)
     "fine_tune_epochs": 3,
-    "fine_tune_learning_rate": 1e-3,
+    "fine_tune_learning_rate": 1e-3,   # the head's; SGD with Nesterov momentum 0.9
+    "fine_tune_layer_decay": 0.9,      # each module layer further below the head: learning rate times this
+    "fine_tune_warmup_epochs": 0.5,    # linear warm-up, then cosine decay to zero
+    "fine_tune_batch_size": 32,
     "seed": 42,
 }
+
+# Tuner (optional, `--tune`): KerasTuner random search over these choices, each trial one full training run (head on
+# embeddings: seconds; with fine-tuning on, the fine_tune_* choices too: minutes). Explicitly set values stay fixed.
+TUNER_SEARCH_SPACE = {
+    "learning_rate": [1e-3, 3e-3, 1e-2],
+    "dropout": [0.1, 0.2, 0.4],
+    "hidden_units": [0, 256],
+    "label_smoothing": [0.0, 0.1],
+    "fine_tune_learning_rate": [3e-3, 1e-2, 3e-2],
+    "fine_tune_layer_decay": [0.8, 0.9, 1.0],
+}
+TUNER_TRIALS = 6
 
 # Blessing: accuracy on the test split >= threshold and >= baseline - tolerance.
 EVAL_ACCURACY_THRESHOLD = 0.6

@@ -81,6 +81,8 @@ def build_pipeline(options: RunOptions):
         module_handle=options.module,
         embedding_cache_dir=absolute(options.embedding_cache_dir or options.path("embedding_cache")),
         hyperparameters=options.hyperparameters,
+        tune=options.tune,
+        tune_trials=options.tune_trials,
         eval_accuracy_threshold=options.accuracy_threshold,
         baseline=options.baseline or DEFAULT_BASELINE,
         split_ratios=options.split_ratios,

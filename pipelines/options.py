@@ -27,6 +27,8 @@ class PipelineOptions:
     baseline: str | None = None               # None: the runner's default
     split_ratios: tuple[int, int, int] = configs.SPLIT_RATIOS
     hyperparameters: dict = dataclasses.field(default_factory=dict)
+    tune: bool = False                        # TFX Tuner (KerasTuner) search before the Trainer
+    tune_trials: int = configs.TUNER_TRIALS
     beam_args: list[str] | None = None        # None: the runner's default
     embed_beam_args: list[str] = dataclasses.field(default_factory=list)  # the embedding stage only, after beam_args
 
@@ -41,6 +43,8 @@ class PipelineOptions:
             raise ValueError(f"--split-ratios needs three positive integers (train,eval,test), got {self.split_ratios}")
         if self.baseline is not None and self.baseline not in BASELINES:
             raise ValueError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        if self.tune_trials < 1:
+            raise ValueError(f"--tune-trials must be at least 1, got {self.tune_trials}")
         unknown = set(self.hyperparameters) - set(configs.HYPERPARAMETERS)
         if unknown:
             raise ValueError(f"unknown hyperparameters {sorted(unknown)}; known: {sorted(configs.HYPERPARAMETERS)}")
@@ -87,6 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, baseline_default: str, bea
         kind = _bool if isinstance(default, bool) else type(default)
         hyper.add_argument(flag, type=kind, default=None, metavar="BOOL" if kind is _bool else None,
                            help=f"(default: {default})")
+    parser.add_argument("--tune", action="store_true",
+                        help="Search the hyperparameters not given explicitly with TFX's Tuner (KerasTuner random "
+                             "search, each trial a training run scored on the eval split) and train with the best.")
+    parser.add_argument("--tune-trials", type=int, default=configs.TUNER_TRIALS,
+                        help="Tuner budget in trials (default: %(default)s).")
     parser.add_argument("--beam-arg", action="append", dest="beam_args", default=None, metavar="ARG",
                         help="Beam pipeline argument for every Beam step, the embedding stage included; repeatable "
                              f"(default: {' '.join(beam_default)}).")
@@ -112,5 +121,6 @@ def from_args(args: argparse.Namespace) -> dict:
         baseline=args.baseline, split_ratios=_split_ratios(args.split_ratios),
         hyperparameters={name: getattr(args, name) for name in configs.HYPERPARAMETERS
                          if getattr(args, name, None) is not None},
+        tune=args.tune, tune_trials=args.tune_trials,
         beam_args=args.beam_args, embed_beam_args=args.embed_beam_args,
     )

@@ -1,7 +1,8 @@
 """`create_pipeline()`: the one component list that runs locally (LocalDagRunner) and on Kubeflow (KubeflowV2DagRunner).
 
 ingest (ImageExampleGen) -> StatisticsGen -> SchemaGen -> ExampleValidator
-       -> ImageEmbedder (pretrained module, cached embeddings) -> Trainer (Keras head, raw-bytes serving export)
+       -> ImageEmbedder (pretrained module, cached embeddings) -> [Tuner (KerasTuner), with --tune]
+       -> Trainer (Keras head, optionally fine-tuned module; raw-bytes serving export)
        -> baseline (latest blessed model, or the version currently served)
        -> Evaluator (TFMA, blessing; the baseline is dropped when it was trained on other classes)
        -> ModelReport (HTML/PNG) and AtomicPusher (blessed models only, new version under the serving base path)
@@ -56,6 +57,8 @@ def create_pipeline(
     module_handle: str = configs.MODULE_HANDLE,
     embedding_cache_dir: str | None = None,
     hyperparameters: dict | None = None,
+    tune: bool = False,
+    tune_trials: int = configs.TUNER_TRIALS,
     eval_accuracy_threshold: float = configs.EVAL_ACCURACY_THRESHOLD,
     baseline: str = "latest_blessed",
     split_ratios: Sequence[int] = configs.SPLIT_RATIOS,
@@ -87,12 +90,25 @@ def create_pipeline(
         embedder.with_beam_pipeline_args(embed_beam_pipeline_args)
     components.append(embedder)
 
+    training_config = {"module_handle": module_handle, "hyperparameters": dict(hyperparameters or {})}
+    tuned = None
+    if tune:
+        tuner = tfx.components.Tuner(
+            tuner_fn=configs.TUNER_FN,
+            examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
+            train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN_SPLIT]),
+            eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL_SPLIT]),
+            custom_config=dict(training_config, tuner_trials=tune_trials),
+        )
+        components.append(tuner)
+        tuned = tuner.outputs["best_hyperparameters"]
     trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN,
         examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
+        hyperparameters=tuned,
         train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL_SPLIT]),
-        custom_config={"module_handle": module_handle, "hyperparameters": dict(hyperparameters or {})},
+        custom_config=training_config,
     )
     components.append(trainer)
 

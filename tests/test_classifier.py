@@ -121,21 +121,106 @@ def test_export_refuses_decompression_bombs_from_the_header_in_a_tf1_session(tmp
 
 
 def test_augmented_copies_are_new_embeddings(examples_file, image_module):
-    embeddings, labels = classifier.augmented_embeddings(examples_file, image_module, copies=2, flip=True, seed=1)
+    hp = dict(configs.HYPERPARAMETERS, seed=1)
+    embeddings, labels = classifier.embed_images(examples_file, image_module, hp, copies=2)
     assert embeddings.shape == (12, image_module.feature_dim) and list(labels) == [0, 1, 0, 1, 0, 1] * 2
     assert not np.allclose(embeddings[:6], embeddings[6:])  # every copy is drawn anew
+    again, _ = classifier.embed_images(examples_file, image_module, hp, copies=2)
+    np.testing.assert_allclose(again, embeddings, atol=1e-5)  # stateless: the same seed draws the same copies
+
+
+def test_each_augmentation_switches_on_and_off():
+    image = tf.constant(np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10)
+    seed = tf.constant([3, 4], tf.int64)
+    off = dict(configs.HYPERPARAMETERS, augment_flip=False, augment_vertical_flip=False, augment_rotate90=False,
+               augment_crop=1.0, augment_brightness=0.0, augment_contrast=0.0)
+    plain = classifier.augment(image, (2, 3), seed, off).numpy()
+    np.testing.assert_allclose(plain, image.numpy() / 255.0, atol=1e-6)   # all off: only the resize (here none)
+    for name, value in (("augment_flip", True), ("augment_vertical_flip", True), ("augment_rotate90", True),
+                        ("augment_crop", 0.5), ("augment_brightness", 0.3), ("augment_contrast", 0.5)):
+        draws = [classifier.augment(image, (2, 3), tf.constant([s, 1], tf.int64), dict(off, **{name: value})).numpy()
+                 for s in range(8)]
+        assert any(not np.allclose(d, plain) for d in draws), name
+
+
+def test_balanced_class_weights():
+    weights = classifier.balanced_class_weights(np.array([0, 0, 0, 1]), 3)
+    np.testing.assert_allclose(weights, [4 / 6, 2.0, 1.0])  # class 2 is absent: weight 1
+
+
+def test_image_size_resizes_the_builtin_module(image_module):
+    resized = classifier.with_input_size(image_module, 160)
+    assert resized.input_size == (160, 160) and image_module.input_size == (224, 224)
+    assert resized(tf.zeros([1, 160, 160, 3])).shape == (1, image_module.feature_dim)
+    assert classifier.with_input_size(image_module, 0) is image_module
 
 
 def test_fine_tuning_updates_only_the_top_module_variables(examples_file, image_module):
-    hp = dict(configs.HYPERPARAMETERS, fine_tune_variables=2, fine_tune_epochs=1, batch_size=3)
+    hp = dict(configs.HYPERPARAMETERS, fine_tune_variables=2, fine_tune_epochs=1, fine_tune_batch_size=3)
     head = classifier.build_head(image_module.feature_dim, len(LABELS), hp)
     module_variables = list(image_module.module.trainable_variables)
     before = [v.numpy().copy() for v in module_variables]
-    summary = classifier.fine_tune(image_module, head, examples_file, examples_file, len(LABELS), hp)
+    summary = classifier.fine_tune(image_module, head, examples_file, examples_file, len(LABELS), hp,
+                                   class_weights=np.array([1.0, 2.0], np.float32))
     assert summary["variables"] == 2 and len(summary["epochs"]) == 1
     changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, module_variables)]
     assert not any(changed[:-2])  # the stem and lower blocks stay frozen
-    assert np.isfinite(summary["epochs"][0]["loss"])
+    assert np.isfinite(summary["epochs"][0]["loss"]) and summary["epochs"][0]["seconds_per_1000_images"] > 0
     # Kept weights are those of the best epoch: moved if fine-tuning improved eval accuracy, restored otherwise.
     improved = summary["best_eval_accuracy"] > summary["initial_eval_accuracy"]
     assert changed[-2:] == [improved, improved]
+    for variable, value in zip(module_variables, before):
+        variable.assign(value)  # the module fixture is shared
+
+
+def test_fine_tuned_variables_counts_from_the_top_and_minus_one_means_all(image_module):
+    everything = list(image_module.module.trainable_variables)
+    assert classifier.fine_tuned_variables(image_module, -1) == everything
+    assert classifier.fine_tuned_variables(image_module, 4) == everything[-4:]
+    assert classifier.fine_tuned_variables(image_module, 10_000) == everything
+
+
+def test_tuner_executor_searches_with_tuner_fn_and_its_best_values_reach_run_fns_hyperparameters(tmp_path):
+    """The stock TFX Tuner executor on a tiny embedded set (head-only trials on separable embeddings, seconds)."""
+    import json
+
+    from tfx.components.tuner.executor import Executor
+    from tfx.proto import trainer_pb2
+    from tfx.types import artifact_utils, standard_artifacts
+    from tfx.utils import proto_utils
+
+    random = np.random.RandomState(0)
+    for split, count in (("train", 24), ("eval", 12)):
+        (tmp_path / "examples" / f"Split-{split}").mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(tmp_path / "examples" / f"Split-{split}" / "data.gz"), options="GZIP") as w:
+            for index in range(count):
+                label = index % 2
+                embedding = random.normal(size=1280).astype(np.float32) + 3.0 * label
+                w.write(tf.train.Example(features=tf.train.Features(feature={
+                    "embedding": tf.train.Feature(float_list=tf.train.FloatList(value=embedding)),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                })).SerializeToString())
+    (tmp_path / "examples" / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
+    outputs = {"best_hyperparameters": [standard_artifacts.HyperParameters()],
+               "tuner_results": [standard_artifacts.TunerResults()]}
+    for name, (artifact,) in outputs.items():
+        artifact.uri = str(tmp_path / name)
+        (tmp_path / name).mkdir()
+    fixed = {"epochs": 3, "dropout": 0.3}
+    Executor(Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")).Do({"examples": [examples]}, outputs, {
+        "tuner_fn": configs.TUNER_FN,
+        "train_args": proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
+        "eval_args": proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["eval"])),
+        "custom_config": json.dumps({"hyperparameters": fixed, "tuner_trials": 2}),
+    })
+    best = json.loads((tmp_path / "best_hyperparameters" / "best_hyperparameters.txt").read_text())
+    trials = json.loads((tmp_path / "tuner_results" / "tuner_results.json").read_text())
+    assert len(trials) == 2 and all(0.0 <= t["score"] <= 1.0 for t in trials)
+    merged = classifier.hyperparameters_from({"hyperparameters": {"dropout": 0.3}}, best)
+    assert merged["epochs"] == 3 and merged["dropout"] == 0.3   # explicit settings were held fixed
+    searched = {name for name in configs.TUNER_SEARCH_SPACE if not name.startswith("fine_tune_")}
+    assert {name: merged[name] for name in searched} == {name: trials[0][name] for name in searched}
+    assert not any(name.startswith("fine_tune_") for name in trials[0])  # fine-tuning off: not searched

@@ -552,3 +552,20 @@ def test_kfp_compile_flags_reach_the_trainer_evaluator_and_example_gen(tmp_path)
     assert [s["hash_buckets"] for s in splits] == [6, 2, 2]
     executors = spec["deploymentSpec"]["executors"].values()
     assert all(e["container"]["args"][-1] == "--direct_num_workers=2" for e in executors)
+
+
+def test_kfp_package_with_tuning_feeds_the_tuners_best_hyperparameters_to_the_trainer(tmp_path):
+    from kubeflow.kubeflow_v2_runner import check_imports
+    from pipelines.cli import main
+
+    output = tmp_path / "pipeline.yaml"
+    assert main(["kfp", "compile", "--pipeline-root", PIPELINE_ROOT, "--serving-dir", "/models", "--pvc",
+                 "image-retrain-models:/models", "--data-dir", "/models/images", "--output", str(output),
+                 "--tune", "--tune-trials", "3", "--dropout", "0.3"]) == 0
+    spec = next(yaml.safe_load_all(output.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    tuner_config = json.loads(tasks["Tuner"]["inputs"]["parameters"]["custom_config"]["runtimeValue"]["constant"])
+    assert tuner_config["tuner_trials"] == 3 and tuner_config["hyperparameters"] == {"dropout": 0.3}
+    hyperparameters = tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"]
+    assert hyperparameters == {"producerTask": "Tuner", "outputArtifactKey": "best_hyperparameters"}
+    assert "pipelines.models.classifier.tuner_fn" in check_imports(str(output))

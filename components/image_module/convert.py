@@ -29,7 +29,7 @@ from components.image_module.errors import ImageModuleError
 log = logging.getLogger(__name__)
 
 # Bump when the exported graph changes so that existing conversions are rebuilt instead of reused.
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 CONVERSION_RECORD = os.path.join("assets.extra", "conversion.json")
 IMAGENET_LABELS = os.path.join("assets.extra", "imagenet_labels.txt")
 

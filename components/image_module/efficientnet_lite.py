@@ -172,7 +172,8 @@ class _MBConv(tf.Module):
 
 class EfficientNetLiteModule(tf.Module):
     """The exported object: `module(images)` and signature `serving_default` give [B, 1280] features,
-    signature `imagenet_logits` gives [B, 1000] ImageNet logits; images are float32 [B, 224, 224, 3] in [0, 1]."""
+    signature `imagenet_logits` gives [B, 1000] ImageNet logits; images are float32 [B, 224, 224, 3] in [0, 1]
+    (`module(images)` takes any height and width: the network is fully convolutional up to the global pooling)."""
 
     # TF Hub's reusable-SavedModel API asks for plain `variables`, `trainable_variables` and `regularization_losses`
     # attributes on the restored object; tf.Module's same-named properties are not saved, so shadow them with
@@ -214,7 +215,8 @@ class EfficientNetLiteModule(tf.Module):
         x = tf.nn.relu6(self.head(x))
         return tf.reduce_mean(x, axis=[1, 2])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, INPUT_SIZE[0], INPUT_SIZE[1], 3], tf.float32)])
+    # Any spatial size (fine-tuning at the data's native 300 px, say); the signatures below keep the trained 224.
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def __call__(self, images):
         return self._features(images)
 

@@ -6,6 +6,7 @@ a Keras layer (hub.KerasLayer breaks under Keras 3) but called from the exported
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.contract import EMBEDDING_KEY, IMAGE_KEY, LABEL_KEY, LABELS_FILE, TRAINING_SUMMARY_FILE
-from components.image_decoding import decode_rgb, preprocess_batch
+from components.image_decoding import decode_rgb, preprocess_batch, to_model_input
 from components.image_example_gen.labels import read_label_vocabulary
 from components.image_limits import MAX_IMAGE_PIXELS
 from components.image_module import load_image_module
@@ -32,9 +33,12 @@ NETWORK_INPUT, NETWORK_OUTPUT = "images", "scores"
 LITERT_DESCRIPTION = "image_retrain.json"  # model.tflite metadata: what the input and output tensors mean
 
 
-def hyperparameters_from(custom_config: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults from configs, overridden by the pipeline's custom_config['hyperparameters']; unknown keys are errors."""
-    overrides = dict((custom_config or {}).get("hyperparameters") or {})
+def hyperparameters_from(custom_config: dict[str, Any] | None, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults from configs, overridden by the Tuner's best values (`tuned`: a KerasTuner HyperParameters config, as
+    the Trainer receives it), overridden by the pipeline's custom_config['hyperparameters']; unknown keys are
+    errors. Explicit settings win: the Tuner holds them fixed anyway."""
+    overrides = dict(tuned_values(tuned))
+    overrides.update((custom_config or {}).get("hyperparameters") or {})
     unknown = sorted(set(overrides) - set(configs.HYPERPARAMETERS))
     if unknown:
         raise ValueError(f"unknown hyperparameters {unknown}; known: {sorted(configs.HYPERPARAMETERS)}")
@@ -42,6 +46,14 @@ def hyperparameters_from(custom_config: dict[str, Any] | None) -> dict[str, Any]
     for key, value in overrides.items():
         merged[key] = type(configs.HYPERPARAMETERS[key])(value)
     return merged
+
+
+def tuned_values(tuned: dict[str, Any] | None) -> dict[str, Any]:
+    if not tuned:
+        return {}
+    import keras_tuner
+
+    return keras_tuner.HyperParameters.from_config(tuned).values
 
 
 def read_vocabulary(examples_uri: str) -> list[str]:
@@ -63,6 +75,13 @@ def _files(file_patterns: list[str]) -> list[str]:
     return files
 
 
+def embedding_dim(file_patterns: list[str]) -> int:
+    """The embedding length the ImageEmbedder wrote, read from the first example."""
+    for record in tf.data.TFRecordDataset(_files(file_patterns)[:1], compression_type="GZIP").take(1):
+        return len(tf.train.Example.FromString(record.numpy()).features.feature[EMBEDDING_KEY].float_list.value)
+    raise ValueError(f"no examples in {file_patterns}")
+
+
 def load_embeddings(file_patterns: list[str], feature_dim: int) -> tuple[np.ndarray, np.ndarray]:
     spec = {EMBEDDING_KEY: tf.io.FixedLenFeature([feature_dim], tf.float32),
             LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
@@ -77,14 +96,29 @@ def load_embeddings(file_patterns: list[str], feature_dim: int) -> tuple[np.ndar
     return np.concatenate(embeddings), np.concatenate(labels)
 
 
-def augment(image_bytes, size: tuple[int, int], generator: tf.random.Generator, flip: bool):
-    """Random crop (80-100% of each side), optional left-right flip and brightness jitter, then the usual resize."""
-    image = tf.image.convert_image_dtype(decode_rgb(image_bytes), tf.float32)
-    crop = tf.cast(tf.cast(tf.shape(image)[:2], tf.float32) * generator.uniform([], 0.8, 1.0), tf.int32)
-    image = tf.image.stateless_random_crop(image, [crop[0], crop[1], 3], seed=generator.make_seeds(1)[:, 0])
-    if flip:
-        image = tf.image.stateless_random_flip_left_right(image, seed=generator.make_seeds(1)[:, 0])
-    image = tf.image.stateless_random_brightness(image, 0.2, seed=generator.make_seeds(1)[:, 0])
+def augment(image, size: tuple[int, int], seed, hp: dict[str, Any]):
+    """uint8 [H, W, 3] -> float32 [h, w, 3] in [0, 1], randomly cropped (`augment_crop`: smallest kept fraction of
+    each side; 1 = off), flipped (`augment_flip` left-right, `augment_vertical_flip`), rotated by a multiple of 90°
+    (`augment_rotate90`), brightened (`augment_brightness`: max delta) and contrasted (`augment_contrast`: max
+    relative change). Stateless: the same `seed` (int [2]) gives the same image, so runs repeat exactly."""
+    crop_seed, size_seed, lr_seed, ud_seed, rotate_seed, brightness_seed, contrast_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 7))
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    if hp["augment_crop"] < 1.0:
+        fraction = tf.random.stateless_uniform([], size_seed, hp["augment_crop"], 1.0)
+        crop = tf.cast(tf.cast(tf.shape(image)[:2], tf.float32) * fraction, tf.int32)
+        image = tf.image.stateless_random_crop(image, [crop[0], crop[1], 3], seed=crop_seed)
+    if hp["augment_flip"]:
+        image = tf.image.stateless_random_flip_left_right(image, seed=lr_seed)
+    if hp["augment_vertical_flip"]:
+        image = tf.image.stateless_random_flip_up_down(image, seed=ud_seed)
+    if hp["augment_rotate90"]:
+        image = tf.image.rot90(image, tf.random.stateless_uniform([], rotate_seed, 0, 4, dtype=tf.int32))
+    if hp["augment_brightness"] > 0:
+        image = tf.image.stateless_random_brightness(image, hp["augment_brightness"], seed=brightness_seed)
+    if hp["augment_contrast"] > 0:
+        image = tf.image.stateless_random_contrast(image, 1 - hp["augment_contrast"], 1 + hp["augment_contrast"],
+                                                   seed=contrast_seed)
     return tf.image.resize(tf.clip_by_value(image, 0.0, 1.0), size, antialias=True)
 
 
@@ -94,75 +128,151 @@ def image_dataset(file_patterns: list[str]) -> tf.data.Dataset:
         lambda record: tf.io.parse_single_example(record, spec))
 
 
-def augmented_embeddings(file_patterns: list[str], image_module, copies: int, flip: bool,
-                         seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`copies` randomly flipped/cropped/brightened versions of every training image, embedded now (never cached:
-    each copy is new)."""
-    generator = tf.random.Generator.from_seed(seed)
+def decoded_images(file_patterns: list[str]) -> tf.data.Dataset:
+    """(uint8 [H, W, 3], label) per example, decoded once and kept in memory: every epoch reuses them."""
+    return image_dataset(file_patterns).map(lambda e: (decode_rgb(e[IMAGE_KEY]), e[LABEL_KEY]),
+                                            num_parallel_calls=tf.data.AUTOTUNE).cache()
+
+
+def model_inputs(images: tf.data.Dataset, size: tuple[int, int], batch_size: int, hp: dict[str, Any] | None = None,
+                 seed: int = 0) -> tf.data.Dataset:
+    """Batches of (float32 [B, h, w, 3], labels): augmented with `hp` when given (a fresh draw per `seed`), else
+    the plain resize the exported model applies."""
+    if hp is None:
+        batches = images.map(lambda image, label: (to_model_input(image, size), label),
+                             num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        batches = tf.data.Dataset.zip(images, seeds).map(
+            lambda pair, pair_seed: (augment(pair[0], size, pair_seed, hp), pair[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.batch(batch_size).prefetch(2)
+
+
+def embed_images(file_patterns: list[str], image_module, hp: dict[str, Any] | None = None,
+                 copies: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings computed now at the module's current input size: of the images as served (hp None), or of
+    `copies` augmented draws of every image (never cached: each copy is new)."""
+    images = decoded_images(file_patterns)
     embeddings, labels = [], []
-    for _ in range(copies):
-        for batch in image_dataset(file_patterns).batch(32):
-            images = tf.stack([augment(b, image_module.input_size, generator, flip)
-                               for b in tf.unstack(batch[IMAGE_KEY])])
-            embeddings.append(image_module(images).numpy())
-            labels.append(batch[LABEL_KEY].numpy())
+    for copy in range(copies if hp is not None else 1):
+        for batch, batch_labels in model_inputs(images, image_module.input_size, 32, hp,
+                                                seed=(hp or {}).get("seed", 0) * 1000 + copy):
+            embeddings.append(image_module(batch).numpy())
+            labels.append(batch_labels.numpy())
     return np.concatenate(embeddings), np.concatenate(labels)
 
 
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """n / (k * count) per class (scikit-learn's "balanced"), 1 for classes absent from `labels`."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    weights = np.ones(num_classes, np.float32)
+    present = np.unique(labels)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights
+
+
+def fine_tuned_variables(image_module, count: int) -> list:
+    """The module's top `count` trainable variables (all of them for count < 0), in forward order."""
+    module_variables = list(image_module.module.trainable_variables)
+    kept = len(module_variables) if count < 0 else min(count, len(module_variables))
+    return module_variables[len(module_variables) - kept:]
+
+
 def fine_tune(image_module, head, train_files: list[str], eval_files: list[str], num_classes: int,
-              hp: dict[str, Any]) -> dict[str, Any]:
-    """Trains the module's top `fine_tune_variables` variables together with the head, end to end on images
-    (SGD with momentum, small learning rate), keeping the weights of the epoch with the best eval accuracy."""
+              hp: dict[str, Any], class_weights: np.ndarray | None = None) -> dict[str, Any]:
+    """Trains the module's top `fine_tune_variables` variables (-1: all) with the head, end to end on augmented
+    images, after the head has been trained on frozen embeddings (run_fn), keeping the weights of the epoch with the
+    best eval accuracy.
+
+    Discriminative learning rates: the head gets `fine_tune_learning_rate`, each module layer below it that rate
+    times `fine_tune_layer_decay` per layer (generic pretrained features low down move least). The rate warms up
+    linearly over `fine_tune_warmup_epochs`, then follows a cosine decay to zero.
+
+    Batch normalisation: statistics stay frozen. The builtin EfficientNet-Lite0 folds every BatchNorm into its
+    convolution, and other modules are called in inference mode, so their moving averages are used, never updated:
+    batch statistics of 16-32 images are too noisy to replace those learnt on ImageNet and would shift the features
+    the head was just trained on.
+    """
+    import time
+
     import keras
 
-    module_variables = list(image_module.module.trainable_variables)
-    count = min(hp["fine_tune_variables"], len(module_variables))
-    variables = module_variables[-count:] + list(head.trainable_variables)
+    module_variables = fine_tuned_variables(image_module, hp["fine_tune_variables"])
+    head_variables = list(head.trainable_variables)
+    variables = module_variables + head_variables
+    # A kernel and its bias make a layer; layer 1 is the one right below the head.
+    layers_below_head = [(len(module_variables) - 1 - i) // 2 + 1 for i in range(len(module_variables))]
+    scales = [hp["fine_tune_layer_decay"] ** depth for depth in layers_below_head] + [1.0] * len(head_variables)
+    size, batch_size = image_module.input_size, hp["fine_tune_batch_size"]
+    weights = tf.constant(class_weights if class_weights is not None else np.ones(num_classes), tf.float32)
+
+    train_images, eval_images = decoded_images(train_files), decoded_images(eval_files)
+    train_count = int(train_images.reduce(0, lambda count, _: count + 1))
+    steps_per_epoch = -(-train_count // batch_size)
+    total_steps = max(1, steps_per_epoch * hp["fine_tune_epochs"])
+    warmup_steps = min(total_steps - 1, int(hp["fine_tune_warmup_epochs"] * steps_per_epoch))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=total_steps - warmup_steps, warmup_target=hp["fine_tune_learning_rate"],
+        warmup_steps=warmup_steps)
+    # Nesterov momentum written out: Keras 3 optimizers take only Keras variables, and the module's are restored
+    # tf.Variables. A per-variable rate scale on SGD is exactly a per-variable learning rate.
     velocities = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in variables]
+    step_count = tf.Variable(0, dtype=tf.int64, trainable=False)
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=hp["label_smoothing"])
-    learning_rate, size = hp["fine_tune_learning_rate"], image_module.input_size
-    generator = tf.random.Generator.from_seed(hp["seed"])
 
-    def training_images(image_bytes):
-        if hp["augment_copies"] > 0:
-            return tf.stack([augment(b, size, generator, hp["augment_flip"]) for b in tf.unstack(image_bytes)])
-        return preprocess_batch(image_bytes, size)
-
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def step(images, labels):
         with tf.GradientTape() as tape:
-            loss = loss_fn(tf.one_hot(labels, num_classes), head(image_module(images), training=True))
-        for gradient, variable, velocity in zip(tape.gradient(loss, variables), variables, velocities):
+            scores = head(image_module(images), training=True)
+            loss = loss_fn(tf.one_hot(labels, num_classes), scores, sample_weight=tf.gather(weights, labels))
+        rate = tf.cast(schedule(step_count), tf.float32)
+        for gradient, variable, velocity, scale in zip(tape.gradient(loss, variables), variables, velocities,
+                                                       scales):
             velocity.assign(0.9 * velocity + gradient)
-            variable.assign_sub(learning_rate * velocity)
+            variable.assign_sub(rate * scale * (gradient + 0.9 * velocity))
+        step_count.assign_add(1)
         return loss
 
-    @tf.function
-    def predict(image_bytes):
-        return tf.argmax(head(image_module(preprocess_batch(image_bytes, size)), training=False), axis=1)
+    @tf.function(reduce_retracing=True)
+    def predict(images):
+        return tf.argmax(head(image_module(images), training=False), axis=1)
 
     def eval_accuracy() -> float:
         correct = total = 0
-        for batch in image_dataset(eval_files).batch(64):
-            correct += int(tf.reduce_sum(tf.cast(predict(batch[IMAGE_KEY]) == batch[LABEL_KEY], tf.int32)))
-            total += int(tf.size(batch[LABEL_KEY]))
+        for images, labels in model_inputs(eval_images, size, 64):
+            correct += int(tf.reduce_sum(tf.cast(predict(images) == labels, tf.int32)))
+            total += int(tf.size(labels))
         return correct / max(total, 1)
 
     initial_accuracy = eval_accuracy()
-    best_accuracy, best_values, history = initial_accuracy, [v.numpy() for v in variables], []
+    best_accuracy, best_epoch, best_values, history = initial_accuracy, 0, [v.numpy() for v in variables], []
+    logger.info("fine-tuning %d module variables at %dx%d on %d images, %d steps of %d; eval accuracy before: %.4f",
+                len(module_variables), size[0], size[1], train_count, total_steps, batch_size, initial_accuracy)
     for epoch in range(hp["fine_tune_epochs"]):
-        losses = [float(step(training_images(batch[IMAGE_KEY]), batch[LABEL_KEY]))
-                  for batch in image_dataset(train_files).shuffle(2048, seed=hp["seed"] + epoch)
-                  .batch(hp["batch_size"])]
+        # One line per epoch on stdout, as the head's Keras fit prints (the runner's logging shows no INFO).
+        print(f"Fine-tuning epoch {epoch + 1}/{hp['fine_tune_epochs']}", flush=True)
+        progress = keras.utils.Progbar(steps_per_epoch, verbose=2, stateful_metrics=["eval_accuracy"])
+        started = time.monotonic()
+        shuffled = train_images.shuffle(train_count, seed=hp["seed"] + epoch)
+        losses = []
+        for images, labels in model_inputs(shuffled, size, batch_size, hp, seed=hp["seed"] + epoch):
+            losses.append(float(step(images, labels)))
+            progress.update(len(losses), [("loss", losses[-1])], finalize=False)
+        seconds = time.monotonic() - started
         accuracy = eval_accuracy()
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "eval_accuracy": accuracy})
-        logger.info("fine-tuning epoch %d: loss %.4f, eval accuracy %.4f", epoch + 1, np.mean(losses), accuracy)
+        progress.update(len(losses), [("eval_accuracy", accuracy)], finalize=True)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "eval_accuracy": accuracy,
+                        "train_seconds": seconds, "seconds_per_1000_images": 1000 * seconds / train_count})
+        logger.info("fine-tuning epoch %d: loss %.4f, eval accuracy %.4f, %.0f s (%.0f s per 1,000 images)",
+                    epoch + 1, np.mean(losses), accuracy, seconds, 1000 * seconds / train_count)
         if accuracy > best_accuracy:
-            best_accuracy, best_values = accuracy, [v.numpy() for v in variables]
+            best_accuracy, best_epoch, best_values = accuracy, epoch + 1, [v.numpy() for v in variables]
     for variable, value in zip(variables, best_values):
         variable.assign(value)
-    return {"variables": count, "initial_eval_accuracy": initial_accuracy, "best_eval_accuracy": best_accuracy,
-            "epochs": history}
+    return {"variables": len(module_variables), "input_size": list(size), "initial_eval_accuracy": initial_accuracy,
+            "best_eval_accuracy": best_accuracy, "best_epoch": best_epoch, "epochs": history}
 
 
 def build_head(feature_dim: int, num_classes: int, hp: dict[str, Any]):
@@ -335,43 +445,115 @@ def export_serving_model(image_module, head, labels: list[str], export_dir: str,
     set_method_names(export_dir, {CLASSIFY_SIGNATURE: tf.saved_model.CLASSIFY_METHOD_NAME})
 
 
-def run_fn(fn_args) -> None:
-    """TFX Trainer entry point."""
+def with_input_size(image_module, image_size: int):
+    """The module at `image_size` x `image_size` pixels (0: its own size); a clear error if it takes only its own."""
+    if image_size <= 0 or (image_size, image_size) == tuple(image_module.input_size):
+        return image_module
+    try:
+        image_module(tf.zeros([1, image_size, image_size, 3]))
+    except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
+        raise ValueError(f"image module {image_module.handle!r} takes only {image_module.input_size} images, not "
+                         f"image_size={image_size}: {error}") from error
+    return dataclasses.replace(image_module, input_size=(image_size, image_size))
+
+
+def train(hp: dict[str, Any], module_handle: str, train_files: list[str], eval_files: list[str],
+          log_dir: str | None = None, export: bool = True) -> dict[str, Any]:
+    """The training both the Trainer and every Tuner trial (export=False) run: the head on embeddings (early stopping
+    on the eval split), then, if fine_tune_variables != 0, module and head on images. Returns the module (None when
+    neither exported nor needed), the head and a summary."""
     import keras
 
-    hp = hyperparameters_from(fn_args.custom_config)
-    module_handle = (fn_args.custom_config or {}).get("module_handle", configs.MODULE_HANDLE)
     keras.utils.set_random_seed(hp["seed"])
-    image_module = load_image_module(module_handle)
-    labels = read_vocabulary(_examples_uri(fn_args.train_files))
-    num_classes = len(labels)
-
-    x_train, y_train = load_embeddings(fn_args.train_files, image_module.feature_dim)
-    x_eval, y_eval = load_embeddings(fn_args.eval_files, image_module.feature_dim)
+    num_classes = len(read_vocabulary(_examples_uri(train_files)))
+    needs_images = hp["image_size"] > 0 or hp["augment_copies"] > 0 or hp["fine_tune_variables"] != 0
+    # Loaded anew (fine-tuning changes its variables in place), and only when images are needed: a head-only Tuner
+    # trial reads cached embeddings alone.
+    image_module = load_image_module(module_handle) if needs_images or export else None
+    resized = image_module and with_input_size(image_module, hp["image_size"])
+    if resized is image_module:
+        feature_dim = embedding_dim(train_files)
+        x_train, y_train = load_embeddings(train_files, feature_dim)
+        x_eval, y_eval = load_embeddings(eval_files, feature_dim)
+    else:  # the cached embeddings are at the module's own size: the head must see those the fine-tuning starts from
+        image_module = resized
+        x_train, y_train = embed_images(train_files, image_module)
+        x_eval, y_eval = embed_images(eval_files, image_module)
+    class_weights = balanced_class_weights(y_train, num_classes) if hp["class_weights"] else None
     if hp["augment_copies"] > 0:
-        x_aug, y_aug = augmented_embeddings(fn_args.train_files, image_module, hp["augment_copies"],
-                                            hp["augment_flip"], hp["seed"])
+        x_aug, y_aug = embed_images(train_files, image_module, hp, copies=hp["augment_copies"])
         x_train, y_train = np.concatenate([x_train, x_aug]), np.concatenate([y_train, y_aug])
     logger.info("training head on %d examples (%d classes), early stopping on %d eval examples",
                 len(y_train), num_classes, len(y_eval))
 
-    head = build_head(image_module.feature_dim, num_classes, hp)
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp["early_stopping_patience"],
-                                      restore_best_weights=True),
-        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
-    ]
+    head = build_head(x_train.shape[1], num_classes, hp)
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp["early_stopping_patience"],
+                                               restore_best_weights=True)]
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
     history = head.fit(
         x_train, keras.utils.to_categorical(y_train, num_classes),
         validation_data=(x_eval, keras.utils.to_categorical(y_eval, num_classes)),
         epochs=hp["epochs"], batch_size=hp["batch_size"], shuffle=True, callbacks=callbacks, verbose=2,
+        class_weight=None if class_weights is None else dict(enumerate(class_weights.tolist())),
     )
+    head_accuracy = float(np.mean(np.argmax(head.predict(x_eval, verbose=0), axis=1) == y_eval))
     fine_tuning = None
-    if hp["fine_tune_variables"] > 0:
-        fine_tuning = fine_tune(image_module, head, fn_args.train_files, fn_args.eval_files, num_classes, hp)
-    export_serving_model(image_module, head, labels, fn_args.serving_model_dir,
+    if hp["fine_tune_variables"] != 0:
+        fine_tuning = fine_tune(image_module, head, train_files, eval_files, num_classes, hp, class_weights)
+    return {"image_module": image_module, "head": head, "summary": {
+        "hyperparameters": hp, "module_handle": module_handle, "epochs_run": len(history.history["loss"]),
+        "head_eval_accuracy": head_accuracy, "fine_tuning": fine_tuning,
+        "eval_accuracy": fine_tuning["best_eval_accuracy"] if fine_tuning else head_accuracy,
+        "final": {k: float(v[-1]) for k, v in history.history.items()}}}
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point."""
+    hp = hyperparameters_from(fn_args.custom_config, getattr(fn_args, "hyperparameters", None))
+    module_handle = (fn_args.custom_config or {}).get("module_handle", configs.MODULE_HANDLE)
+    trained = train(hp, module_handle, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
+    labels = read_vocabulary(_examples_uri(fn_args.train_files))
+    export_serving_model(trained["image_module"], trained["head"], labels, fn_args.serving_model_dir,
                          int((fn_args.custom_config or {}).get("max_image_pixels", MAX_IMAGE_PIXELS)))
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE), "w") as f:
-        json.dump({"hyperparameters": hp, "module_handle": module_handle, "labels": labels,
-                   "epochs_run": len(history.history["loss"]), "fine_tuning": fine_tuning,
-                   "final": {k: float(v[-1]) for k, v in history.history.items()}}, f, indent=2)
+        json.dump(dict(trained["summary"], labels=labels), f, indent=2)
+
+
+def search_space(fixed: dict[str, Any]):
+    """KerasTuner HyperParameters: configs.TUNER_SEARCH_SPACE's choices, the fine-tuning ones only when fine-tuning
+    is on; settings given explicitly (`fixed`, the pipeline's hyperparameters) are held at their value."""
+    import keras_tuner
+
+    hp = hyperparameters_from({"hyperparameters": fixed})
+    space = keras_tuner.HyperParameters()
+    for name, choices in configs.TUNER_SEARCH_SPACE.items():
+        if name in fixed or (name.startswith("fine_tune_") and hp["fine_tune_variables"] == 0):
+            continue
+        space.Choice(name, choices)
+    for name, value in fixed.items():
+        space.Fixed(name, hp[name])
+    return space
+
+
+def tuner_fn(fn_args):
+    """TFX Tuner entry point: a KerasTuner random search whose every trial is the Trainer's own `train`, scored by
+    its eval-split accuracy (the head's, or the best fine-tuning epoch's). Budget: custom_config['tuner_trials']."""
+    import keras_tuner
+    from tfx.v1.components import TunerFnResult
+
+    custom_config = fn_args.custom_config or {}
+    fixed = dict(custom_config.get("hyperparameters") or {})
+    module_handle = custom_config.get("module_handle", configs.MODULE_HANDLE)
+
+    class TrainerTrials(keras_tuner.RandomSearch):
+        def run_trial(self, trial, *args, **kwargs):
+            hp = hyperparameters_from({"hyperparameters": trial.hyperparameters.values})
+            trained = train(hp, module_handle, fn_args.train_files, fn_args.eval_files, export=False)
+            return {"val_accuracy": trained["summary"]["eval_accuracy"]}
+
+    tuner = TrainerTrials(
+        hyperparameters=search_space(fixed), objective=keras_tuner.Objective("val_accuracy", "max"),
+        max_trials=int(custom_config.get("tuner_trials", configs.TUNER_TRIALS)), seed=configs.HYPERPARAMETERS["seed"],
+        directory=fn_args.working_dir, project_name="search", overwrite=True)
+    return TunerFnResult(tuner=tuner, fit_kwargs={})
