@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
-import time
 
+import portpicker
 import pytest
+from processes import stop, wait_for_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -23,35 +23,11 @@ VENV = os.path.join(REPO, ".venv", "tools", "gcs-emulator")
 EMULATOR_DIR = os.path.join(HERE, "gcs_emulator")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until(ready, process: subprocess.Popen, what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        if ready():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not ready after {timeout_s} s")
-
-
-def _listening(port: int):
-    def ready() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-    return ready
-
-
 @contextlib.contextmanager
 def local_gcs(work_dir: str, bucket: str):
     if not os.path.exists(os.path.join(VENV, "bin", "mitmdump")):
         pytest.skip(f"no GCS emulator at {VENV}: run `make test-deps`")
-    emulator_port, proxy_port = _free_port(), _free_port()
+    emulator_port, proxy_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
     confdir = os.path.join(work_dir, "mitmproxy")
     logs = [open(os.path.join(work_dir, name), "w") for name in ("gcs_emulator.log", "mitmproxy.log")]
     processes = [
@@ -67,20 +43,14 @@ def local_gcs(work_dir: str, bucket: str):
                          stdout=logs[1], stderr=subprocess.STDOUT),
     ]
     try:
-        _wait_until(_listening(emulator_port), processes[0], "the GCS emulator")
-        _wait_until(_listening(proxy_port), processes[1], "mitmproxy")
+        wait_for_port(emulator_port, processes[0])
+        wait_for_port(proxy_port, processes[1])
         proxy = f"http://127.0.0.1:{proxy_port}"
         yield {"HTTPS_PROXY": proxy, "https_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost",
                "no_proxy": "127.0.0.1,localhost", "CURL_CA_BUNDLE": os.path.join(confdir, "mitmproxy-ca-cert.pem"),
                "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator", "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{emulator_port}",
                "GOOGLE_CLOUD_PROJECT": "image-retrain-test"}
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
         for log in logs:
             log.close()

@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from gcs import local_gcs
 from image_fixtures import make_shapes_dataset
 
-from serving.client import RestClient
+from pipelines.demo import model_server
 
 BUCKET = "image-retrain-test"
 GS = f"gs://{BUCKET}"
@@ -68,29 +67,9 @@ def test_pipeline_and_model_server_with_every_path_on_gcs(tmp_path):
         second = _run(env, str(tmp_path / "output"))
         assert second["embeddings_computed"] == 0 and second["embeddings_cached"] == count, second
 
-        from pipelines.demo import free_port
-
-        rest_port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "serving", f"--port={free_port()}",
-                                   f"--rest_api_port={rest_port}", f"--model_name={MODEL}",
-                                   f"--model_base_path={GS}/serving/{MODEL}", "--bind_address=127.0.0.1"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"))
-        try:
-            rest = RestClient(f"http://127.0.0.1:{rest_port}")
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    status = rest.status(MODEL)
-                    if status["model_version_status"][0]["state"] == "AVAILABLE":
-                        break
-                except Exception:  # noqa: BLE001 - not up yet
-                    pass
-                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-                time.sleep(1)
-            latest = second["pushed_path"] if second["pushed"] else first["pushed_path"]
-            assert [s["version"] for s in status["model_version_status"]] == [os.path.basename(latest)]
+        latest = second["pushed_path"] if second["pushed"] else first["pushed_path"]
+        with open(tmp_path / "server.log", "w") as server_log, \
+                model_server(MODEL, f"{GS}/serving/{MODEL}", env=env, stderr=server_log) as (_, rest, version):
+            assert version == os.path.basename(latest)
             (prediction,) = rest.predict_images(MODEL, [images["circle"][0].read_bytes()])
             assert prediction.label in images
-        finally:
-            server.terminate()
-            server.wait(timeout=30)

@@ -10,33 +10,15 @@ from __future__ import annotations
 import glob
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
+import portpicker
 import pytest
 from image_fixtures import make_shapes_dataset
+from processes import stop, wait_for_port
 from test_flink_manifests import flink_deployment, worker_pool_container
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout_s} s")
 
 
 def worker_pool_command(port: int) -> list[str]:
@@ -50,7 +32,7 @@ def worker_pool_command(port: int) -> list[str]:
 def beam_services(tmp_path):
     """Beam's job service and an EXTERNAL SDK worker pool; workers start `python` from PATH, so the venv's first."""
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    job_port, pool_port = _free_port(), _free_port()
+    job_port, pool_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
     processes = [
         subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
                           "--port", str(job_port)], env=env, stdout=subprocess.DEVNULL,
@@ -60,17 +42,11 @@ def beam_services(tmp_path):
     ]
     try:
         for port, process in zip((job_port, pool_port), processes):
-            _wait_for_port(port, process)
+            wait_for_port(port, process)
         yield ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
                f"--environment_config=localhost:{pool_port}"]
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
 
 
 def _embeddings(output_dir: str) -> dict[bytes, np.ndarray]:
