@@ -26,6 +26,7 @@ RUN python -c "import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) 
 # same files. The import check compiles a package and imports every module, executor, module function and artifact
 # type it names (`kfp check-imports`), so an image that cannot run a step fails here, not in the cluster.
 RUN python -m pip install --no-cache-dir -c requirements.lock . \
+ && python -m pip install --no-cache-dir --no-deps -r requirements-overrides.txt \
  && cd /tmp && PYTHONPATH=/opt/image-retrain image-retrain kfp compile --output /tmp/check.yaml \
       --pipeline-root minio://mlpipeline/v2/artifacts --pvc image-retrain-models:/models --serving-dir /models \
       --data-dir /models/images --embedding-cache-dir /models/embedding_cache \

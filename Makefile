@@ -35,9 +35,11 @@ doctor: ## Check the stack and the C runtime in use.
 	@if [ ! -e $(CLI) ]; then echo "no venv: run 'make setup'" >&2; exit 2; fi
 	$(CLI) doctor
 
-lock: ## Re-pin requirements.lock from the current venv.
+lock: ## Re-pin requirements.lock from the current venv (without requirements-overrides.txt's packages).
 	( echo "# Constraints for 'make setup' (pip -c): two fresh installs resolve the same versions."; \
-	  echo "# Regenerate: make lock"; $(PY) -m pip freeze --exclude-editable | grep -v '^-e' ) > requirements.lock
+	  echo "# Regenerate: make lock"; $(PY) -m pip freeze --exclude-editable | grep -v '^-e' \
+	  | grep -v -i -E "^($$(sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/\1/p' requirements-overrides.txt | paste -sd'|'))==" ) \
+	  > requirements.lock
 
 bench: setup ## Run every benchmark script (prints figures; see BENCHMARKS.md).
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

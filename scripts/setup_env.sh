@@ -14,6 +14,7 @@ PYTHON=${PYTHON:-python3.11}
 RUNTIME=$VENV/runtime             # private Debian 13 libc6/libstdc++6/libgcc-s1
 WHEELS=$VENV/wheels               # retagged wheels
 LOCK=$ROOT/requirements.lock
+OVERRIDES=$ROOT/requirements-overrides.txt   # pins a resolver must refuse; why: in the file
 STAMP=$VENV/.setup-stamp
 COMPAT_PACKAGES=(libc6 libstdc++6 libgcc-s1)
 RETAG_WHEELS=(ml-metadata==1.21.0 tensorflow-data-validation==1.21.0)
@@ -28,7 +29,7 @@ needs_compat() { version_lt "$(glibc_version)" "$MIN_GLIBC"; }
 
 inputs_hash() {
   # Everything that decides what the venv contains; a second run with the same inputs does nothing.
-  cat "$ROOT/pyproject.toml" "$LOCK" "$0" 2>/dev/null | sha256sum | cut -c1-16
+  cat "$ROOT/pyproject.toml" "$LOCK" "$OVERRIDES" "$0" 2>/dev/null | sha256sum | cut -c1-16
 }
 
 create_venv() {
@@ -132,6 +133,7 @@ install_packages() {
   # torch first, alone: efficientnet-lite-pytorch asks for an unpinned torch, which would pull a CUDA build.
   "$VENV/bin/python" -m pip install --quiet "${extra[@]}" "${constraints[@]}" "torch==2.13.0"
   "$VENV/bin/python" -m pip install --quiet "${extra[@]}" "${constraints[@]}" -e "$ROOT[convert,test,bench,mobile]"
+  "$VENV/bin/python" -m pip install --quiet --no-deps -r "$OVERRIDES"
 }
 
 write_checked_entry_point() {

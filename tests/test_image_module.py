@@ -315,7 +315,7 @@ def test_hub_style_module_without_serving_signature(tmp_path):
 
 
 def test_hub_url_downloads_into_the_tfhub_cache_then_works_offline(tmp_path, monkeypatch):
-    """tensorflow_hub's compressed-download protocol against a real local HTTP server: GET
+    """tensorflow_hub.resolve against a real local HTTP server, with hub's compressed-download protocol: GET
     <handle>?tf-hub-format=compressed returns a .tar.gz of the SavedModel; the second load needs no server."""
     import functools
     import http.server
@@ -346,7 +346,8 @@ def test_hub_url_downloads_into_the_tfhub_cache_then_works_offline(tmp_path, mon
     finally:
         server.shutdown()
         server.server_close()
-    assert downloaded.path == loader_module.tfhub_cache_entry(handle)
+    assert downloaded.path == str(tmp_path / "cache" / hashlib.sha1(handle.encode("utf8")).hexdigest())
+    assert f"Module: {handle}" in open(downloaded.path + ".descriptor.txt").read()  # written by tensorflow_hub
     assert (downloaded.input_size, downloaded.feature_dim) == ((96, 96), 3)
     np.testing.assert_allclose(downloaded(tf.ones([1, 96, 96, 3])).numpy(), [[2.0, 2.0, 2.0]])
 

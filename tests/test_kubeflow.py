@@ -496,6 +496,7 @@ def test_every_class_path_the_package_names_imports_and_the_dockerfile_checks_th
         dockerfile = f.read()
     assert "ARG TFX_IMAGE=tensorflow/tfx:1.21.0" in dockerfile and "FROM ${TFX_IMAGE}" in dockerfile
     assert "-c requirements.lock ." in dockerfile and "PYTHONPATH=/opt/image-retrain" in dockerfile
+    assert "--no-deps -r requirements-overrides.txt" in dockerfile
     assert "image-retrain kfp compile" in dockerfile and "image-retrain kfp check-imports" in dockerfile
 
     path, _, _ = compiled
@@ -510,7 +511,7 @@ def test_every_class_path_the_package_names_imports_and_the_dockerfile_checks_th
     with open(os.path.join(root, ".dockerignore")) as f:
         ignored = {line.strip().strip("/") for line in f if line.strip() and not line.startswith("#")}
     assert not ignored & {"components", "pipelines", "kubeflow", "image_retrain", "models", "requirements.lock",
-                          "pyproject.toml"}
+                          "requirements-overrides.txt", "pyproject.toml"}
 
 
 def test_every_runner_takes_the_same_pipeline_options():

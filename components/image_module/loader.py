@@ -5,27 +5,22 @@ A handle is one of:
     first use when the [convert] extra is installed;
   * a local SavedModel directory (or `file://` URL to one);
   * a SavedModel directory on object storage (`gs://...`), loaded from there by TensorFlow's own filesystem;
-  * a TF Hub / Kaggle model URL (`https://...`): looked up in the TF Hub cache (`$TFHUB_CACHE_DIR`, same layout as
-    tensorflow_hub: `<cache>/<sha1 of the handle>`), downloaded into it when online;
+  * a TF Hub / Kaggle model URL (`https://...`): resolved by `tensorflow_hub.resolve`, which serves it from the TF Hub
+    cache (`$TFHUB_CACHE_DIR`, `<cache>/<sha1 of the handle>`) and downloads it there when it is missing;
   * the name of an entry in `$TFHUB_CACHE_DIR` (a sha1 directory name).
 
-Why not `tensorflow_hub`: hub 0.15 (the version TFX 1.21 pins) cannot even be imported with TF 2.21 (its __init__
-imports `tensorflow.compat.v1.estimator`, gone since TF 2.16, and `pkg_resources`, gone from setuptools >= 81), and
-`hub.KerasLayer` does not work with Keras 3 anyway. `hub.load` is `tf.saved_model.load(hub.resolve(handle))`; this
-module implements hub's compressed-download resolver with the same cache layout, so caches are interchangeable.
+Loading is `tf.saved_model.load` on the resolved directory, which is what `hub.load` does; `hub.KerasLayer` does not
+work with Keras 3. tensorflow-hub is 0.16.1 although TFX 1.21 pins <0.16: see requirements-overrides.txt.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-import shutil
 import tarfile
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
-import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,7 +33,6 @@ log = logging.getLogger(__name__)
 TFHUB_CACHE_DIR_ENV = "TFHUB_CACHE_DIR"
 # tensorflow_hub's default when TFHUB_CACHE_DIR is unset.
 _DEFAULT_TFHUB_CACHE = os.path.join(tempfile.gettempdir(), "tfhub_modules")
-_DOWNLOAD_TIMEOUT_SECONDS = 60
 # When a module's serving input has no static height/width, TF Hub image modules default to 224x224.
 _DEFAULT_INPUT_SIZE = (224, 224)
 
@@ -70,11 +64,6 @@ class ImageModule:
 
 def tfhub_cache_dir() -> str:
     return os.environ.get(TFHUB_CACHE_DIR_ENV) or _DEFAULT_TFHUB_CACHE
-
-
-def tfhub_cache_entry(handle: str) -> str:
-    """Where tensorflow_hub caches `handle`: <cache dir>/<sha1 of the exact handle string>."""
-    return os.path.join(tfhub_cache_dir(), hashlib.sha1(handle.encode("utf8")).hexdigest())
 
 
 def _is_uri(path: str) -> bool:
@@ -135,49 +124,24 @@ def _resolve_builtin(name: str) -> str:
                                f"here: {e}") from e
 
 
-def _download_hub_module(handle: str, entry: str) -> str:
-    """tensorflow_hub's HttpCompressedFileResolver: GET handle?tf-hub-format=compressed, a tar(.gz) of the
-    SavedModel, unpacked into the cache entry (staged beside it, then renamed, so the entry is all or nothing)."""
-    parsed = list(urllib.parse.urlparse(handle))
-    query = urllib.parse.parse_qsl(parsed[4])
-    query.append(("tf-hub-format", "compressed"))
-    parsed[4] = urllib.parse.urlencode(query)
-    url = urllib.parse.urlunparse(parsed)
-    os.makedirs(os.path.dirname(entry), exist_ok=True)
-    staging = f"{entry}.tmp-{uuid.uuid4().hex[:12]}"
-    try:
-        with tempfile.TemporaryFile() as archive:
-            with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_SECONDS) as response:
-                shutil.copyfileobj(response, archive)
-            archive.seek(0)
-            with tarfile.open(fileobj=archive, mode="r:*") as tar:
-                tar.extractall(staging, filter="data")
-        if not _is_saved_model_dir(staging):
-            raise ImageModuleError(f"{handle} downloaded, but the archive holds no saved_model.pb")
-        try:
-            os.rename(staging, entry)
-        except OSError:
-            if not _is_saved_model_dir(entry):  # else another process cached it first
-                raise
-        with open(f"{entry}.descriptor.txt", "w", encoding="utf-8") as f:
-            f.write(f"Module: {handle}\nDownloaded by: image-retrain\n")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return entry
-
-
 def _resolve_hub_url(handle: str) -> str:
-    entry = tfhub_cache_entry(handle)
-    if _is_saved_model_dir(entry):
-        return entry
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # hub's own import of pkg_resources warns; a user can do nothing about it
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import tensorflow_hub as hub  # only for URL handles: importing it loads TensorFlow
+
     try:
-        return _download_hub_module(handle, entry)
-    except (urllib.error.URLError, OSError, tarfile.TarError) as e:
+        path = hub.resolve(handle)
+    except (OSError, ValueError, tarfile.TarError, tf.errors.OpError) as e:  # urllib's errors are OSErrors
         raise ImageModuleError(
             f"cannot resolve image module {handle!r} offline: it is not in the TF Hub cache "
-            f"({TFHUB_CACHE_DIR_ENV}={tfhub_cache_dir()}, expected entry {entry}) and downloading it failed: {e}. "
-            f"Put the unpacked SavedModel at that entry, set {TFHUB_CACHE_DIR_ENV} to a cache that has it, "
+            f"({TFHUB_CACHE_DIR_ENV}={tfhub_cache_dir()}) and downloading it failed: {e}. "
+            f"Put the unpacked SavedModel in that cache, set {TFHUB_CACHE_DIR_ENV} to a cache that has it, "
             f"pass a local SavedModel directory, or use the builtin {DEFAULT_MODULE_HANDLE!r}.") from e
+    if not _is_saved_model_dir(path):
+        raise ImageModuleError(f"image module {handle!r} resolved to {path}, which holds no saved_model.pb")
+    return path
 
 
 def resolve_handle(handle: str) -> str:
