@@ -209,7 +209,7 @@ def test_tuner_executor_searches_with_tuner_fn_and_its_best_values_reach_run_fns
     for name, (artifact,) in outputs.items():
         artifact.uri = str(tmp_path / name)
         (tmp_path / name).mkdir()
-    fixed = {"epochs": 3, "dropout": 0.3}
+    fixed = {"epochs": 3, "dropout": 0.3, "fine_tune_variables": 0}
     Executor(Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")).Do({"examples": [examples]}, outputs, {
         "tuner_fn": configs.TUNER_FN,
         "train_args": proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
@@ -223,4 +223,5 @@ def test_tuner_executor_searches_with_tuner_fn_and_its_best_values_reach_run_fns
     assert merged["epochs"] == 3 and merged["dropout"] == 0.3   # explicit settings were held fixed
     searched = {name for name in configs.TUNER_SEARCH_SPACE if not name.startswith("fine_tune_")}
     assert {name: merged[name] for name in searched} == {name: trials[0][name] for name in searched}
-    assert not any(name.startswith("fine_tune_") for name in trials[0])  # fine-tuning off: not searched
+    assert trials[0]["fine_tune_variables"] == 0  # fine-tuning off, so its settings are not searched:
+    assert not any(name.startswith("fine_tune_") for name in set(trials[0]) - {"fine_tune_variables"})

@@ -243,7 +243,7 @@ def test_continuous_training_scheduled_run_swaps_versions_without_failed_request
     make_shapes_dataset(data, n_per_class=15, classes=FIRST_CLASSES, seed=0)
     options = RunOptions(data_dir=str(data), model_name=MODEL_NAME, output_dir=str(output),
                          accuracy_threshold=ACCURACY_THRESHOLD, split_ratios=SPLIT_RATIOS,
-                         hyperparameters={"epochs": EPOCHS})
+                         hyperparameters={"epochs": EPOCHS, "fine_tune_variables": 0})
 
     # 1. First run: a two-class model, blessed (no baseline yet) and pushed as the first version.
     first = run_pipeline(options)
@@ -282,7 +282,8 @@ def test_continuous_training_scheduled_run_swaps_versions_without_failed_request
         command = [sys.executable, "-m", "pipelines.cli", "schedule", "--cron", "*/5 * * * * *", "--max-runs", "1",
                    "--data-dir", str(data), "--output-dir", str(output), "--model-name", MODEL_NAME,
                    "--accuracy-threshold", str(ACCURACY_THRESHOLD),
-                   "--split-ratios", ",".join(map(str, SPLIT_RATIOS)), "--epochs", str(EPOCHS)]
+                   "--split-ratios", ",".join(map(str, SPLIT_RATIOS)), "--epochs", str(EPOCHS),
+                   "--fine-tune-variables", "0"]
         with ClientLoop(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}", probes) as clients:
             with open(schedule_log, "wb") as log_file:
                 scheduler = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=environment)

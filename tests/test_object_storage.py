@@ -39,7 +39,8 @@ def _run(env: dict, output_dir: str) -> dict:
     command = [sys.executable, "-m", "pipelines.cli", "run", "--json", "--model-name", MODEL,
                "--data-dir", f"{GS}/images", "--module", f"{GS}/modules/efficientnet_lite0",
                "--pipeline-root", f"{GS}/pipeline_root", "--embedding-cache-dir", f"{GS}/embedding_cache",
-               "--serving-dir", f"{GS}/serving", "--output-dir", output_dir, "--epochs", "10"]
+               "--serving-dir", f"{GS}/serving", "--output-dir", output_dir, "--epochs", "10",
+               "--fine-tune-variables", "0"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     start = 0 if result.stdout.startswith("{") else result.stdout.index("\n{") + 1  # --json: the result, last
