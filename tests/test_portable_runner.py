@@ -69,7 +69,8 @@ def test_embedding_stage_on_the_portable_runner_matches_the_direct_runner(tmp_pa
 
     data = tmp_path / "data"
     make_shapes_dataset(data, n_per_class=12, seed=5)
-    common = dict(data_dir=str(data), model_name="shapes", accuracy_threshold=0.7, hyperparameters={"epochs": 25, "fine_tune_variables": 0})
+    common = dict(data_dir=str(data), model_name="shapes", accuracy_threshold=0.7,
+                  hyperparameters={"epochs": 25, "fine_tune_variables": 0})
     direct = run_pipeline(RunOptions(**common, output_dir=str(tmp_path / "direct")))
     portable = run_pipeline(RunOptions(**common, output_dir=str(tmp_path / "portable"),
                                        embed_beam_args=beam_services))
