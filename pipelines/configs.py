@@ -48,6 +48,7 @@ HYPERPARAMETERS = {
     "fine_tune_layer_decay": 0.9,      # each module layer further below the head: learning rate times this
     "fine_tune_warmup_epochs": 0.5,    # linear warm-up, then cosine decay to zero
     "fine_tune_batch_size": 32,
+    "fine_tune_ema_decay": 0.0,        # >0: evaluate and keep a moving average of the weights (e.g. 0.99)
     "seed": 42,
 }
 

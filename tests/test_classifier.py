@@ -173,6 +173,30 @@ def test_fine_tuning_updates_only_the_top_module_variables(examples_file, image_
         variable.assign(value)  # the module fixture is shared
 
 
+def test_fine_tuning_with_weight_averaging_keeps_the_average_it_evaluated(examples_file, image_module):
+    """With `fine_tune_ema_decay` the epoch is judged and kept by the moving average of the weights: the kept
+    weights score the reported eval accuracy, and differ from the plain run's, which keeps the last step's."""
+    hp = dict(configs.HYPERPARAMETERS, fine_tune_variables=2, fine_tune_epochs=2, fine_tune_batch_size=2,
+              fine_tune_learning_rate=0.05)
+    module_variables = list(image_module.module.trainable_variables)
+    before = [v.numpy().copy() for v in module_variables[-2:]]
+    kept = {}
+    for decay in (0.0, 0.9):
+        keras_seed = 7  # the same initial head for both runs
+        tf.keras.utils.set_random_seed(keras_seed)
+        head = classifier.build_head(image_module.feature_dim, len(LABELS), hp)
+        summary = classifier.fine_tune(image_module, head, examples_file, examples_file, len(LABELS),
+                                       dict(hp, fine_tune_ema_decay=decay))
+        assert summary["best_epoch"] > 0  # separable colours: both runs improve on the untrained head
+        kept[decay] = [v.numpy().copy() for v in module_variables[-2:]]
+        images = classifier.model_inputs(classifier.decoded_images(examples_file), image_module.input_size, 8)
+        correct = sum(int(np.sum(np.argmax(head(image_module(x)), 1) == y.numpy())) for x, y in images)
+        assert correct / 6 == summary["best_eval_accuracy"]
+        for variable, value in zip(module_variables[-2:], before):
+            variable.assign(value)  # the module fixture is shared
+    assert not all(np.array_equal(a, b) for a, b in zip(kept[0.0], kept[0.9]))
+
+
 def test_fine_tuned_variables_counts_from_the_top_and_minus_one_means_all(image_module):
     everything = list(image_module.module.trainable_variables)
     assert classifier.fine_tuned_variables(image_module, -1) == everything

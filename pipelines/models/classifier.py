@@ -190,6 +190,10 @@ def fine_tune(image_module, head, train_files: list[str], eval_files: list[str],
     times `fine_tune_layer_decay` per layer (generic pretrained features low down move least). The rate warms up
     linearly over `fine_tune_warmup_epochs`, then follows a cosine decay to zero.
 
+    Weight averaging (`fine_tune_ema_decay` > 0): each epoch is evaluated, and kept, with an exponential moving
+    average of the trained variables; on a few thousand images the average is steadier than the last step's weights,
+    so the best-epoch choice depends less on eval noise.
+
     Batch normalisation: statistics stay frozen. The builtin EfficientNet-Lite0 folds every BatchNorm into its
     convolution, and other modules are called in inference mode, so their moving averages are used, never updated:
     batch statistics of 16-32 images are too noisy to replace those learnt on ImageNet and would shift the features
@@ -221,6 +225,8 @@ def fine_tune(image_module, head, train_files: list[str], eval_files: list[str],
     velocities = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in variables]
     step_count = tf.Variable(0, dtype=tf.int64, trainable=False)
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=hp["label_smoothing"])
+    # Written out for the same reason: tf.train.ExponentialMovingAverage rejects Keras 3 variables (the head's).
+    averages = [tf.Variable(v.numpy(), trainable=False) for v in variables] if hp["fine_tune_ema_decay"] > 0 else None
 
     @tf.function(reduce_retracing=True)
     def step(images, labels):
@@ -233,17 +239,34 @@ def fine_tune(image_module, head, train_files: list[str], eval_files: list[str],
             velocity.assign(0.9 * velocity + gradient)
             variable.assign_sub(rate * scale * (gradient + 0.9 * velocity))
         step_count.assign_add(1)
+        if averages is not None:
+            # The decay ramps up over the first steps (as num_updates does in TF's class): the start point fades.
+            steps = tf.cast(step_count, tf.float32)
+            decay = tf.minimum(hp["fine_tune_ema_decay"], (1.0 + steps) / (10.0 + steps))
+            for average, variable in zip(averages, variables):
+                average.assign(decay * average + (1.0 - decay) * variable)
         return loss
 
     @tf.function(reduce_retracing=True)
     def predict(images):
         return tf.argmax(head(image_module(images), training=False), axis=1)
 
+    def evaluated_values() -> list[np.ndarray]:
+        """The values each epoch is judged and kept by: the moving averages when on, else the variables."""
+        return [v.numpy() for v in (averages if averages is not None else variables)]
+
     def eval_accuracy() -> float:
+        trained_values = [v.numpy() for v in variables] if averages is not None else None
+        if averages is not None:
+            for variable, value in zip(variables, evaluated_values()):
+                variable.assign(value)
         correct = total = 0
         for images, labels in model_inputs(eval_images, size, 64):
             correct += int(tf.reduce_sum(tf.cast(predict(images) == labels, tf.int32)))
             total += int(tf.size(labels))
+        if trained_values is not None:
+            for variable, value in zip(variables, trained_values):
+                variable.assign(value)
         return correct / max(total, 1)
 
     initial_accuracy = eval_accuracy()
@@ -268,7 +291,7 @@ def fine_tune(image_module, head, train_files: list[str], eval_files: list[str],
         logger.info("fine-tuning epoch %d: loss %.4f, eval accuracy %.4f, %.0f s (%.0f s per 1,000 images)",
                     epoch + 1, np.mean(losses), accuracy, seconds, 1000 * seconds / train_count)
         if accuracy > best_accuracy:
-            best_accuracy, best_epoch, best_values = accuracy, epoch + 1, [v.numpy() for v in variables]
+            best_accuracy, best_epoch, best_values = accuracy, epoch + 1, evaluated_values()
     for variable, value in zip(variables, best_values):
         variable.assign(value)
     return {"variables": len(module_variables), "input_size": list(size), "initial_eval_accuracy": initial_accuracy,
