@@ -61,6 +61,7 @@ TUNER_SEARCH_SPACE = {
     "label_smoothing": [0.0, 0.1],
     "fine_tune_learning_rate": [3e-3, 1e-2, 3e-2],
     "fine_tune_layer_decay": [0.8, 0.9, 1.0],
+    "fine_tune_ema_decay": [0.0, 0.99],
 }
 TUNER_TRIALS = 6
 
