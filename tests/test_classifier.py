@@ -182,8 +182,7 @@ def test_fine_tuning_with_weight_averaging_keeps_the_average_it_evaluated(exampl
     before = [v.numpy().copy() for v in module_variables[-2:]]
     kept = {}
     for decay in (0.0, 0.9):
-        keras_seed = 7  # the same initial head for both runs
-        tf.keras.utils.set_random_seed(keras_seed)
+        tf.keras.utils.set_random_seed(7)  # the same initial head for both runs
         head = classifier.build_head(image_module.feature_dim, len(LABELS), hp)
         summary = classifier.fine_tune(image_module, head, examples_file, examples_file, len(LABELS),
                                        dict(hp, fine_tune_ema_decay=decay))

@@ -256,10 +256,11 @@ def fine_tune(image_module, head, train_files: list[str], eval_files: list[str],
         return [v.numpy() for v in (averages if averages is not None else variables)]
 
     def eval_accuracy() -> float:
-        trained_values = [v.numpy() for v in variables] if averages is not None else None
-        if averages is not None:
-            for variable, value in zip(variables, evaluated_values()):
-                variable.assign(value)
+        trained_values = None
+        if averages is not None:  # judge the average; the trained weights go back afterwards
+            trained_values = [v.numpy() for v in variables]
+            for variable, average in zip(variables, averages):
+                variable.assign(average)
         correct = total = 0
         for images, labels in model_inputs(eval_images, size, 64):
             correct += int(tf.reduce_sum(tf.cast(predict(images) == labels, tf.int32)))
