@@ -251,10 +251,6 @@ def fine_tune(image_module, head, train_files: list[str], eval_files: list[str],
     def predict(images):
         return tf.argmax(head(image_module(images), training=False), axis=1)
 
-    def evaluated_values() -> list[np.ndarray]:
-        """The values each epoch is judged and kept by: the moving averages when on, else the variables."""
-        return [v.numpy() for v in (averages if averages is not None else variables)]
-
     def eval_accuracy() -> float:
         trained_values = None
         if averages is not None:  # judge the average; the trained weights go back afterwards
@@ -292,7 +288,8 @@ def fine_tune(image_module, head, train_files: list[str], eval_files: list[str],
         logger.info("fine-tuning epoch %d: loss %.4f, eval accuracy %.4f, %.0f s (%.0f s per 1,000 images)",
                     epoch + 1, np.mean(losses), accuracy, seconds, 1000 * seconds / train_count)
         if accuracy > best_accuracy:
-            best_accuracy, best_epoch, best_values = accuracy, epoch + 1, evaluated_values()
+            # Kept as judged: the averages when on, else the weights themselves.
+            best_accuracy, best_epoch, best_values = accuracy, epoch + 1, [v.numpy() for v in averages or variables]
     for variable, value in zip(variables, best_values):
         variable.assign(value)
     return {"variables": len(module_variables), "input_size": list(size), "initial_eval_accuracy": initial_accuracy,
