@@ -27,8 +27,7 @@ from kubeflow.container_entrypoint import CLUSTER_READABLE_SCHEMES, beam_runner,
 from pipelines import configs
 from pipelines.options import PipelineOptions
 
-# The image built from the repository's Dockerfile; override with --image for your registry.
-DEFAULT_IMAGE = "image-retrain:latest"
+DEFAULT_IMAGE = configs.IMAGE
 DEFAULT_OUTPUT = "pipeline.yaml"
 # kubeflow/manifests: the claim TF Serving reads the model base path from, and where everything mounts it.
 SERVING_PVC = "image-retrain-models"
@@ -181,6 +180,7 @@ def build_kfp_pipeline(options: CompileOptions):
         beam_pipeline_args=beam_args_for_image(
             list(DEFAULT_BEAM_ARGS) if options.beam_args is None else options.beam_args, options.image),
         embed_beam_pipeline_args=beam_args_for_image(options.embed_beam_args, options.image),
+        worker_image=options.image,
     )
     use_candidate_when_nothing_served(pipeline)
     return pipeline

@@ -9,6 +9,10 @@ MODEL_NAME = "image_classifier"
 # Pretrained image feature-vector module: a TF Hub handle, a local SavedModel, or a builtin name.
 MODULE_HANDLE = contract.DEFAULT_MODULE_HANDLE
 
+# The image built from the repository's Dockerfile (TFX and the project installed): Kubeflow steps and remote Beam
+# workers run it; override with `image-retrain kfp compile --image` for your registry.
+IMAGE = "image-retrain:latest"
+
 # Module functions referenced by dotted path: importable wherever the project is installed (container image too).
 RUN_FN = "pipelines.models.classifier.run_fn"
 TUNER_FN = "pipelines.models.classifier.tuner_fn"

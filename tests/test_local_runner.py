@@ -70,3 +70,33 @@ def test_quiet_console_drops_only_tensorflows_start_up_lines(ending):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert done.stderr.decode().splitlines() == [
         "E0000 00:00:1796155119.964451   16708 saver.cc:52] a real error", "first line kept", "last words"]
+
+
+def test_beam_steps_say_where_workers_get_their_code_so_tfx_builds_no_copy_of_itself(tmp_path):
+    """TFX builds an sdist of its own source for a Beam step whose arguments name no code source, and leaves 52 MB
+    in /tmp each time. Every compiled Beam step of ours names the project's image, the portable embedding stage
+    included; TFX's own check then adds nothing. A user's own code source wins."""
+    from tfx.dsl.compiler import compiler
+    from tfx.proto.orchestration import executable_spec_pb2, pipeline_pb2
+    from tfx.utils import dependency_utils
+
+    from pipelines.local_runner import build_pipeline
+    from pipelines.pipeline import beam_args_with_worker_image
+
+    portable = ["--runner=PortableRunner", "--job_endpoint=localhost:8099"]
+    pipeline, _ = build_pipeline(RunOptions(data_dir=str(tmp_path), output_dir=str(tmp_path / "out"),
+                                            embed_beam_args=portable))
+    deployment = pipeline_pb2.IntermediateDeploymentConfig()
+    compiler.Compiler().compile(pipeline).deployment_config.Unpack(deployment)
+    beam_args = {}
+    for node, spec in deployment.executor_specs.items():
+        beam_spec = executable_spec_pb2.BeamExecutableSpec()
+        if spec.Unpack(beam_spec):
+            beam_args[node] = list(beam_spec.beam_pipeline_args)
+    assert {"ImageExampleGen", "StatisticsGen", "ImageEmbedder", "Evaluator"} <= set(beam_args)
+    assert beam_args["ImageEmbedder"][-2:] == portable
+    for args in beam_args.values():
+        assert f"--sdk_container_image={configs.IMAGE}" in args
+        assert dependency_utils.make_beam_dependency_flags(args) == args
+    mine = ["--setup_file=./setup.py", "--runner=DataflowRunner"]
+    assert beam_args_with_worker_image(mine, configs.IMAGE) == mine
