@@ -53,8 +53,14 @@ HYPERPARAMETERS = {
     "fine_tune_warmup_epochs": 0.5,    # linear warm-up, then cosine decay to zero
     "fine_tune_batch_size": 32,
     "fine_tune_ema_decay": 0.0,        # >0: evaluate and keep a moving average of the weights (e.g. 0.99)
+    # Test-time augmentation: the served scores (and fine-tuning's eval) average the network over this many mirrored
+    # or rotated views of each image, 1 (off), 2, 4 or 8, at that many times the inference cost. Only for data whose
+    # meaning survives the flips and rotations trained with (solar cells, not digits).
+    "test_time_views": 1,              # one of TEST_TIME_VIEWS
     "seed": 42,
 }
+
+TEST_TIME_VIEWS = (1, 2, 4, 8)
 
 # Tuner (optional, `--tune`): KerasTuner random search over these choices, each trial one full training run (head on
 # embeddings: seconds; with fine-tuning on, the fine_tune_* choices too: minutes). Explicitly set values stay fixed.

@@ -6,10 +6,11 @@
 MODEL_DIR is a version folder the pipeline pushed (or a model base path: its highest numeric version is used).
 Both formats hold the classifier's network (pretrained module + trained head, fine-tuned weights included): input an
 RGB image of the model's size (TFLite: float32 [1, h, w, 3] in [0, 1]; Core ML: an RGB image), output one softmax
-score per label. Decoding and resizing are the app's job (the served SavedModel does them with bilinear, antialiased
-resizing). TFLite carries the labels as metadata entries `labels.txt` and `image_retrain.json`; Core ML as a
-classifier's class labels. coremltools converts on Linux, but only Apple systems run Core ML models, so here the
-package is checked by its spec (inputs, outputs, labels).
+score per label, for one view of the image (a model trained with `test_time_views` averages the scores of several
+mirrored views when served; an app may do the same). Decoding and resizing are the app's job (the served SavedModel
+does them with bilinear, antialiased resizing). TFLite carries the labels as metadata entries `labels.txt` and
+`image_retrain.json`; Core ML as a classifier's class labels. coremltools converts on Linux, but only Apple systems
+run Core ML models, so here the package is checked by its spec (inputs, outputs, labels).
 """
 from __future__ import annotations
 

@@ -48,6 +48,9 @@ class PipelineOptions:
         unknown = set(self.hyperparameters) - set(configs.HYPERPARAMETERS)
         if unknown:
             raise ValueError(f"unknown hyperparameters {sorted(unknown)}; known: {sorted(configs.HYPERPARAMETERS)}")
+        views = self.hyperparameters.get("test_time_views", configs.HYPERPARAMETERS["test_time_views"])
+        if views not in configs.TEST_TIME_VIEWS:
+            raise ValueError(f"--test-time-views must be one of {configs.TEST_TIME_VIEWS}, got {views}")
 
 
 def absolute(path: str) -> str:

@@ -196,6 +196,55 @@ def test_fine_tuning_with_weight_averaging_keeps_the_average_it_evaluated(exampl
     assert not all(np.array_equal(a, b) for a, b in zip(kept[0.0], kept[0.9]))
 
 
+def test_dihedral_views_are_the_eight_symmetries_of_the_square_and_their_mean_is_per_image():
+    images = np.arange(2 * 3 * 3 * 3, dtype=np.float32).reshape(2, 3, 3, 3)  # two images, no symmetry of their own
+    symmetries = [np.rot90(image, turns) for image in images for turns in range(4)]
+    symmetries += [np.fliplr(symmetry) for symmetry in symmetries]
+    for count in (1, 2, 4, 8):
+        views = classifier.dihedral_views(tf.constant(images), count).numpy()
+        assert views.shape == (count * 2, 3, 3, 3)
+        np.testing.assert_array_equal(views[:2], images)  # view after view: the originals first
+        assert all(any(np.array_equal(view, symmetry) for symmetry in symmetries) for view in views)
+        assert len({view.tobytes() for view in views}) == count * 2  # every view a different one
+        scores = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)  # one row per image
+        per_view = tf.tile(scores, [count, 1]) * tf.repeat(tf.range(1.0, count + 1), 2)[:, tf.newaxis]  # view k: k×
+        np.testing.assert_allclose(classifier.mean_over_views(per_view, count).numpy(), scores * (count + 1) / 2)
+    with pytest.raises(ValueError, match="must be one of"):
+        classifier.check_test_time_views(3, (224, 224))
+    with pytest.raises(ValueError, match="needs a square input"):
+        classifier.check_test_time_views(8, (224, 160))
+
+
+def test_fine_tuning_eval_judges_the_model_as_served_with_its_test_time_views(tmp_path, image_module):
+    """Red left/blue right against its mirror image: one left-right view tells them apart, two views (the image
+    and its mirror) average them into the same scores, so the served model is at chance and eval must say so."""
+    path = tmp_path / "Split-train" / "data.gz"
+    path.parent.mkdir()
+    halves = np.zeros((32, 32, 3), np.uint8)
+    halves[:, :16, 0], halves[:, 16:, 2] = 220, 220
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for index in range(8):
+            buffer = io.BytesIO()
+            Image.fromarray(halves[:, ::-1] if index % 2 else halves).save(buffer, format="PNG")
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buffer.getvalue()])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[index % 2])),
+            })).SerializeToString())
+    files = [str(path.parent / "*")]
+    hp = dict(configs.HYPERPARAMETERS, fine_tune_variables=2, fine_tune_epochs=1, fine_tune_batch_size=4,
+              augment_crop=1.0, augment_brightness=0.0, test_time_views=2)
+    head = classifier.build_head(image_module.feature_dim, len(LABELS), hp)
+    module_variables = list(image_module.module.trainable_variables)
+    before = [v.numpy().copy() for v in module_variables[-2:]]
+    summary = classifier.fine_tune(image_module, head, files, files, len(LABELS), hp)
+    assert summary["initial_eval_accuracy"] == 0.5 and summary["epochs"][0]["eval_accuracy"] == 0.5
+    images = next(iter(classifier.model_inputs(classifier.decoded_images(files), image_module.input_size, 8)))[0]
+    one_view = head(image_module(images)).numpy()
+    assert np.abs(one_view[0] - one_view[1]).max() > 1e-4  # one view does tell them apart
+    for variable, value in zip(module_variables[-2:], before):
+        variable.assign(value)  # the module fixture is shared
+
+
 def test_fine_tuned_variables_counts_from_the_top_and_minus_one_means_all(image_module):
     everything = list(image_module.module.trainable_variables)
     assert classifier.fine_tuned_variables(image_module, -1) == everything

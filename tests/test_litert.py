@@ -223,6 +223,36 @@ def test_prefer_tflite_model_serves_the_same_signatures_and_scores(make_server, 
     assert isinstance(loaded, LiteRTVersion)
 
 
+def test_test_time_views_serve_the_mean_over_the_eight_symmetries_on_tf_and_on_litert(make_server, tmp_path):
+    """test_time_views=8: every rotation and mirror image of a picture is served the same scores, the mean of the
+    network's own scores over the eight; --prefer_tflite_model (views in the TF steps around the one-view
+    model.tflite) serves the same."""
+    from PIL import Image
+
+    module = load_image_module(tiny_module_dir(str(tmp_path)))
+    head = build_head(module.feature_dim, 3, dict(configs.HYPERPARAMETERS))
+    export_dir = str(tmp_path / "classifier" / "1")
+    export_serving_model(module, head, ["red", "green", "blue"], export_dir, test_time_views=8)
+    ramps = np.linspace(0, 255, 32)
+    picture = np.stack(np.broadcast_arrays(ramps[np.newaxis, :], ramps[:, np.newaxis] ** 2 / 255, 0 * ramps), -1)
+    picture[:8, :8] = [255, 255, 255]  # a bright corner: no symmetry of its own
+    symmetries = [np.rot90(picture, turns) for turns in range(4)]
+    symmetries = [symmetry.astype(np.uint8) for symmetry in symmetries + [np.fliplr(s) for s in symmetries]]
+    pngs = []
+    for symmetry in symmetries:
+        buffer = io.BytesIO()
+        Image.fromarray(symmetry).save(buffer, "PNG")
+        pngs.append(buffer.getvalue())
+    results = predict_both(make_server, export_dir, pngs)
+    assert_same_results(results)
+    served = results[False]["scores"]
+    assert np.abs(served - served[0]).max() <= 1e-5
+    loaded = tf.saved_model.load(export_dir)  # held: a restored function needs its object alive
+    one_view = loaded.network(tf.constant(np.stack(symmetries) / 255.0, tf.float32))["scores"].numpy()
+    assert np.abs(one_view - one_view[0]).max() > 1e-4  # the network alone tells them apart
+    np.testing.assert_allclose(served[0], one_view.mean(axis=0), atol=1e-5)
+
+
 def test_prefer_tflite_model_serves_a_plain_tflite_with_its_own_signatures(make_server, tmp_path):
     """TF Serving's testPredictOnTfLite case: y = 0.5 x + 2 as model.tflite (upstream's half_plus_two tflite, rebuilt),
     alone in its version folder, and beside a SavedModel without TF steps; no model.tflite: the SavedModel."""

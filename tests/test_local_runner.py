@@ -30,6 +30,7 @@ def test_hyperparameter_flags_reach_the_options(tmp_path, monkeypatch):
     (RunOptions(data_dir="/no/such/dir"), "is not a directory"),
     (RunOptions(manifest="/no/such.csv"), "is not a file"),
     (RunOptions(data_dir="/", split_ratios=(8, 1)), "three positive integers"),
+    (RunOptions(data_dir="/", hyperparameters={"test_time_views": 3}), "must be one of \\(1, 2, 4, 8\\)"),
 ])
 def test_unusable_inputs_fail_before_tfx_starts(options, message):
     with pytest.raises(ValueError, match=message):

@@ -122,6 +122,32 @@ def augment(image, size: tuple[int, int], seed, hp: dict[str, Any]):
     return tf.image.resize(tf.clip_by_value(image, 0.0, 1.0), size, antialias=True)
 
 
+def dihedral_views(images, count: int):
+    """[B, h, w, 3] -> [count * B, h, w, 3], view after view: the images; 2: and mirrored left-right; 4: and both
+    upside down (so also turned 180°); 8: and the transposes of those four (the 90° turns and diagonal mirrors)."""
+    views = [images]
+    if count >= 2:
+        views.append(tf.image.flip_left_right(images))
+    if count >= 4:
+        views += [tf.image.flip_up_down(view) for view in views]
+    if count >= 8:
+        views += [tf.transpose(view, [0, 2, 1, 3]) for view in views]
+    return tf.concat(views, axis=0)
+
+
+def check_test_time_views(count: int, input_size: tuple[int, int]) -> int:
+    if count not in configs.TEST_TIME_VIEWS:
+        raise ValueError(f"test_time_views must be one of {configs.TEST_TIME_VIEWS}, not {count}")
+    if count == 8 and input_size[0] != input_size[1]:
+        raise ValueError(f"test_time_views=8 transposes images: it needs a square input, not {input_size}")
+    return count
+
+
+def mean_over_views(scores, count: int):
+    """[count * B, C] scores of dihedral_views -> [B, C]: each image's scores averaged over its views."""
+    return tf.reduce_mean(tf.reshape(scores, [count, -1, tf.shape(scores)[-1]]), axis=0)
+
+
 def image_dataset(file_patterns: list[str]) -> tf.data.Dataset:
     spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
     return tf.data.TFRecordDataset(_files(file_patterns), compression_type="GZIP").map(
@@ -247,9 +273,12 @@ def fine_tune(image_module, head, train_files: list[str], eval_files: list[str],
                 average.assign(decay * average + (1.0 - decay) * variable)
         return loss
 
+    views = hp["test_time_views"]
+
     @tf.function(reduce_retracing=True)
-    def predict(images):
-        return tf.argmax(head(image_module(images), training=False), axis=1)
+    def predict(images):  # as served: averaged over the test-time views
+        return tf.argmax(mean_over_views(head(image_module(dihedral_views(images, views)), training=False), views),
+                         axis=1)
 
     def eval_accuracy() -> float:
         trained_values = None
@@ -258,7 +287,7 @@ def fine_tune(image_module, head, train_files: list[str], eval_files: list[str],
             for variable, average in zip(variables, averages):
                 variable.assign(average)
         correct = total = 0
-        for images, labels in model_inputs(eval_images, size, 64):
+        for images, labels in model_inputs(eval_images, size, max(1, 64 // views)):
             correct += int(tf.reduce_sum(tf.cast(predict(images) == labels, tf.int32)))
             total += int(tf.size(labels))
         if trained_values is not None:
@@ -350,10 +379,12 @@ class ImageClassifier(tf.Module):
 
     Each signature is `outputs(network(inputs(...)))`, and those three parts are saved too: `network` (pixels ->
     scores) is what `model.tflite` holds, and `litert` carries each signature's TF input and output steps, so a
-    server honouring --prefer_tflite_model serves the same signatures with the network on LiteRT.
+    server honouring --prefer_tflite_model serves the same signatures with the network on LiteRT. Test-time views
+    live in the steps (inputs: each image's views; outputs: their mean), so `network` sees one view per row.
     """
 
-    def __init__(self, image_module, head, labels: list[str], labels_path: str, max_image_pixels: int):
+    def __init__(self, image_module, head, labels: list[str], labels_path: str, max_image_pixels: int,
+                 test_time_views: int = 1):
         super().__init__(name="image_classifier")
         self.image_module = image_module.module      # tracked, so the module's variables are saved
         self._embed = image_module
@@ -363,6 +394,7 @@ class ImageClassifier(tf.Module):
         self.input_size = tuple(image_module.input_size)
         self._max_image_pixels = max_image_pixels
         height, width = self.input_size
+        self.test_time_views = check_test_time_views(test_time_views, self.input_size)
         self.network = tf.function(
             lambda images: {NETWORK_OUTPUT: self.head(self._embed(images))},
             input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=NETWORK_INPUT)])
@@ -373,7 +405,8 @@ class ImageClassifier(tf.Module):
 
     def _images_from_bytes(self, image_bytes):
         # Images whose headers claim more than max_image_pixels are refused before decoding (INVALID_ARGUMENT).
-        return {NETWORK_INPUT: preprocess_batch(image_bytes, self.input_size, self._max_image_pixels)}
+        images = preprocess_batch(image_bytes, self.input_size, self._max_image_pixels)
+        return {NETWORK_INPUT: dihedral_views(images, self.test_time_views)}
 
     def _images_from_examples(self, inputs):
         features = tf.io.parse_example(inputs, {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
@@ -382,13 +415,16 @@ class ImageClassifier(tf.Module):
     def _classes(self, scores):
         return tf.tile(self._labels[tf.newaxis, :], [tf.shape(scores)[0], 1])
 
+    def _scores(self, network_outputs):
+        return mean_over_views(network_outputs[NETWORK_OUTPUT], self.test_time_views)
+
     def _serve_outputs(self, network_outputs):
-        scores = network_outputs[NETWORK_OUTPUT]
+        scores = self._scores(network_outputs)
         return {"scores": scores, "classes": self._classes(scores),
                 "label": tf.gather(self._labels, tf.argmax(scores, axis=1))}
 
     def _classify_outputs(self, network_outputs):
-        scores = network_outputs[NETWORK_OUTPUT]
+        scores = self._scores(network_outputs)
         return {"classes": self._classes(scores), "scores": scores}
 
     @tf.function(input_signature=[IMAGE_BYTES_SPEC])
@@ -448,14 +484,14 @@ def litert_metadata(labels: list[str], input_size: tuple[int, int]) -> dict[str,
 
 
 def export_serving_model(image_module, head, labels: list[str], export_dir: str,
-                         max_image_pixels: int = MAX_IMAGE_PIXELS) -> None:
+                         max_image_pixels: int = MAX_IMAGE_PIXELS, test_time_views: int = 1) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, LABELS_FILE)
         with open(labels_path, "w") as f:
             f.write("\n".join(labels) + "\n")
-        classifier = ImageClassifier(image_module, head, labels, labels_path, max_image_pixels)
+        classifier = ImageClassifier(image_module, head, labels, labels_path, max_image_pixels, test_time_views)
         tf.saved_model.save(classifier, export_dir, signatures={
             SERVING_SIGNATURE: classifier.serve.get_concrete_function(),
             CLASSIFY_SIGNATURE: classifier.classify.get_concrete_function(),
@@ -492,6 +528,8 @@ def train(hp: dict[str, Any], module_handle: str, train_files: list[str], eval_f
     # trial reads cached embeddings alone.
     image_module = load_image_module(module_handle) if needs_images or export else None
     resized = image_module and with_input_size(image_module, hp["image_size"])
+    if resized:  # before any training: a view count the export would refuse
+        check_test_time_views(hp["test_time_views"], resized.input_size)
     if resized is image_module:
         feature_dim = embedding_dim(train_files)
         x_train, y_train = load_embeddings(train_files, feature_dim)
@@ -536,7 +574,8 @@ def run_fn(fn_args) -> None:
     trained = train(hp, module_handle, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
     labels = read_vocabulary(_examples_uri(fn_args.train_files))
     export_serving_model(trained["image_module"], trained["head"], labels, fn_args.serving_model_dir,
-                         int((fn_args.custom_config or {}).get("max_image_pixels", MAX_IMAGE_PIXELS)))
+                         int((fn_args.custom_config or {}).get("max_image_pixels", MAX_IMAGE_PIXELS)),
+                         hp["test_time_views"])
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE), "w") as f:
         json.dump(dict(trained["summary"], labels=labels), f, indent=2)
 
