@@ -10,7 +10,7 @@ Split: `--test-fraction` (25 %) held out for the test split the Evaluator report
 trainer sees, of which `--eval-fraction` of the whole set is the eval split (head early stopping and the best
 fine-tuning epoch). Both cuts are stratified by the task's label (scikit-learn, fixed seed).
 
-    .venv/bin/pip install '.[bench]'   # elpv-dataset
+    make setup   # installs the project editable with its extras, elpv-dataset (the bench extra) included
     .venv/bin/python benchmarks/elpv_manifest.py --output-dir output/elpv
     .venv/bin/image-retrain run --manifest output/elpv/binary.csv ...
 """
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from elpv_dataset.utils import load_dataset
     except ImportError:
-        raise SystemExit("elpv-dataset is not installed: .venv/bin/pip install '.[bench]'") from None
+        raise SystemExit("elpv-dataset is not installed: run `make setup` (it installs the bench extra)") from None
     from PIL import Image
 
     images, probabilities, types = load_dataset()
