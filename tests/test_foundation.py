@@ -33,6 +33,9 @@ def test_smoke_pipeline_records_artifacts_in_mlmd(tmp_path):
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
 
+    from pipelines import configs
+    from pipelines.pipeline import beam_args_with_worker_image
+
     data = tmp_path / "data"
     data.mkdir()
     rows = ["height,width,label"] + [f"{h},{w},{'tall' if h > w else 'wide'}"
@@ -51,7 +54,7 @@ def test_smoke_pipeline_records_artifacts_in_mlmd(tmp_path):
         pipeline_root=str(tmp_path / "root"),
         components=[example_gen, statistics_gen, schema_gen, example_validator],
         metadata_connection_config=connection,
-        beam_pipeline_args=["--direct_running_mode=in_memory"],
+        beam_pipeline_args=beam_args_with_worker_image(["--direct_running_mode=in_memory"], configs.IMAGE),
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)
 

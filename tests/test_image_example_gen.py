@@ -306,6 +306,8 @@ def test_local_dag_runner_records_examples_in_mlmd(tmp_path):
 
     from components.image_example_gen.component import ImageExampleGen
     from components.image_example_gen.labels import read_label_vocabulary
+    from pipelines import configs
+    from pipelines.pipeline import beam_args_with_worker_image
 
     data = tmp_path / "shapes"
     make_shapes_dataset(data, n_per_class=6)
@@ -316,7 +318,7 @@ def test_local_dag_runner_records_examples_in_mlmd(tmp_path):
         pipeline_root=str(tmp_path / "root"),
         components=[ImageExampleGen(input_base=str(data), split_ratios=(2, 1, 1))],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path)),
-        beam_pipeline_args=["--direct_num_workers=1"],
+        beam_pipeline_args=beam_args_with_worker_image(["--direct_num_workers=1"], configs.IMAGE),
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)
 

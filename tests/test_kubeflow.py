@@ -352,6 +352,8 @@ def _toy_pipeline(root, serving_model_dir, decision_threshold, when_nothing_serv
     from tfx import v1 as tfx
 
     from components.served_model_baseline.component import ServedModelBaseline
+    from pipelines import configs
+    from pipelines.pipeline import beam_args_with_worker_image
 
     examples = ToyEvalExamples()
     trainer = ToyTrainer(decision_threshold=decision_threshold)
@@ -378,7 +380,7 @@ def _toy_pipeline(root, serving_model_dir, decision_threshold, when_nothing_serv
         components=[examples, trainer, baseline, evaluator, pusher], enable_cache=False,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(root / "metadata.db")),
-        beam_pipeline_args=["--direct_num_workers=1"])
+        beam_pipeline_args=beam_args_with_worker_image(["--direct_num_workers=1"], configs.IMAGE))
 
 
 def _latest_outputs(metadata_path, type_name):
