@@ -46,19 +46,21 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     args = parser.parse_args()
     print(describe(), flush=True)
-    from components.image_module import load_image_module
+    from image_retrain.image_module import load_image_module
     from pipelines import configs
-    from pipelines.models import classifier
+    from pipelines.models.fine_tune import fine_tune
+    from pipelines.models.head import build_head
+    from pipelines.models.trainer import with_input_size
 
     with tempfile.TemporaryDirectory() as scratch:
         os.makedirs(os.path.join(scratch, "Split-train"))
         write_examples(os.path.join(scratch, "Split-train", "data.gz"), args.images, 300)
         files = [os.path.join(scratch, "Split-train", "*")]
         for label, size, variables in SETTINGS:
-            image_module = classifier.with_input_size(load_image_module(configs.MODULE_HANDLE), size)
+            image_module = with_input_size(load_image_module(configs.MODULE_HANDLE), size)
             hp = dict(configs.HYPERPARAMETERS, fine_tune_variables=variables, fine_tune_epochs=2)
-            head = classifier.build_head(image_module.feature_dim, 2, hp)
-            summary = classifier.fine_tune(image_module, head, files, files, 2, hp)
+            head = build_head(image_module.feature_dim, 2, hp)
+            summary = fine_tune(image_module, head, files, files, 2, hp)
             seconds = summary["epochs"][-1]["seconds_per_1000_images"]
             print(f"{label:28s} batch {hp['fine_tune_batch_size']}: {seconds:6.0f} s per epoch per 1,000 images "
                   f"({1000 / seconds:.1f} images/s)", flush=True)

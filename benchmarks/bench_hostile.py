@@ -75,7 +75,7 @@ def write_classifier(export_dir: str, max_pixels: int) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from components.image_decoding import preprocess_batch
+    from image_retrain.image_decoding import preprocess_batch
 
     class Classifier(tf.Module):
         def __init__(self):
@@ -148,7 +148,7 @@ def serve(model_dir: str, port: int, *flags: str) -> subprocess.Popen:
 def header_check_cost(rounds: int) -> None:
     import tensorflow as tf
 
-    from components.image_decoding import decode_rgb
+    from image_retrain.image_decoding import decode_rgb
 
     with_check = tf.function(lambda b: decode_rgb(b))
     without_check = tf.function(lambda b: decode_rgb(b, max_pixels=UNLIMITED))
@@ -178,11 +178,11 @@ def header_check_cost(rounds: int) -> None:
 
 def run_overhead(work: str, rounds: int) -> None:
     """Per-call cost of a trivial model run: no deadline (cached callable) vs with a deadline (TF_SessionRun with
-    RunOptions.timeout_in_ms), through serving.servable.LoadedVersion."""
+    RunOptions.timeout_in_ms), through serving.saved_model_version.SavedModelVersion."""
     import numpy as np
     import tensorflow as tf
 
-    from serving.servable import LoadedVersion
+    from serving.saved_model_version import SavedModelVersion
 
     class Affine(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
@@ -192,7 +192,7 @@ def run_overhead(work: str, rounds: int) -> None:
     export_dir = os.path.join(work, "affine", "1")
     module = Affine()
     tf.saved_model.save(module, export_dir, signatures={"serving_default": module.predict})
-    loaded = LoadedVersion("affine", 1, export_dir)
+    loaded = SavedModelVersion("affine", 1, export_dir)
     inputs = {"x": np.array([2.0], np.float32)}
     print(f"\nmodel run overhead (y = 0.5x + 2, best of {rounds} x 2000 calls)")
     for name, timeout_ms in (("no deadline (callable)", 0), ("with a deadline (TF_SessionRun + timeout)", 30000)):

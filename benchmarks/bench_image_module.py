@@ -5,10 +5,10 @@ inputs, same process.
 
 The TF side is what training and serving call: `load_image_module("efficientnet_lite0")(images)`, i.e. the restored
 SavedModel function. LiteRT is the module's checked conversion that the embedding stage runs
-(components/image_module/litert.py; XNNPACK on every core). The reference is `efficientnet-lite-pytorch` with the same
-weights (needs the [convert] extra). All run one after another per batch size on the same random [0, 1] inputs; the
-ratios are LiteRT and TF images/s over TF's and PyTorch's. Also printed: images/s per CPU-second (less sensitive to
-other jobs on a shared machine) and max |LiteRT - TF|.
+(image_retrain/image_module/litert_engine.py; XNNPACK on every core). The reference is `efficientnet-lite-pytorch` with
+the same weights (needs the [convert] extra). All run one after another per batch size on the same random [0, 1]
+inputs; the ratios are LiteRT and TF images/s over TF's and PyTorch's. Also printed: images/s per CPU-second (less
+sensitive to other jobs on a shared machine) and max |LiteRT - TF|.
 """
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ def main(argv=None) -> int:
     from efficientnet_lite_pytorch import EfficientNet
 
     from benchmarks.machine import describe
-    from components.image_module import load_image_module
-    from components.image_module.convert import efficientnet_lite0_weights_path
-    from components.image_module.litert import LiteRTImageModule, litert_module_path
+    from image_retrain.image_module import load_image_module
+    from image_retrain.image_module.convert import efficientnet_lite0_weights_path
+    from image_retrain.image_module.litert_engine import LiteRTImageModule, litert_module_path
 
     if args.threads:  # before any TF op runs, or TF ignores it
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)

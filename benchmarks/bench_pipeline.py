@@ -32,12 +32,12 @@ def raw_embedder(engine: str):
     """Encoded images (string tensor) -> embeddings (numpy), as the stage computes them with `engine`."""
     import tensorflow as tf
 
-    from components.image_decoding import preprocess_batch
-    from components.image_module import load_image_module
+    from image_retrain.image_decoding import preprocess_batch
+    from image_retrain.image_module import load_image_module
 
     module = load_image_module()
     if engine == "litert":
-        from components.image_module.litert import LiteRTImageModule, litert_module_path
+        from image_retrain.image_module.litert_engine import LiteRTImageModule, litert_module_path
 
         litert_module = LiteRTImageModule(litert_module_path("efficientnet_lite0", module))
         preprocess = tf.function(lambda batch: preprocess_batch(batch, module.input_size),

@@ -136,7 +136,7 @@ def write_seeds_head(version_dir: str, module_handle: str, head_file: str) -> st
     import numpy as np
     import tensorflow as tf
 
-    from components.image_module.loader import resolve_handle
+    from image_retrain.image_module.loader import resolve_handle
 
     exported = tf.saved_model.load(version_dir)
     if not hasattr(exported, "head"):
@@ -328,6 +328,7 @@ def main() -> int:
                         help="the model's image module (handle or SavedModel dir), for the seeds' Flask app")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    from serving import versions  # imports TensorFlow: after the flags are read
 
     tmp = tempfile.mkdtemp(prefix="bench_serving_")
     base_path = args.model_base_path
@@ -337,8 +338,8 @@ def main() -> int:
         base_path = os.path.join(tmp, "classifier")
         model_fixtures.write_image_classifier(os.path.join(base_path, "1"))
     base_path = os.path.abspath(base_path)
-    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
-    version_dir = os.path.join(base_path, str(version))
+    version_dir = versions.version_folder(base_path)
+    version = int(os.path.basename(version_dir))
     image, image_description = test_image(args.image, args.image_size)
     print(describe())
     print(f"model {version_dir}; image: {image_description}, {len(image)} bytes; "
@@ -388,8 +389,8 @@ def main() -> int:
         # ---- in-process: the same signature, same session runtime, no transport
         import numpy as np
 
-        from serving.servable import LoadedVersion
-        loaded = LoadedVersion(args.model_name, version, version_dir)
+        from serving.saved_model_version import SavedModelVersion
+        loaded = SavedModelVersion(args.model_name, version, version_dir)
         signature = loaded.signatures["serving_default"]
         input_name = next(iter(signature.inputs))
         outputs = sorted(signature.outputs)

@@ -45,9 +45,10 @@ IMAGENET_SUBSET = {"tabby cat": 281, "coffee mug": 504, "space shuttle": 812, "d
 def write_imagenet_subset_classifier(version_dir: str) -> None:
     """Lite0 + a softmax head over IMAGENET_SUBSET (weights from the module's ImageNet classifier), exported like a
     trained model."""
-    from components.image_module import load_image_module
+    from image_retrain.image_module import load_image_module
     from pipelines import configs
-    from pipelines.models.classifier import build_head, export_serving_model
+    from pipelines.models.head import build_head
+    from pipelines.models.saved_model_export import export_serving_model
 
     module = load_image_module("efficientnet_lite0")
     indices = list(IMAGENET_SUBSET.values())
@@ -90,16 +91,17 @@ def main() -> int:
     import numpy as np
 
     from benchmarks.machine import describe
-    from serving.litert import TFLITE_FILE, LiteRTVersion
-    from serving.servable import LoadedVersion
+    from serving import versions
+    from serving.litert_version import TFLITE_FILE, LiteRTVersion
+    from serving.saved_model_version import SavedModelVersion
 
     print(describe())
     tmp = tempfile.mkdtemp(prefix="bench_serving_litert_")
     base_path = os.path.abspath(args.model_base_path or os.path.join(tmp, "classifier"))
     if not args.model_base_path:
         write_imagenet_subset_classifier(os.path.join(base_path, "1"))
-    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
-    version_dir = os.path.join(base_path, str(version))
+    version_dir = versions.version_folder(base_path)
+    version = int(os.path.basename(version_dir))
     if not os.path.exists(os.path.join(version_dir, TFLITE_FILE)):
         print(f"{version_dir} has no {TFLITE_FILE}: export it with this version of the trainer", file=sys.stderr)
         return 1
@@ -123,7 +125,7 @@ def main() -> int:
     try:
         for server in servers.values():
             wait_for(server.rest_port, server)
-        loaded = {"SavedModel": LoadedVersion(args.model_name, version, version_dir),
+        loaded = {"SavedModel": SavedModelVersion(args.model_name, version, version_dir),
                   "LiteRT": LiteRTVersion(args.model_name, version, version_dir,
                                           interpreters=args.tflite_interpreters)}
         import grpc

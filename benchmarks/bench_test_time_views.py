@@ -1,5 +1,5 @@
 """What test-time views buy on a trained classifier: held-out accuracy with the scores averaged over 1, 2, 4 and 8
-views of each image (the views `--test-time-views` serves: pipelines.models.classifier.dihedral_views), from one pass
+views of each image (the views `--test-time-views` serves: pipelines.models.views.dihedral_views), from one pass
 of the pushed model's network over the eight views of every example. The served cost is that many network passes.
 
     .venv/bin/python benchmarks/bench_test_time_views.py SERVING_DIR/MODEL/VERSION \
@@ -28,7 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     import tensorflow as tf
 
-    from pipelines.models.classifier import decoded_images, dihedral_views, model_inputs
+    from pipelines.models.training_data import decoded_images, model_inputs
+    from pipelines.models.views import dihedral_views
 
     print(describe(), flush=True)
     model = tf.saved_model.load(args.model_dir)

@@ -19,8 +19,9 @@ SUBCOMMANDS = {
     "predict": ("serving.predict_cli", "Classify image files with a running model server (gRPC or REST)."),
     "schedule": ("pipelines.schedule", "Retrain locally on a cron schedule as new images arrive."),
     "kfp": ("kubeflow.cli", "Compile the pipeline for Kubeflow Pipelines v2 and schedule recurring runs."),
-    "export": ("pipelines.export", "Export a trained classifier for apps: LiteRT (.tflite) or Core ML (.mlpackage)."),
-    "module": ("components.image_module.cli", "Convert and inspect pretrained image feature-vector modules."),
+    "export": ("pipelines.mobile_export",
+               "Export a trained classifier for apps: LiteRT (.tflite) or Core ML (.mlpackage)."),
+    "module": ("image_retrain.image_module.cli", "Convert and inspect pretrained image feature-vector modules."),
     "doctor": ("pipelines.doctor", "Check the Python/TF/TFX/MLMD/TFDV/Beam stack and the C runtime in use."),
 }
 

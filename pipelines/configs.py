@@ -1,7 +1,7 @@
 """Every pipeline setting in one place (TFX template style). Runners own the physical paths."""
 from __future__ import annotations
 
-from components import contract
+from image_retrain import contract
 
 PIPELINE_NAME = "image-retrain"
 MODEL_NAME = "image_classifier"
@@ -14,8 +14,8 @@ MODULE_HANDLE = contract.DEFAULT_MODULE_HANDLE
 IMAGE = "image-retrain:latest"
 
 # Module functions referenced by dotted path: importable wherever the project is installed (container image too).
-RUN_FN = "pipelines.models.classifier.run_fn"
-TUNER_FN = "pipelines.models.classifier.tuner_fn"
+RUN_FN = "pipelines.models.trainer.run_fn"
+TUNER_FN = "pipelines.models.tuner.tuner_fn"
 
 # Ingestion: train/eval/test hash buckets of the file's relative path.
 SPLIT_RATIOS = contract.DEFAULT_SPLIT_RATIOS

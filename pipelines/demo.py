@@ -10,9 +10,7 @@ A second run on unchanged data computes no embeddings and evaluates against the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import subprocess
 import sys
 import time
 
@@ -41,49 +39,17 @@ def write_digits(root: str) -> int:
     return len(digits.target)
 
 
-def free_port() -> int:
-    import portpicker
-
-    return portpicker.pick_unused_port()
-
-
-@contextlib.contextmanager
-def model_server(model_name: str, model_base_path: str, env: dict | None = None, stderr=None):
-    """`python -m serving` on free loopback ports for the duration of the block; yields (gRPC address, RestClient,
-    served version) once the model's newest version is AVAILABLE."""
-    from serving.client import RestClient
-
-    grpc_port, rest_port = free_port(), free_port()
-    command = [sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-               f"--model_name={model_name}", f"--model_base_path={model_base_path}", "--bind_address=127.0.0.1"]
-    print("\n$ " + " ".join(command[1:]), flush=True)
-    server = subprocess.Popen(command, env=env, stderr=stderr)
-    try:
-        rest = RestClient(f"http://127.0.0.1:{rest_port}")
-        deadline = time.time() + 180
-        while True:
-            try:
-                (status,) = rest.status(model_name)["model_version_status"]
-                if status["state"] == "AVAILABLE":
-                    break
-            except Exception:  # noqa: BLE001 - not listening or not loaded yet
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"model server did not come up (exit code {server.poll()})")
-            time.sleep(1)
-        yield f"127.0.0.1:{grpc_port}", rest, status["version"]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-
-
 def serve_and_predict(model_base_path: str, images: list[tuple[str, bytes]]) -> None:
-    from serving.client import GrpcClient
+    from serving.client import GrpcClient, RestClient
+    from serving.process import model_server
 
-    with model_server(MODEL_NAME, model_base_path) as (grpc_address, rest, version):
-        print(f"model server up: gRPC {grpc_address}, REST {rest.base_url}, version {version}")
+    with model_server(f"--model_name={MODEL_NAME}", f"--model_base_path={model_base_path}", stdout=None, stderr=None,
+                      echo=True) as server:
+        rest = RestClient(server.rest_url)
+        (status,) = rest.status(MODEL_NAME)["model_version_status"]
+        print(f"model server up: gRPC {server.grpc_address}, REST {rest.base_url}, version {status['version']}")
         (grpc_path, grpc_image), (rest_path, rest_image) = images[0], images[1]
-        grpc_client = GrpcClient(grpc_address)
+        grpc_client = GrpcClient(server.grpc_address)
         predictions = [("gRPC Predict ", grpc_path, grpc_client.predict_images(MODEL_NAME, [grpc_image], top_k=3)[0]),
                        ("REST :predict", rest_path, rest.predict_images(MODEL_NAME, [rest_image], top_k=3)[0])]
         grpc_client.close()
@@ -133,7 +99,7 @@ def held_out_images(options, run_id: str, count: int) -> list[tuple[str, bytes]]
     import tensorflow as tf
     from tfx.types import artifact_utils, standard_component_specs
 
-    from components.contract import IMAGE_KEY, PATH_KEY, TEST_SPLIT
+    from image_retrain.contract import IMAGE_KEY, PATH_KEY, TEST_SPLIT
     from pipelines.local_runner import INGEST_NODE, run_outputs
 
     _, outputs = run_outputs(options.metadata_path, options.pipeline_name, run_id)

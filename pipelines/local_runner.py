@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from components import contract
+from image_retrain import contract
 from pipelines import configs, console
 from pipelines import options as pipeline_options
 from pipelines.options import PipelineOptions, absolute
@@ -28,7 +28,7 @@ DEFAULT_BASELINE = "latest_blessed"
 class RunOptions(PipelineOptions):
     output_dir: str = "output"
     pipeline_root: str | None = None  # default OUTPUT_DIR/tfx_pipeline_output/<pipeline>; may be a gs:// URI
-    # After a push, also export the pushed version for apps (pipelines/export.py) into OUTPUT_DIR/mobile.
+    # After a push, also export the pushed version for apps (pipelines/mobile_export.py) into OUTPUT_DIR/mobile.
     mobile_formats: tuple[str, ...] = ()
 
     def path(self, *parts: str) -> str:
@@ -107,7 +107,7 @@ def run_outputs(metadata_path: str, pipeline_name: str, run_id: str | None = Non
     from tfx.orchestration import metadata as tfx_metadata
     from tfx.orchestration.portable.mlmd import execution_lib
 
-    import image_retrain  # noqa: F401 - registers the custom artifact types, so outputs decode as their classes
+    import image_retrain.artifact_types  # noqa: F401 - so outputs of the custom types decode as their classes
 
     with tfx_metadata.Metadata(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)) as handle:
         if run_id is None:  # the metadata store is the pipeline's own (build_pipeline): its newest run
@@ -194,7 +194,7 @@ def run_pipeline(options: RunOptions) -> RunResult:
 
 def export_for_apps(version_dir: str, options: RunOptions) -> list[str]:
     """The pipeline's optional last step: the pushed version as OUTPUT_DIR/mobile/<model>-<version>.<format>."""
-    from pipelines.export import EXTENSIONS, ExportedClassifier, export_coreml, export_tflite
+    from pipelines.mobile_export import EXTENSIONS, ExportedClassifier, export_coreml, export_tflite
 
     classifier = ExportedClassifier(version_dir)
     os.makedirs(options.path("mobile"), exist_ok=True)

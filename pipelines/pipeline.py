@@ -14,13 +14,13 @@ from typing import Sequence
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
-from components import contract
 from components.atomic_pusher.component import AtomicPusher
 from components.image_embedder.component import ImageEmbedder
 from components.image_example_gen.component import ImageExampleGen
 from components.model_report.component import ModelReport
 from components.served_model_baseline.component import ServedModelBaseline
 from components.vocabulary_checked_evaluator.component import VocabularyCheckedEvaluator
+from image_retrain import contract
 from pipelines import configs
 from pipelines.options import BASELINES
 

@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
 from serving import tensors
 from serving.config import validate_model_server_config
 from serving.errors import ConfigError, ServingError, invalid
-from serving.servable import LoadedVersion
+from serving.servable import VersionLifecycle
 
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 CLASSES, SCORES = tf.saved_model.CLASSIFY_OUTPUT_CLASSES, tf.saved_model.CLASSIFY_OUTPUT_SCORES
@@ -143,7 +143,7 @@ class InferenceService:
     def _to_numpy(self, proto) -> np.ndarray:
         return tensors.to_numpy(proto, self.max_implied_tensor_elements)
 
-    def _run_signature(self, loaded: LoadedVersion, signature_name: str, inputs: dict, output_keys,
+    def _run_signature(self, loaded: VersionLifecycle, signature_name: str, inputs: dict, output_keys,
                       timeout_ms: int = 0) -> dict:
         """Runs through the batcher when batching is on; `timeout_ms` (> 0) bounds the wait and the model run."""
         deadline = _deadline(timeout_ms)
@@ -156,7 +156,7 @@ class InferenceService:
             inputs, deadline=deadline)
 
     # --------------------------------------------------------------------------------------------- predict
-    def _predict_arrays(self, loaded: LoadedVersion, signature_name: str, inputs: dict[str, np.ndarray],
+    def _predict_arrays(self, loaded: VersionLifecycle, signature_name: str, inputs: dict[str, np.ndarray],
                        output_filter=(), timeout_ms: int = 0) -> dict[str, np.ndarray]:
         signature_name = signature_name or DEFAULT_SIGNATURE
         signature = loaded.signatures.get(signature_name)
@@ -400,7 +400,7 @@ class InferenceService:
         return response
 
     # ---------------------------------------------------------------------------------------------- warmup
-    def warmup_request(self, loaded: LoadedVersion, log_entry) -> None:
+    def warmup_request(self, loaded: VersionLifecycle, log_entry) -> None:
         """Runs one PredictionLog record from assets.extra/tf_serving_warmup_requests against `loaded`."""
         kind = log_entry.WhichOneof("log_type")
         if kind == "predict_log":

@@ -25,7 +25,8 @@ import grpc
 import tensorflow as tf
 
 from serving.errors import ConfigError, ServingError, invalid, not_found
-from serving.servable import LoadedVersion
+from serving.saved_model_version import SavedModelVersion
+from serving.servable import VersionLifecycle
 from serving.versions import version_directories
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class VersionRecord:
         self.version = version
         self.state = START
         self.error_code, self.error_message = "OK", ""
-        self.loaded: LoadedVersion | None = None
+        self.loaded: VersionLifecycle | None = None
         self.attempts = 0
         self.retry_at = 0.0  # time.monotonic() of the next retry while LOADING after a failure
         self.fingerprint: tuple = ()  # the version directory's files when the last attempt failed
@@ -105,13 +106,13 @@ def aspired_versions(config, available: dict[int, str], failed: set[int] = froze
 class ModelManager:
     def __init__(self, *, poll_seconds: float = 1.0, load_retries: int = 5, load_retry_interval_s: float = 60.0,
                  tags=("serve",), allow_labels_for_unavailable=False, warmup=None, session_config=None,
-                 version_loader=LoadedVersion):
+                 version_loader=SavedModelVersion):
         self.poll_seconds = poll_seconds
         self.load_retries = load_retries
         self.load_retry_interval_s = load_retry_interval_s
         self.tags = tags
         self.allow_labels_for_unavailable = allow_labels_for_unavailable
-        self.warmup = warmup  # callable(LoadedVersion) run before a version becomes AVAILABLE
+        self.warmup = warmup  # callable(VersionLifecycle) run before a version becomes AVAILABLE
         self.session_config = session_config
         self.version_loader = version_loader  # (name, version, path, tags, session_config) -> a loaded version
         self.models: dict[str, ServedModel] = {}
@@ -320,7 +321,7 @@ class ModelManager:
             self._unload_all(model)
 
     # ------------------------------------------------------------------------------------------------ lookups
-    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> LoadedVersion:
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> VersionLifecycle:
         """The servable for a request, acquired (call .release()); TF Serving's errors otherwise."""
         if not name:
             raise invalid("ModelSpec has no name specified.")

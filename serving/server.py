@@ -11,9 +11,7 @@ import dataclasses
 import functools
 import logging
 import os
-import socket
 import threading
-import time
 
 from serving import config as config_files
 from serving.batching import BatchingOptions, BatchScheduler
@@ -131,7 +129,7 @@ class ModelServer:
         # the flags are checked; ServerOptions is imported before that.
         from serving.inference import InferenceService
         from serving.manager import ModelManager
-        from serving.servable import load_version
+        from serving.version_loader import load_version
 
         o = self.options
         batching, prometheus_path = self._read_configs()
@@ -285,16 +283,3 @@ class ModelServer:
 
 def _grpc_host(bind_address: str) -> str:
     return f"[{bind_address}]" if ":" in bind_address else bind_address
-
-
-def wait_for_port(host: str, port: int, timeout_s: float = 60.0) -> None:
-    """Waits until a TCP port accepts connections (for clients of a server started as a subprocess)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{host}:{port} did not open within {timeout_s:.0f}s") from None
-            time.sleep(0.1)

@@ -1,13 +1,7 @@
-"""Which versions a model base path holds, by TF Serving's rule; shared by the server (serving.manager) and the
-pipeline's pusher and baseline (components/atomic_pusher, components/served_model_baseline).
+"""Which versions a model base path holds, by TF Serving's rule (serving.model_format); the one scanner the server
+(serving.manager), the pusher, the baseline, `image-retrain export`, the benchmarks and the tests use.
 
-A version is a child directory whose name is a non-negative integer that fits int64 (FileSystemStoragePathSource
-parses it into an int64: '00000123' is version 123). Anything else, like the pusher's hidden staging directory,
-temporary folders or files, is not a version. A version is complete once it holds saved_model.pb (or .pbtxt): that
-is the file TF Serving loads, and writers put it there last.
-
-Paths go through tf.io.gfile, so local directories and object stores (gs://, s3://) are read alike, as TF Serving
-reads them.
+Paths go through tf.io.gfile, so local directories and object stores (gs://) are read alike, as TF Serving reads them.
 """
 from __future__ import annotations
 
@@ -16,20 +10,9 @@ import os
 
 import tensorflow as tf
 
+from serving.model_format import SAVED_MODEL_FILE, SAVED_MODEL_FILES, parse_version
+
 log = logging.getLogger(__name__)
-
-SAVED_MODEL_FILE = "saved_model.pb"
-SAVED_MODEL_FILES = (SAVED_MODEL_FILE, "saved_model.pbtxt")
-_INT64_MAX = 2**63 - 1
-
-
-def parse_version(name: str) -> int | None:
-    """A child name ('123', '00000123', or 'gs://' listings' '123/') -> its version; None if it is not one."""
-    name = name.rstrip("/")
-    if not (name.isascii() and name.isdigit()):
-        return None
-    version = int(name)
-    return version if version <= _INT64_MAX else None
 
 
 def version_directories(base_path: str) -> dict[int, str] | None:
@@ -65,3 +48,14 @@ def newest_complete_version(base_path: str) -> tuple[int, str] | None:
             return version, path
         log.warning("Skipping version %d: %s holds no %s", version, path, SAVED_MODEL_FILE)
     return None
+
+
+def version_folder(model_dir: str) -> str:
+    """A version folder as given, or the newest complete version of a model base path."""
+    if is_complete(model_dir):
+        return model_dir
+    newest = newest_complete_version(model_dir)
+    if newest is None:
+        raise ValueError(f"{model_dir} is neither a SavedModel folder nor a model base path with a complete numeric "
+                         "version")
+    return newest[1]

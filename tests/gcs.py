@@ -15,7 +15,8 @@ import subprocess
 
 import portpicker
 import pytest
-from processes import stop, wait_for_port
+
+from serving.process import stop, wait_until_listening
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -43,8 +44,8 @@ def local_gcs(work_dir: str, bucket: str):
                          stdout=logs[1], stderr=subprocess.STDOUT),
     ]
     try:
-        wait_for_port(emulator_port, processes[0])
-        wait_for_port(proxy_port, processes[1])
+        wait_until_listening(processes[0], emulator_port)
+        wait_until_listening(processes[1], proxy_port)
         proxy = f"http://127.0.0.1:{proxy_port}"
         yield {"HTTPS_PROXY": proxy, "https_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost",
                "no_proxy": "127.0.0.1,localhost", "CURL_CA_BUNDLE": os.path.join(confdir, "mitmproxy-ca-cert.pem"),

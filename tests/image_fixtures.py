@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from components.image_decoding import SUPPORTED_FORMATS
+from image_retrain.image_decoding import SUPPORTED_FORMATS
 
 # Each class gets its own shape AND colour family, so even a small linear head on generic embeddings separates them.
 _SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond")

@@ -8,9 +8,16 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components.image_module import load_image_module
+from image_retrain.image_module import load_image_module
 from pipelines import configs
-from pipelines.models import classifier
+from pipelines.models.augment import augment
+from pipelines.models.fine_tune import fine_tune, fine_tuned_variables
+from pipelines.models.head import balanced_class_weights, build_head
+from pipelines.models.hparams import hyperparameters_from
+from pipelines.models.saved_model_export import export_serving_model
+from pipelines.models.trainer import with_input_size
+from pipelines.models.training_data import decoded_images, embed_images, model_inputs
+from pipelines.models.views import check_test_time_views, dihedral_views, mean_over_views
 
 LABELS = ["circle", "square"]
 
@@ -42,18 +49,18 @@ def examples_file(tmp_path):
 
 
 def test_hyperparameters_merge_over_defaults_and_reject_unknown_keys():
-    merged = classifier.hyperparameters_from({"hyperparameters": {"epochs": "3", "dropout": 0.5}})
+    merged = hyperparameters_from({"hyperparameters": {"epochs": "3", "dropout": 0.5}})
     assert merged["epochs"] == 3 and merged["dropout"] == 0.5
     assert merged["learning_rate"] == configs.HYPERPARAMETERS["learning_rate"]
     with pytest.raises(ValueError, match="unknown hyperparameters \\['epoch'\\]"):
-        classifier.hyperparameters_from({"hyperparameters": {"epoch": 3}})
+        hyperparameters_from({"hyperparameters": {"epoch": 3}})
 
 
 def test_export_loads_like_tf_serving_and_classifies_bytes(tmp_path, image_module):
     hp = dict(configs.HYPERPARAMETERS, hidden_units=8)
-    head = classifier.build_head(image_module.feature_dim, len(LABELS), hp)
+    head = build_head(image_module.feature_dim, len(LABELS), hp)
     export_dir = str(tmp_path / "export")
-    classifier.export_serving_model(image_module, head, LABELS, export_dir)
+    export_serving_model(image_module, head, LABELS, export_dir)
 
     # TF Serving's C++ loader restores into a TF1 session and runs signatures by tensor name: so do we here.
     graph = tf.Graph()
@@ -89,9 +96,9 @@ def _peak_rss_rise_bytes(run) -> int:
 def test_export_refuses_decompression_bombs_from_the_header_in_a_tf1_session(tmp_path, image_module):
     from image_fixtures import jpeg_header_bomb, png_bomb
 
-    head = classifier.build_head(image_module.feature_dim, len(LABELS), dict(configs.HYPERPARAMETERS))
+    head = build_head(image_module.feature_dim, len(LABELS), dict(configs.HYPERPARAMETERS))
     export_dir = str(tmp_path / "export")
-    classifier.export_serving_model(image_module, head, LABELS, export_dir)
+    export_serving_model(image_module, head, LABELS, export_dir)
     graph = tf.Graph()
     with tf.compat.v1.Session(graph=graph) as session:  # loaded as TF Serving loads it
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], export_dir)
@@ -107,9 +114,9 @@ def test_export_refuses_decompression_bombs_from_the_header_in_a_tf1_session(tmp
             # Decoded, these would be 1.6 GB and 0.5 GB of RGB.
             assert _peak_rss_rise_bytes(lambda: refused(bomb, size)) < 256 * 1024 * 1024  # noqa: B023 - run at once
         assert session.run(fetch, {feed: [encoded((0, 0, 250), "PNG")]}).shape == (1, 2)
-    # The limit is the trainer's `max_image_pixels` custom_config (default components/image_limits.py).
+    # The limit is the trainer's `max_image_pixels` custom_config (default image_retrain/image_limits.py).
     small_limit_dir = str(tmp_path / "small_limit")
-    classifier.export_serving_model(image_module, head, LABELS, small_limit_dir, max_image_pixels=1000)
+    export_serving_model(image_module, head, LABELS, small_limit_dir, max_image_pixels=1000)
     with tf.compat.v1.Session(graph=tf.Graph()) as session:
         serving = tf.compat.v1.saved_model.loader.load(session, ["serve"], small_limit_dir).signature_def[
             "serving_default"]
@@ -122,10 +129,10 @@ def test_export_refuses_decompression_bombs_from_the_header_in_a_tf1_session(tmp
 
 def test_augmented_copies_are_new_embeddings(examples_file, image_module):
     hp = dict(configs.HYPERPARAMETERS, seed=1)
-    embeddings, labels = classifier.embed_images(examples_file, image_module, hp, copies=2)
+    embeddings, labels = embed_images(examples_file, image_module, hp, copies=2)
     assert embeddings.shape == (12, image_module.feature_dim) and list(labels) == [0, 1, 0, 1, 0, 1] * 2
     assert not np.allclose(embeddings[:6], embeddings[6:])  # every copy is drawn anew
-    again, _ = classifier.embed_images(examples_file, image_module, hp, copies=2)
+    again, _ = embed_images(examples_file, image_module, hp, copies=2)
     np.testing.assert_allclose(again, embeddings, atol=1e-5)  # stateless: the same seed draws the same copies
 
 
@@ -134,33 +141,33 @@ def test_each_augmentation_switches_on_and_off():
     seed = tf.constant([3, 4], tf.int64)
     off = dict(configs.HYPERPARAMETERS, augment_flip=False, augment_vertical_flip=False, augment_rotate90=False,
                augment_crop=1.0, augment_brightness=0.0, augment_contrast=0.0)
-    plain = classifier.augment(image, (2, 3), seed, off).numpy()
+    plain = augment(image, (2, 3), seed, off).numpy()
     np.testing.assert_allclose(plain, image.numpy() / 255.0, atol=1e-6)   # all off: only the resize (here none)
     for name, value in (("augment_flip", True), ("augment_vertical_flip", True), ("augment_rotate90", True),
                         ("augment_crop", 0.5), ("augment_brightness", 0.3), ("augment_contrast", 0.5)):
-        draws = [classifier.augment(image, (2, 3), tf.constant([s, 1], tf.int64), dict(off, **{name: value})).numpy()
+        draws = [augment(image, (2, 3), tf.constant([s, 1], tf.int64), dict(off, **{name: value})).numpy()
                  for s in range(8)]
         assert any(not np.allclose(d, plain) for d in draws), name
 
 
 def test_balanced_class_weights():
-    weights = classifier.balanced_class_weights(np.array([0, 0, 0, 1]), 3)
+    weights = balanced_class_weights(np.array([0, 0, 0, 1]), 3)
     np.testing.assert_allclose(weights, [4 / 6, 2.0, 1.0])  # class 2 is absent: weight 1
 
 
 def test_image_size_resizes_the_builtin_module(image_module):
-    resized = classifier.with_input_size(image_module, 160)
+    resized = with_input_size(image_module, 160)
     assert resized.input_size == (160, 160) and image_module.input_size == (224, 224)
     assert resized(tf.zeros([1, 160, 160, 3])).shape == (1, image_module.feature_dim)
-    assert classifier.with_input_size(image_module, 0) is image_module
+    assert with_input_size(image_module, 0) is image_module
 
 
 def test_fine_tuning_updates_only_the_top_module_variables(examples_file, image_module):
     hp = dict(configs.HYPERPARAMETERS, fine_tune_variables=2, fine_tune_epochs=1, fine_tune_batch_size=3)
-    head = classifier.build_head(image_module.feature_dim, len(LABELS), hp)
+    head = build_head(image_module.feature_dim, len(LABELS), hp)
     module_variables = list(image_module.module.trainable_variables)
     before = [v.numpy().copy() for v in module_variables]
-    summary = classifier.fine_tune(image_module, head, examples_file, examples_file, len(LABELS), hp,
+    summary = fine_tune(image_module, head, examples_file, examples_file, len(LABELS), hp,
                                    class_weights=np.array([1.0, 2.0], np.float32))
     assert summary["variables"] == 2 and len(summary["epochs"]) == 1
     changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, module_variables)]
@@ -183,12 +190,12 @@ def test_fine_tuning_with_weight_averaging_keeps_the_average_it_evaluated(exampl
     kept = {}
     for decay in (0.0, 0.9):
         tf.keras.utils.set_random_seed(7)  # the same initial head for both runs
-        head = classifier.build_head(image_module.feature_dim, len(LABELS), hp)
-        summary = classifier.fine_tune(image_module, head, examples_file, examples_file, len(LABELS),
+        head = build_head(image_module.feature_dim, len(LABELS), hp)
+        summary = fine_tune(image_module, head, examples_file, examples_file, len(LABELS),
                                        dict(hp, fine_tune_ema_decay=decay))
         assert summary["best_epoch"] > 0  # separable colours: both runs improve on the untrained head
         kept[decay] = [v.numpy().copy() for v in module_variables[-2:]]
-        images = classifier.model_inputs(classifier.decoded_images(examples_file), image_module.input_size, 8)
+        images = model_inputs(decoded_images(examples_file), image_module.input_size, 8)
         correct = sum(int(np.sum(np.argmax(head(image_module(x)), 1) == y.numpy())) for x, y in images)
         assert correct / 6 == summary["best_eval_accuracy"]
         for variable, value in zip(module_variables[-2:], before):
@@ -201,18 +208,18 @@ def test_dihedral_views_are_the_eight_symmetries_of_the_square_and_their_mean_is
     symmetries = [np.rot90(image, turns) for image in images for turns in range(4)]
     symmetries += [np.fliplr(symmetry) for symmetry in symmetries]
     for count in (1, 2, 4, 8):
-        views = classifier.dihedral_views(tf.constant(images), count).numpy()
+        views = dihedral_views(tf.constant(images), count).numpy()
         assert views.shape == (count * 2, 3, 3, 3)
         np.testing.assert_array_equal(views[:2], images)  # view after view: the originals first
         assert all(any(np.array_equal(view, symmetry) for symmetry in symmetries) for view in views)
         assert len({view.tobytes() for view in views}) == count * 2  # every view a different one
         scores = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)  # one row per image
         per_view = tf.tile(scores, [count, 1]) * tf.repeat(tf.range(1.0, count + 1), 2)[:, tf.newaxis]  # view k: k×
-        np.testing.assert_allclose(classifier.mean_over_views(per_view, count).numpy(), scores * (count + 1) / 2)
+        np.testing.assert_allclose(mean_over_views(per_view, count).numpy(), scores * (count + 1) / 2)
     with pytest.raises(ValueError, match="must be one of"):
-        classifier.check_test_time_views(3, (224, 224))
+        check_test_time_views(3, (224, 224))
     with pytest.raises(ValueError, match="needs a square input"):
-        classifier.check_test_time_views(8, (224, 160))
+        check_test_time_views(8, (224, 160))
 
 
 def test_fine_tuning_eval_judges_the_model_as_served_with_its_test_time_views(tmp_path, image_module):
@@ -233,12 +240,12 @@ def test_fine_tuning_eval_judges_the_model_as_served_with_its_test_time_views(tm
     files = [str(path.parent / "*")]
     hp = dict(configs.HYPERPARAMETERS, fine_tune_variables=2, fine_tune_epochs=1, fine_tune_batch_size=4,
               augment_crop=1.0, augment_brightness=0.0, test_time_views=2)
-    head = classifier.build_head(image_module.feature_dim, len(LABELS), hp)
+    head = build_head(image_module.feature_dim, len(LABELS), hp)
     module_variables = list(image_module.module.trainable_variables)
     before = [v.numpy().copy() for v in module_variables[-2:]]
-    summary = classifier.fine_tune(image_module, head, files, files, len(LABELS), hp)
+    summary = fine_tune(image_module, head, files, files, len(LABELS), hp)
     assert summary["initial_eval_accuracy"] == 0.5 and summary["epochs"][0]["eval_accuracy"] == 0.5
-    images = next(iter(classifier.model_inputs(classifier.decoded_images(files), image_module.input_size, 8)))[0]
+    images = next(iter(model_inputs(decoded_images(files), image_module.input_size, 8)))[0]
     one_view = head(image_module(images)).numpy()
     assert np.abs(one_view[0] - one_view[1]).max() > 1e-4  # one view does tell them apart
     for variable, value in zip(module_variables[-2:], before):
@@ -247,9 +254,9 @@ def test_fine_tuning_eval_judges_the_model_as_served_with_its_test_time_views(tm
 
 def test_fine_tuned_variables_counts_from_the_top_and_minus_one_means_all(image_module):
     everything = list(image_module.module.trainable_variables)
-    assert classifier.fine_tuned_variables(image_module, -1) == everything
-    assert classifier.fine_tuned_variables(image_module, 4) == everything[-4:]
-    assert classifier.fine_tuned_variables(image_module, 10_000) == everything
+    assert fine_tuned_variables(image_module, -1) == everything
+    assert fine_tuned_variables(image_module, 4) == everything[-4:]
+    assert fine_tuned_variables(image_module, 10_000) == everything
 
 
 def test_tuner_executor_searches_with_tuner_fn_and_its_best_values_reach_run_fns_hyperparameters(tmp_path):
@@ -291,7 +298,7 @@ def test_tuner_executor_searches_with_tuner_fn_and_its_best_values_reach_run_fns
     best = json.loads((tmp_path / "best_hyperparameters" / "best_hyperparameters.txt").read_text())
     trials = json.loads((tmp_path / "tuner_results" / "tuner_results.json").read_text())
     assert len(trials) == 2 and all(0.0 <= t["score"] <= 1.0 for t in trials)
-    merged = classifier.hyperparameters_from({"hyperparameters": {"dropout": 0.3}}, best)
+    merged = hyperparameters_from({"hyperparameters": {"dropout": 0.3}}, best)
     assert merged["epochs"] == 3 and merged["dropout"] == 0.3   # explicit settings were held fixed
     searched = {name for name in configs.TUNER_SEARCH_SPACE if not name.startswith("fine_tune_")}
     assert {name: merged[name] for name in searched} == {name: trials[0][name] for name in searched}

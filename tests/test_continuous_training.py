@@ -3,6 +3,7 @@ schedule, and continuous training end to end (pipeline run -> model server -> ne
 the new version is served with no failed request -> a run on corrupted labels is neither blessed nor pushed)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import fcntl
@@ -15,6 +16,10 @@ from pathlib import Path
 
 import pytest
 from image_fixtures import make_shapes_dataset
+
+from serving import versions
+from serving.client import GrpcClient, RestClient
+from serving.process import model_server, stop
 
 
 @pytest.mark.parametrize("expression, expected_day_of_week", [
@@ -106,12 +111,6 @@ SPLIT_RATIOS = (6, 2, 2)
 EPOCHS = 30
 
 
-def _free_port() -> int:
-    import portpicker
-
-    return portpicker.pick_unused_port()
-
-
 def _wait_for(predicate, timeout_s: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -163,8 +162,6 @@ class ClientLoop:
                          threading.Thread(target=self._rest_loop, daemon=True)]
 
     def _grpc_loop(self):
-        from serving.client import GrpcClient
-
         client = GrpcClient(self.grpc_target, timeout_s=30)
         try:
             while not self._stop.is_set():
@@ -179,8 +176,6 @@ class ClientLoop:
             client.close()
 
     def _rest_loop(self):
-        from serving.client import RestClient
-
         client = RestClient(self.rest_url, timeout_s=30)
         while not self._stop.is_set():
             for truth, image in self.probes.items():
@@ -229,15 +224,13 @@ def _write_corrupted_manifest(data_dir: Path, manifest: Path) -> tuple[int, int]
 
 
 def _version_dirs(serving_model_dir: str) -> list[str]:
-    return sorted(name for name in os.listdir(serving_model_dir) if name.isdigit())
+    return [str(version) for version in sorted(versions.version_directories(serving_model_dir) or {})]
 
 
 @pytest.mark.e2e
 @pytest.mark.timeout(1200)
 def test_continuous_training_scheduled_run_swaps_versions_without_failed_requests(tmp_path):
     from pipelines.local_runner import RunOptions, collect_result, run_pipeline
-    from serving.client import RestClient
-
     data = tmp_path / "data"
     output = tmp_path / "out"
     make_shapes_dataset(data, n_per_class=15, classes=FIRST_CLASSES, seed=0)
@@ -254,20 +247,14 @@ def test_continuous_training_scheduled_run_swaps_versions_without_failed_request
     assert _version_dirs(options.serving_model_dir) == [str(first_version)]
 
     # 2. Serve it: the real server in its own process, polling the model base path every second.
-    grpc_port, rest_port = _free_port(), _free_port()
     server_log = tmp_path / "server.log"
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with open(server_log, "wb") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-             f"--model_name={MODEL_NAME}", f"--model_base_path={options.serving_model_dir}",
-             "--file_system_poll_wait_seconds=1", "--bind_address=127.0.0.1"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=environment)
-    scheduler = None
-    try:
-        rest = RestClient(f"http://127.0.0.1:{rest_port}")
+    with contextlib.ExitStack() as cleanup, open(server_log, "wb") as log_file, model_server(
+            f"--model_name={MODEL_NAME}", f"--model_base_path={options.serving_model_dir}",
+            "--file_system_poll_wait_seconds=1", stdout=log_file, stderr=subprocess.STDOUT, env=environment) as server:
+        rest = RestClient(server.rest_url)
         _wait_for(lambda: _version_states(rest) == {first_version: "AVAILABLE"}, 180, "the first version to be served",
-                  server, server_log)
+                  server.process, server_log)
 
         # 3. New images arrive: more circles, and a class the served model has never seen.
         make_shapes_dataset(data, n_per_class=10, classes=("circle",), seed=1, start_index=100)
@@ -284,9 +271,10 @@ def test_continuous_training_scheduled_run_swaps_versions_without_failed_request
                    "--accuracy-threshold", str(ACCURACY_THRESHOLD),
                    "--split-ratios", ",".join(map(str, SPLIT_RATIOS)), "--epochs", str(EPOCHS),
                    "--fine-tune-variables", "0"]
-        with ClientLoop(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}", probes) as clients:
+        with ClientLoop(server.grpc_address, server.rest_url, probes) as clients:
             with open(schedule_log, "wb") as log_file:
                 scheduler = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=environment)
+            cleanup.callback(stop, [scheduler])
             _wait_for(lambda: scheduler.poll() is not None, 900, "the scheduled run", log=schedule_log)
             schedule_text = schedule_log.read_text(errors="replace")
             assert scheduler.returncode == 0, schedule_text[-4000:]
@@ -295,7 +283,7 @@ def test_continuous_training_scheduled_run_swaps_versions_without_failed_request
             second_version = int(second.pushed_version)
             assert second_version > first_version
             _wait_for(lambda: _version_states(rest) == {second_version: "AVAILABLE", first_version: "END"}, 120,
-                      "the new version to replace the old one", server, server_log)
+                      "the new version to replace the old one", server.process, server_log)
             time.sleep(1.0)  # a little traffic on the new version alone
         assert not clients.failures, clients.failures[:10]
 
@@ -309,9 +297,9 @@ def test_continuous_training_scheduled_run_swaps_versions_without_failed_request
         assert second.baseline_accuracy is not None and second.accuracy > second.baseline_accuracy
 
         # The clients were answered by the old version, then by the new one, which knows the new class.
-        versions = [version for version, _, _ in clients.grpc_answers]
-        assert set(versions) == {first_version, second_version}, set(versions)
-        assert versions == sorted(versions), "an answer from the old version came after the new one had answered"
+        answered = [version for version, _, _ in clients.grpc_answers]
+        assert set(answered) == {first_version, second_version}, set(answered)
+        assert answered == sorted(answered), "an answer from the old version came after the new one had answered"
         assert clients.rest_answers > 10
         new_answers = [(truth, label) for version, truth, label in clients.grpc_answers if version == second_version]
         assert {truth for truth, _ in new_answers} == set(probes)
@@ -334,20 +322,9 @@ def test_continuous_training_scheduled_run_swaps_versions_without_failed_request
         assert not [p for p in os.listdir(options.serving_model_dir) if not p.isdigit()]  # no staging leftovers
         time.sleep(3)  # three poll cycles: nothing new to load
         assert _version_states(rest) == {second_version: "AVAILABLE", first_version: "END"}
-        from serving.client import GrpcClient
-
-        client = GrpcClient(f"127.0.0.1:{grpc_port}")
+        client = GrpcClient(server.grpc_address)
         try:
             for truth, image in probes.items():
                 assert _grpc_predict(client, image) == (second_version, truth)
         finally:
             client.close()
-    finally:
-        for process in (scheduler, server):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()

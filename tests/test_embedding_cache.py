@@ -60,7 +60,7 @@ def test_cache_reuses_computes_only_new_images_and_ignores_a_crashed_runs_files(
     examples = _examples_artifact(tmp_path / "in1", first_images)
 
     # A crashed run's staged shard claims a (wrong) embedding for the first image: it must not be trusted.
-    from components.image_module.loader import module_identity, resolve_handle
+    from image_retrain.image_module.loader import module_identity, resolve_handle
 
     cache = embedding_cache.ShardedEmbeddingCache(str(cache_dir), module_identity(resolve_handle("efficientnet_lite0")))
     crashed = cache.new_staging_prefix()

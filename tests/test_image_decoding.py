@@ -10,7 +10,7 @@ import tensorflow as tf
 from image_fixtures import jpeg_header_bomb, png_bomb
 from PIL import Image
 
-from components.image_decoding import GIF_MAX_STEPS, MAX_IMAGE_PIXELS, claimed_size, decode_rgb
+from image_retrain.image_decoding import GIF_MAX_STEPS, MAX_IMAGE_PIXELS, claimed_size, decode_rgb
 
 
 def encoded(image: Image.Image, image_format: str, **options) -> bytes:

@@ -82,7 +82,7 @@ def expected_hash_split(path: str, ratios=(8, 1, 1)) -> str:
 
 
 def rejects_by_key(examples_uri) -> dict[tuple[str, str], str]:
-    from components.image_example_gen.labels import read_rejects
+    from image_retrain.ingestion_files import read_rejects
 
     return {(r.path, r.label): r.reason for r in read_rejects(examples_uri)}
 
@@ -120,7 +120,7 @@ def test_constructor_rejects_bad_arguments(tmp_path):
 
 def test_shapes_folder_features_vocabulary_and_stable_splits(tmp_path):
     from components.image_example_gen.component import ImageExampleGen
-    from components.image_example_gen.labels import read_ingestion_summary, read_label_vocabulary, read_rejects
+    from image_retrain.ingestion_files import read_ingestion_summary, read_label_vocabulary, read_rejects
 
     data = tmp_path / "shapes"
     written = make_shapes_dataset(data, n_per_class=20)
@@ -165,7 +165,7 @@ def test_shapes_folder_features_vocabulary_and_stable_splits(tmp_path):
 
 def test_bad_input_corpus_folder_layout(tmp_path):
     from components.image_example_gen.component import ImageExampleGen
-    from components.image_example_gen.labels import read_ingestion_summary, read_label_vocabulary
+    from image_retrain.ingestion_files import read_ingestion_summary, read_label_vocabulary
 
     corpus = make_bad_input_corpus(tmp_path)
     examples = run_executor(ImageExampleGen(input_base=str(corpus.folder)), tmp_path / "out")
@@ -211,7 +211,7 @@ def test_bad_input_corpus_folder_layout(tmp_path):
 
 def test_bad_input_corpus_manifest_layout(tmp_path):
     from components.image_example_gen.component import ImageExampleGen
-    from components.image_example_gen.labels import read_label_vocabulary
+    from image_retrain.ingestion_files import read_label_vocabulary
 
     corpus = make_bad_input_corpus(tmp_path)
     examples = run_executor(ImageExampleGen(manifest=str(corpus.manifest)), tmp_path / "out")
@@ -305,7 +305,7 @@ def test_local_dag_runner_records_examples_in_mlmd(tmp_path):
     from tfx import v1 as tfx
 
     from components.image_example_gen.component import ImageExampleGen
-    from components.image_example_gen.labels import read_label_vocabulary
+    from image_retrain.ingestion_files import read_label_vocabulary
     from pipelines import configs
     from pipelines.pipeline import beam_args_with_worker_image
 

@@ -14,15 +14,20 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from components.image_module import (  # noqa: E402
+from image_retrain.image_module import (  # noqa: E402
     BUILTIN_MODULES,
     ImageModule,
     ImageModuleError,
     default_models_dir,
     load_image_module,
 )
-from components.image_module import loader as loader_module  # noqa: E402
-from components.image_module.convert import CONVERSION_RECORD, IMAGENET_LABELS, convert_builtin, is_complete_conversion  # noqa: E402
+from image_retrain.image_module import loader as loader_module  # noqa: E402
+from image_retrain.image_module.convert import (  # noqa: E402
+    CONVERSION_RECORD,
+    IMAGENET_LABELS,
+    convert_builtin,
+    is_complete_conversion,
+)
 
 # ImageNet-1k indices of the classes the semantic test accepts.
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -45,7 +50,7 @@ def builtin_module() -> ImageModule:
 def pytorch_reference():
     torch = pytest.importorskip("torch")
     efficientnet_lite_pytorch = pytest.importorskip("efficientnet_lite_pytorch")
-    from components.image_module.convert import efficientnet_lite0_weights_path
+    from image_retrain.image_module.convert import efficientnet_lite0_weights_path
 
     model = efficientnet_lite_pytorch.EfficientNet.from_pretrained(
         "efficientnet-lite0", weights_path=efficientnet_lite0_weights_path())
@@ -68,7 +73,7 @@ def _photos(size) -> dict[str, np.ndarray]:
     skimage_data = pytest.importorskip("skimage.data")
     from sklearn.datasets import load_sample_images
 
-    from components.image_decoding import to_model_input
+    from image_retrain.image_decoding import to_model_input
 
     raw = {name: getattr(skimage_data, name)() for name in ("chelsea", "coffee", "astronaut", "rocket")}
     samples = load_sample_images()
@@ -151,7 +156,7 @@ def test_plain_tf_saved_model_load_without_the_project(builtin_module, tmp_path)
 @pytest.mark.e2e
 def test_classifier_tf_module_with_the_image_module_saves_and_reloads(builtin_module, tmp_path):
     """The trainer's export pattern: a tf.Module tracking `image_module.module` plus a head of plain tf.Variables
-    (Keras 3 variables would not restore under TF Serving's loader; see classifier.DenseStack)."""
+    (Keras 3 variables would not restore under TF Serving's loader; see saved_model_export.DenseStack)."""
 
     class Classifier(tf.Module):
         def __init__(self, image_module: ImageModule):

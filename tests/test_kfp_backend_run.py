@@ -15,6 +15,8 @@ import yaml
 from image_fixtures import make_shapes_dataset
 from kfp_backend import Backend, BackendError, upload
 
+from serving import versions
+
 PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"  # the KFP deployment's default root
 HYPERPARAMETERS = {"epochs": 25, "batch_size": 16, "learning_rate": 0.01, "dropout": 0.1,
                    "fine_tune_variables": 0}  # the head only: this test is about the backend, not fine-tuning
@@ -108,8 +110,8 @@ def test_two_runs_on_the_backend_push_a_blessed_model_then_compare_with_it(packa
 
     # Blessed, pushed to the volume TF Serving reads, with the report as a recorded artifact.
     assert custom(first, "Evaluator", "blessing", "blessed") == 1
-    versions = sorted(p for p in (volume / "models" / "shapes").iterdir() if p.name.isdigit())
-    assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
+    ((pushed_version, pushed_path),) = versions.version_directories(str(volume / "models" / "shapes")).items()
+    assert versions.is_complete(pushed_path)
     report = json.loads((output_dir(first, "ModelReport", "report") / "metrics.json").read_text())
     assert report["blessed"] and report["accuracy"] >= THRESHOLD
     # Nothing served yet: the candidate is its own baseline (the launcher records every declared output).
@@ -121,9 +123,9 @@ def test_two_runs_on_the_backend_push_a_blessed_model_then_compare_with_it(packa
     assert custom(second, "ImageEmbedder", "embedded_examples", "embeddings_computed") == 0
     assert custom(second, "ImageEmbedder", "embedded_examples", "embeddings_cached") == 48
     assert custom(second, "ServedModelBaseline", "baseline_model", "baseline_source") == "served"
-    assert custom(second, "ServedModelBaseline", "baseline_model", "served_version") == int(versions[0].name)
+    assert custom(second, "ServedModelBaseline", "baseline_model", "served_version") == pushed_version
     baseline = output_dir(second, "ServedModelBaseline", "baseline_model") / "Format-Serving"
-    assert (baseline / "saved_model.pb").read_bytes() == (versions[0] / "saved_model.pb").read_bytes()
+    assert (baseline / "saved_model.pb").read_bytes() == (Path(pushed_path) / "saved_model.pb").read_bytes()
     report = json.loads((output_dir(second, "ModelReport", "report") / "metrics.json").read_text())
     assert report["baseline_accuracy"] is not None  # compared with the served version
     assert os.listdir(work / "pods") == []  # every "pod" started empty and is gone

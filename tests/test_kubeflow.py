@@ -12,6 +12,8 @@ import pytest
 import yaml
 from kfp_backend import BackendError, upload
 
+from serving import versions
+
 IMAGE = "registry.invalid/image-retrain:test"
 PIPELINE_ROOT = "gs://test-bucket/image-retrain"
 BEAM_ARGS = ["--runner=DataflowRunner", "--project=test-project", "--region=europe-west1",
@@ -402,8 +404,7 @@ def _latest_outputs(metadata_path, type_name):
 
 
 def _served_versions(serving_model_dir):
-    return sorted(int(n) for n in os.listdir(serving_model_dir) if n.isdigit()) if os.path.isdir(
-        serving_model_dir) else []
+    return sorted(versions.version_directories(serving_model_dir) or {})
 
 
 def test_served_model_baseline_first_run_without_baseline_then_compares_with_served(tmp_path):
@@ -503,7 +504,7 @@ def test_every_class_path_the_package_names_imports_and_the_dockerfile_checks_th
 
     path, _, _ = compiled
     paths = check_imports(path)
-    assert {"kubeflow.container_entrypoint", "image_retrain.ModelReport", "pipelines.models.classifier.run_fn",
+    assert {"kubeflow.container_entrypoint", "image_retrain.ModelReport", "pipelines.models.trainer.run_fn",
             "components.image_embedder.executor.Executor", "tfx.types.standard_artifacts.Examples"} <= set(paths)
     # From outside the checkout too (the way a pod's working directory is not the project).
     result = subprocess.run([sys.executable, "-c", "import sys; from kubeflow.kubeflow_v2_runner import "
@@ -571,4 +572,4 @@ def test_kfp_package_with_tuning_feeds_the_tuners_best_hyperparameters_to_the_tr
     assert tuner_config["tuner_trials"] == 3 and tuner_config["hyperparameters"] == {"dropout": 0.3}
     hyperparameters = tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"]
     assert hyperparameters == {"producerTask": "Tuner", "outputArtifactKey": "best_hyperparameters"}
-    assert "pipelines.models.classifier.tuner_fn" in check_imports(str(output))
+    assert "pipelines.models.tuner.tuner_fn" in check_imports(str(output))

@@ -17,11 +17,12 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from components import litert  # noqa: E402
-from components.image_module import load_image_module  # noqa: E402
-from components.image_module.litert import LiteRTImageModule, litert_module_path  # noqa: E402
+from image_retrain import litert_conversion as litert  # noqa: E402
+from image_retrain.image_module import load_image_module  # noqa: E402
+from image_retrain.image_module.litert_engine import LiteRTImageModule, litert_module_path  # noqa: E402
 from pipelines import configs  # noqa: E402
-from pipelines.models.classifier import build_head, export_serving_model  # noqa: E402
+from pipelines.models.head import build_head  # noqa: E402
+from pipelines.models.saved_model_export import export_serving_model  # noqa: E402
 
 CAT_CLASSES = set(range(281, 286))  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 PHOTOS = ("chelsea", "coffee", "rocket")
@@ -68,7 +69,7 @@ def export_classifier(image_module, head, labels, export_dir) -> str:
 
 # ------------------------------------------------------------------------------------------ embedding engine
 def test_builtin_module_converts_and_matches_tf_on_photos(photos):
-    from components.image_decoding import preprocess_batch
+    from image_retrain.image_decoding import preprocess_batch
 
     module = load_image_module("efficientnet_lite0")
     model_path = litert_module_path("efficientnet_lite0", module)
@@ -103,8 +104,8 @@ def test_probe_difference_above_tolerance_falls_back_and_is_recorded(tmp_path, c
 
 
 def test_embedding_stage_on_litert_equals_tf(photos, tmp_path):
-    from components.contract import EMBEDDING_KEY, IMAGE_KEY, PATH_KEY
     from components.image_embedder.executor import EmbedImages
+    from image_retrain.contract import EMBEDDING_KEY, IMAGE_KEY, PATH_KEY
 
     def example(name, data):
         return tf.train.Example(features=tf.train.Features(feature={
@@ -214,7 +215,7 @@ def assert_same_results(results: dict[bool, dict]) -> None:
 
 
 def test_prefer_tflite_model_serves_the_same_signatures_and_scores(make_server, tiny_classifier, photos):
-    from serving.litert import LiteRTVersion
+    from serving.litert_version import LiteRTVersion
 
     results = predict_both(make_server, tiny_classifier, list(photos.values()), enable_batching=True)
     assert_same_results(results)
@@ -262,8 +263,8 @@ def test_prefer_tflite_model_serves_a_plain_tflite_with_its_own_signatures(make_
     from model_fixtures import write_half_plus_two
 
     from serving.client import GrpcClient
-    from serving.litert import LiteRTVersion
-    from serving.servable import LoadedVersion
+    from serving.litert_version import LiteRTVersion
+    from serving.saved_model_version import SavedModelVersion
 
     half_plus_two = tf.Module()
     half_plus_two.function = tf.function(lambda x: {"y": 0.5 * x + 2},
@@ -273,13 +274,13 @@ def test_prefer_tflite_model_serves_a_plain_tflite_with_its_own_signatures(make_
     tflite_only.mkdir(parents=True)
     (tflite_only / "model.tflite").write_bytes(model)
     beside_saved_model = write_half_plus_two(str(tmp_path / "half" / "1"))
-    for version_dir, kind in ((beside_saved_model, LoadedVersion), (str(tflite_only), LiteRTVersion),
+    for version_dir, kind in ((beside_saved_model, SavedModelVersion), (str(tflite_only), LiteRTVersion),
                               (beside_saved_model, LiteRTVersion)):
         server = make_server(version_dir, prefer_tflite_model=True)
         loaded = server.manager.resolve("classifier")
         loaded.release()
         assert type(loaded) is kind
-        if kind is LoadedVersion:
+        if kind is SavedModelVersion:
             (Path(version_dir) / "model.tflite").write_bytes(model)  # the next round serves it
             continue
         assert sorted(loaded.signatures) == ["serving_default"]
@@ -298,7 +299,7 @@ def test_prefer_tflite_model_serves_a_plain_tflite_with_its_own_signatures(make_
 @pytest.fixture(scope="module")
 def imagenet_classifier(tmp_path_factory) -> str:
     """EfficientNet-Lite0 + a head holding its own ImageNet classifier weights, exported like a trained model."""
-    from components.image_module.convert import IMAGENET_LABELS
+    from image_retrain.image_module.convert import IMAGENET_LABELS
 
     module = load_image_module("efficientnet_lite0")
     with open(os.path.join(module.path, IMAGENET_LABELS), encoding="utf-8") as f:
@@ -318,7 +319,7 @@ def test_served_imagenet_classifier_litert_equals_saved_model_on_photos(make_ser
 
 @pytest.mark.e2e
 def test_mobile_tflite_export_classifies_photos_like_the_saved_model(imagenet_classifier, photos, tmp_path):
-    from components.image_decoding import preprocess_batch
+    from image_retrain.image_decoding import preprocess_batch
     from pipelines import cli
 
     out = str(tmp_path / "classifier.tflite")

@@ -12,7 +12,8 @@ import pytest
 from gcs import local_gcs
 from image_fixtures import make_shapes_dataset
 
-from pipelines.demo import model_server
+from serving.client import RestClient
+from serving.process import model_server
 
 BUCKET = "image-retrain-test"
 GS = f"gs://{BUCKET}"
@@ -21,7 +22,7 @@ MODEL = "shapes"
 UPLOAD = """
 import os, sys
 import tensorflow as tf
-from components.image_module.loader import resolve_handle
+from image_retrain.image_module.loader import resolve_handle
 
 def upload(local, remote):
     for root, _, files in os.walk(local):
@@ -70,7 +71,10 @@ def test_pipeline_and_model_server_with_every_path_on_gcs(tmp_path):
 
         latest = second["pushed_path"] if second["pushed"] else first["pushed_path"]
         with open(tmp_path / "server.log", "w") as server_log, \
-                model_server(MODEL, f"{GS}/serving/{MODEL}", env=env, stderr=server_log) as (_, rest, version):
-            assert version == os.path.basename(latest)
+                model_server(f"--model_name={MODEL}", f"--model_base_path={GS}/serving/{MODEL}", env=env,
+                             stderr=server_log) as server:
+            rest = RestClient(server.rest_url)
+            (status,) = rest.status(MODEL)["model_version_status"]
+            assert status["state"] == "AVAILABLE" and status["version"] == os.path.basename(latest)
             (prediction,) = rest.predict_images(MODEL, [images["circle"][0].read_bytes()])
             assert prediction.label in images

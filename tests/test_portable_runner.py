@@ -17,8 +17,9 @@ import numpy as np
 import portpicker
 import pytest
 from image_fixtures import make_shapes_dataset
-from processes import stop, wait_for_port
 from test_flink_manifests import flink_deployment, worker_pool_container
+
+from serving.process import stop, wait_until_listening
 
 
 def worker_pool_command(port: int) -> list[str]:
@@ -42,7 +43,7 @@ def beam_services(tmp_path):
     ]
     try:
         for port, process in zip((job_port, pool_port), processes):
-            wait_for_port(port, process)
+            wait_until_listening(process, port)
         yield ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
                f"--environment_config=localhost:{pool_port}"]
     finally:

@@ -19,7 +19,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from components.contract import EMBEDDING_KEY, SHA256_KEY
+from image_retrain.contract import EMBEDDING_KEY, SHA256_KEY
 
 SHARD_PREFIX = "embeddings-"
 SHARD_SUFFIX = ".tfrecord"  # uncompressed: float32 embeddings barely compress, and gzip doubled lookup time

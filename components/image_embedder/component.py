@@ -6,8 +6,8 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from components.contract import DEFAULT_EMBEDDING_BATCH_SIZE, EMBEDDED_EXAMPLES_KEY
 from components.image_embedder import executor
+from image_retrain.contract import DEFAULT_EMBEDDING_BATCH_SIZE, EMBEDDED_EXAMPLES_KEY
 
 
 class ImageEmbedderSpec(types.ComponentSpec):

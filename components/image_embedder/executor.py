@@ -20,13 +20,13 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tqdm import tqdm
 
-from components import contract
-from components.contract import EMBEDDING_KEY, IMAGE_KEY, PATH_KEY, SHA256_KEY
-from components.image_decoding import preprocess_batch
 from components.image_embedder import cache as embedding_cache
-from components.image_module import load_image_module
-from components.image_module.litert import LiteRTImageModule, litert_module_path
-from components.image_module.loader import module_identity, resolve_handle
+from image_retrain import contract
+from image_retrain.contract import EMBEDDING_KEY, IMAGE_KEY, PATH_KEY, SHA256_KEY
+from image_retrain.image_decoding import preprocess_batch
+from image_retrain.image_module import load_image_module
+from image_retrain.image_module.litert_engine import LiteRTImageModule, litert_module_path
+from image_retrain.image_module.loader import module_identity, resolve_handle
 
 OUTPUT_FILE_PREFIX = "data_tfrecord"
 # "auto": the module on LiteRT when its conversion passes the probe check, else TF; "tensorflow": always TF.
@@ -180,7 +180,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             raise ValueError(f"unknown embedding engine {engine!r}; choose one of {ENGINES}")
 
         # The module's identity (a content hash) is computed once here and keys the cache, whichever engine computes
-        # an entry (see components/image_module/litert.py for why).
+        # an entry (see image_retrain/image_module/litert_engine.py for why).
         # Converted and probe-checked here, once, so that workers only load the result.
         litert_path = litert_module_path(module_handle) if engine == ENGINE_AUTO else None
         engine_used = "litert" if litert_path else "tensorflow"

@@ -10,10 +10,10 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
-from components.contract import DEFAULT_SPLIT_RATIOS, PATH_KEY, SPLIT_NAMES
 from components.image_example_gen import executor
 from components.image_example_gen.sources import check_manifest_header
 from components.image_example_gen.validation import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
+from image_retrain.contract import DEFAULT_SPLIT_RATIOS, PATH_KEY, SPLIT_NAMES
 
 _GLOB_CHARACTERS = set("*?[]{}")
 
@@ -57,7 +57,7 @@ class ImageExampleGen(FileBasedExampleGen):
             raise ValueError("min_image_side and max_image_pixels must be positive.")
         if max_image_pixels > DEFAULT_MAX_PIXELS:
             raise ValueError(f"max_image_pixels={max_image_pixels} is above the {DEFAULT_MAX_PIXELS} pixels the served "
-                             "model decodes (components/image_limits.py MAX_IMAGE_PIXELS); such images could be "
+                             "model decodes (image_retrain/image_limits.py MAX_IMAGE_PIXELS); such images could be "
                              "trained on but never served.")
 
         if manifest is not None:

@@ -26,13 +26,13 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components import contract
-from components.contract import IMAGE_KEY, LABEL_KEY, LABEL_NAME_KEY, PATH_KEY, SHA256_KEY
 from components.image_example_gen import labels as labels_io
 from components.image_example_gen import sources
 from components.image_example_gen import validation as v
-from components.image_example_gen.labels import Reject
 from components.image_example_gen.sources import ImageCandidate
+from image_retrain import contract
+from image_retrain.contract import IMAGE_KEY, LABEL_KEY, LABEL_NAME_KEY, PATH_KEY, SHA256_KEY
+from image_retrain.ingestion_files import Reject
 
 # Keys of the google.protobuf.Struct packed into example_gen_pb2.CustomConfig by the component.
 LAYOUT_KEY = "layout"

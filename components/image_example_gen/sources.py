@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from components.image_example_gen import validation as v
-from components.image_example_gen.labels import Reject
+from image_retrain.ingestion_files import Reject
 
 MANIFEST_PATH_COLUMN = "path"
 MANIFEST_LABEL_COLUMN = "label"

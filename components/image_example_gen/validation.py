@@ -20,7 +20,7 @@ import re
 import stat
 from dataclasses import dataclass
 
-from components.image_limits import MAX_IMAGE_PIXELS
+from image_retrain.image_limits import MAX_IMAGE_PIXELS
 
 # Reason codes used in rejects.csv.
 MISSING_FILE = "missing_file"
@@ -168,7 +168,7 @@ def check_image_bytes(data: bytes, limits: ValidationLimits) -> CheckedImage:
     """Validates encoded image bytes by decoding them with the pipeline's own `decode_rgb`."""
     import tensorflow as tf
 
-    from components.image_decoding import GIF_MAX_STEPS, SUPPORTED_FORMATS, claimed_size, decode_rgb
+    from image_retrain.image_decoding import GIF_MAX_STEPS, SUPPORTED_FORMATS, claimed_size, decode_rgb
 
     if not data:
         raise ImageRejected(EMPTY_FILE, "file is 0 bytes")

@@ -6,13 +6,9 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from components.contract import DEFAULT_MAX_MISCLASSIFIED, REPORT_KEY, TEST_SPLIT
 from components.model_report import executor
-
-
-class ModelReportArtifact(types.Artifact):
-    """A folder with the contract's REPORT_* files, CONFUSION_MATRIX_FILE and MISCLASSIFIED_DIR/*.png."""
-    TYPE_NAME = "image_retrain.ModelReport"  # KFP v2 wants <namespace>.<Title> for custom types
+from image_retrain.artifact_types import ModelReport as ModelReportArtifact
+from image_retrain.contract import DEFAULT_MAX_MISCLASSIFIED, REPORT_KEY, TEST_SPLIT
 
 
 class ModelReportSpec(types.ComponentSpec):

@@ -28,9 +28,9 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
-from components import contract
-from components.contract import IMAGE_KEY, LABEL_NAME_KEY, PATH_KEY
-from components.image_example_gen.labels import read_label_vocabulary
+from image_retrain import contract
+from image_retrain.contract import IMAGE_KEY, LABEL_NAME_KEY, PATH_KEY
+from image_retrain.ingestion_files import read_label_vocabulary
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend

@@ -17,8 +17,9 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_component_specs
 from tfx.utils import path_utils
 
-from components.contract import BASELINE_SKIPPED_PROPERTY, LABELS_ASSET
-from components.image_example_gen.labels import read_labels_file
+from image_retrain.contract import BASELINE_SKIPPED_PROPERTY
+from image_retrain.ingestion_files import read_labels_file
+from serving.model_format import LABELS_ASSET
 
 
 def model_classes(model_uri: str) -> list[str] | None:

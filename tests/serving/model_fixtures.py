@@ -4,7 +4,7 @@
   upstream's `saved_model_half_plus_two_*`: predict (`serving_default`), classify (`classify_x_to_y`) and regress
   (`regress_x_to_y`, `regress_x_to_y2`) signatures, plus a two-input predict signature (`sum_ab`).
 * image classifier: the contract the pipeline exports (`serving_default`: image_bytes -> scores/classes/label;
-  `classify`: serialized tf.Example with `image_raw` -> classes/scores). Decodes with components/image_decoding.py,
+  `classify`: serialized tf.Example with `image_raw` -> classes/scores). Decodes with image_retrain/image_decoding.py,
   averages the colour of a tiny resize, and scores it with fixed weights, so a red image is "red", etc.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ def write_half_plus_two(export_dir: str, offset: float = 2.0) -> str:
     """y = 0.5 x + offset (offset 2.0 -> half_plus_two, 3.0 -> half_plus_three)."""
     import tensorflow as tf
 
-    from components.saved_model_signatures import set_method_names
+    from image_retrain.signature_methods import set_method_names
 
     class HalfPlusTwo(tf.Module):
         def __init__(self):
@@ -71,8 +71,8 @@ def write_image_classifier(export_dir: str, labels=CLASSIFIER_LABELS) -> str:
     import numpy as np
     import tensorflow as tf
 
-    from components.image_decoding import preprocess_batch
-    from components.saved_model_signatures import set_method_names
+    from image_retrain.image_decoding import preprocess_batch
+    from image_retrain.signature_methods import set_method_names
 
     num_classes = len(labels)
     weights = np.zeros((3, num_classes), np.float32)
@@ -150,7 +150,7 @@ def write_bad_outputs_model(export_dir: str) -> str:
     classes, double scores, rank-1 scores, an integer regression, plus a well-formed regression."""
     import tensorflow as tf
 
-    from components.saved_model_signatures import set_method_names
+    from image_retrain.signature_methods import set_method_names
 
     spec = [tf.TensorSpec([None], tf.string, name="inputs")]
 

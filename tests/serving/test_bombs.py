@@ -10,17 +10,18 @@ import base64
 import json
 import os
 import struct
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 
 import grpc
 import pytest
-from conftest import free_port, write
+from conftest import write
 from model_fixtures import solid_image_bytes
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving.process import model_server
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from image_fixtures import jpeg_header_bomb, png_bomb  # noqa: E402
@@ -59,26 +60,12 @@ def peak_rise_bytes(pid: int, request) -> tuple[int, object]:
 
 @pytest.fixture(scope="module")
 def server_process(models_dir, tmp_path_factory):
-    from serving.server import wait_for_port
-
     root = tmp_path_factory.mktemp("bombs")
     config = write(root / "models.config", "model_config_list {\n" + "\n".join(
         f'config {{ name: "{name}" base_path: "{models_dir / name}" model_platform: "tensorflow" }}'
         for name in ("classifier", "half")) + "\n}\n")
-    grpc_port, rest_port = free_port(), free_port()
-    process = subprocess.Popen([sys.executable, "-m", "serving", f"--port={grpc_port}",
-                                f"--rest_api_port={rest_port}", f"--model_config_file={config}"],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port("localhost", rest_port, timeout_s=180)
-        yield process.pid, grpc_port, rest_port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with model_server(f"--model_config_file={config}", cwd=REPO) as server:
+        yield server.pid, server.grpc_port, server.rest_port
 
 
 def _images(*blobs) -> predict_pb2.PredictRequest:

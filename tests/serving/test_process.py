@@ -12,6 +12,8 @@ import urllib.request
 import pytest
 from conftest import free_port, write
 
+from serving.process import model_server
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -30,21 +32,15 @@ def test_bad_model_config_is_a_clear_error(tmp_path):
 
 @pytest.mark.e2e
 def test_sigterm_drains_in_flight_requests(models_dir, tmp_path):
-    from serving.server import wait_for_port
-
     # A 1.5 s batch timeout keeps a lone request in flight long enough to send SIGTERM meanwhile.
     batching = write(tmp_path / "batching.config",
                      "max_batch_size { value: 64 } batch_timeout_micros { value: 1500000 }")
-    grpc_port, rest_port = free_port(), free_port()
-    process = _serve(f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--model_name=half",
-                     f"--model_base_path={models_dir / 'half'}", "--enable_batching",
-                     f"--batching_parameters_file={batching}")
-    try:
-        wait_for_port("localhost", rest_port, timeout_s=120)
+    with model_server("--model_name=half", f"--model_base_path={models_dir / 'half'}", "--enable_batching",
+                      f"--batching_parameters_file={batching}", cwd=REPO, timeout_s=120) as server:
         result = {}
 
         def call():
-            request = urllib.request.Request(f"http://localhost:{rest_port}/v1/models/half:predict",
+            request = urllib.request.Request(f"{server.rest_url}/v1/models/half:predict",
                                              data=json.dumps({"instances": [2.0]}).encode())
             with urllib.request.urlopen(request, timeout=30) as response:
                 result["status"], result["body"] = response.status, json.loads(response.read())
@@ -52,14 +48,10 @@ def test_sigterm_drains_in_flight_requests(models_dir, tmp_path):
         thread = threading.Thread(target=call)
         thread.start()
         threading.Event().wait(0.5)
-        process.send_signal(signal.SIGTERM)
+        server.process.send_signal(signal.SIGTERM)
         thread.join(timeout=30)
         assert result == {"status": 200, "body": {"predictions": [3.0]}}
-        assert process.wait(timeout=60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        assert server.process.wait(timeout=60) == 0
 
 
 def test_server_process_imports_tensorflow_without_keras():

@@ -10,14 +10,14 @@ import gzip
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import requests
 from conftest import free_port, write
+
+from serving.process import model_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_BODY = 1 << 20
@@ -40,23 +40,12 @@ def _with_length(body: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def server(models_dir, tmp_path_factory):
     """`python -m serving` with small limits, so every limit and timeout is reached within seconds."""
-    from serving.server import wait_for_port
-
-    port = free_port()
-    with open(tmp_path_factory.mktemp("rest_hardening") / "server.log", "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "serving", f"--port={free_port()}", f"--rest_api_port={port}", "--model_name=half",
-             f"--model_base_path={models_dir / 'half'}", "--bind_address=127.0.0.1",
-             f"--rest_api_max_request_bytes={MAX_BODY}", f"--rest_api_timeout_in_ms={TIMEOUT_MS}",
-             f"--rest_api_idle_timeout_in_ms={IDLE_MS}", f"--rest_api_num_threads={THREADS}"],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file)
-    try:
-        wait_for_port("127.0.0.1", port, timeout_s=120)
-        process.port = port
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    with open(tmp_path_factory.mktemp("rest_hardening") / "server.log", "wb") as log_file, model_server(
+            "--model_name=half", f"--model_base_path={models_dir / 'half'}",
+            f"--rest_api_max_request_bytes={MAX_BODY}", f"--rest_api_timeout_in_ms={TIMEOUT_MS}",
+            f"--rest_api_idle_timeout_in_ms={IDLE_MS}", f"--rest_api_num_threads={THREADS}",
+            cwd=REPO, stderr=log_file) as server:
+        yield server
 
 
 def exchange(port: int, data: bytes, wait_s: float = 10.0, half_close: bool = False
@@ -106,7 +95,7 @@ def assert_json_error(status: int, headers: dict, body: bytes, expected_status: 
 
 
 def assert_still_serving(server) -> None:
-    response = requests.post(f"http://127.0.0.1:{server.port}/v1/models/half:predict", data=VALID_BODY, timeout=30)
+    response = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/half:predict", data=VALID_BODY, timeout=30)
     assert (response.status_code, response.json()) == (200, {"predictions": [3.0]})
 
 
@@ -137,7 +126,7 @@ FRAMING_CASES = {
 
 @pytest.mark.parametrize("name", FRAMING_CASES)
 def test_broken_framing_is_refused_and_closed(server, name):
-    responses, closed, _ = exchange(server.port, FRAMING_CASES[name])
+    responses, closed, _ = exchange(server.rest_port, FRAMING_CASES[name])
     assert [status for status, _, _ in responses] == [400], responses  # one answer: nothing smuggled is served
     assert closed
     status, headers, body = responses[0]
@@ -175,7 +164,7 @@ BAD_BODIES = {
 @pytest.mark.parametrize("name", BAD_BODIES)
 def test_malformed_body_gets_a_json_4xx(server, name):
     body, status, fragment = BAD_BODIES[name]
-    response = requests.post(f"http://127.0.0.1:{server.port}/v1/models/half:predict", data=body, timeout=30)
+    response = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/half:predict", data=body, timeout=30)
     assert_json_error(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content,
                       status, fragment)
     assert_still_serving(server)
@@ -195,13 +184,13 @@ def test_malformed_body_gets_a_json_4xx(server, name):
     ("/v1/models/half:explain", VALID_BODY, 400, "Malformed request"),
 ])
 def test_malformed_api_calls_get_a_json_4xx(server, path, body, status, fragment):
-    response = requests.post(f"http://127.0.0.1:{server.port}{path}", data=body, timeout=30)
+    response = requests.post(f"http://127.0.0.1:{server.rest_port}{path}", data=body, timeout=30)
     assert_json_error(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content,
                       status, fragment)
 
 
 def test_gzip_bodies(server):
-    url = f"http://127.0.0.1:{server.port}/v1/models/half:predict"
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/half:predict"
     gzipped = {"Content-Encoding": "gzip"}
     response = requests.post(url, data=gzip.compress(VALID_BODY), headers=gzipped, timeout=30)
     assert (response.status_code, response.json()) == (200, {"predictions": [3.0]})
@@ -214,7 +203,7 @@ def test_gzip_bodies(server):
 
 
 def test_oversized_bodies_get_413_not_a_reset(server):
-    url = f"http://127.0.0.1:{server.port}/v1/models/half:predict"
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/half:predict"
     response = requests.post(url, data=b" " * (2 * MAX_BODY), timeout=30)  # Content-Length over the limit
     assert_json_error(response.status_code, {"content-type": response.headers["Content-Type"]}, response.content, 413,
                       "exceeds the limit of 1048576 bytes")
@@ -228,18 +217,18 @@ def test_oversized_bodies_get_413_not_a_reset(server):
 # ------------------------------------------------------------------------------------ stalled clients, timeouts
 def test_idle_and_half_sent_connections_are_closed(server):
     for data in (b"", PREDICT + b"Content-Le"):
-        responses, closed, elapsed = exchange(server.port, data, wait_s=IDLE_MS / 1000 + 5)
+        responses, closed, elapsed = exchange(server.rest_port, data, wait_s=IDLE_MS / 1000 + 5)
         assert closed and responses == [] and elapsed < IDLE_MS / 1000 + SLACK_S
 
 
 def test_keep_alive_connection_is_closed_when_idle(server):
-    responses, closed, elapsed = exchange(server.port, _with_length(VALID_BODY), wait_s=IDLE_MS / 1000 + 5)
+    responses, closed, elapsed = exchange(server.rest_port, _with_length(VALID_BODY), wait_s=IDLE_MS / 1000 + 5)
     assert [status for status, _, _ in responses] == [200] and closed
     assert elapsed < IDLE_MS / 1000 + SLACK_S
 
 
 def test_short_body_gets_408_and_is_closed(server):
-    responses, closed, elapsed = exchange(server.port, _request(b"Content-Length: 100\r\n", b'{"inst'),
+    responses, closed, elapsed = exchange(server.rest_port, _request(b"Content-Length: 100\r\n", b'{"inst'),
                                           wait_s=TIMEOUT_MS / 1000 + 5)
     assert len(responses) == 1 and closed
     assert_json_error(*responses[0], 408, "--rest_api_timeout_in_ms")
@@ -248,7 +237,7 @@ def test_short_body_gets_408_and_is_closed(server):
 
 def test_requests_wait_for_one_of_num_threads_workers(server):
     """Both workers are held by stalled uploads: a valid request waits for one, then succeeds."""
-    stalled = [threading.Thread(target=exchange, args=(server.port, _request(b"Content-Length: 100\r\n", b"{"),
+    stalled = [threading.Thread(target=exchange, args=(server.rest_port, _request(b"Content-Length: 100\r\n", b"{"),
                                                          TIMEOUT_MS / 1000 + 5)) for _ in range(THREADS)]
     for thread in stalled:
         thread.start()
@@ -277,7 +266,7 @@ def test_big_hostile_bodies_cost_bounded_memory(server):
             _request(b"Transfer-Encoding: chunked\r\n", b"5;" + b"e" * endless),  # endless chunk extension
             _request(b"X-Endless: " + b"h" * endless),  # endless header line
             _request(b"Transfer-Encoding: chunked\r\n", b"4000000\r\n" + b" " * endless)):  # chunked over the limit
-        responses, closed, _ = exchange(server.port, data, wait_s=TIMEOUT_MS / 1000 + 10, half_close=True)
+        responses, closed, _ = exchange(server.rest_port, data, wait_s=TIMEOUT_MS / 1000 + 10, half_close=True)
         assert closed and len(responses) <= 1
         assert not responses or 400 <= responses[0][0] < 500
     growth_mib = (_peak_rss_kib(server.pid) - before) / 1024

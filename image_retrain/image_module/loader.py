@@ -24,9 +24,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from components.contract import DEFAULT_MODULE_HANDLE
-from components.image_module.builtin import BUILTIN_MODULES, builtin_module_dir
-from components.image_module.errors import ImageModuleError
+from image_retrain.contract import DEFAULT_MODULE_HANDLE
+from image_retrain.image_module.builtin import BUILTIN_MODULES, builtin_module_dir
+from image_retrain.image_module.errors import ImageModuleError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def _is_url(handle: str) -> bool:
 
 
 def _resolve_builtin(name: str) -> str:
-    from components.image_module.convert import convert_builtin, is_complete_conversion
+    from image_retrain.image_module.convert import convert_builtin, is_complete_conversion
 
     path = builtin_module_dir(name)
     if is_complete_conversion(path):

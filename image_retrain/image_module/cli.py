@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from components.image_module.builtin import BUILTIN_MODULES
+from image_retrain.image_module.builtin import BUILTIN_MODULES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,16 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from components.image_module.errors import ImageModuleError
+    from image_retrain.image_module.errors import ImageModuleError
 
     try:
         if args.module_action == "convert":
-            from components.image_module.convert import convert_builtin
+            from image_retrain.image_module.convert import convert_builtin
 
             path = convert_builtin(args.name, output_dir=args.output, force=args.force)
             print(path)
             return 0
-        from components.image_module.loader import load_image_module
+        from image_retrain.image_module.loader import load_image_module
 
         module = load_image_module(args.handle)
         print(f"handle:      {module.handle}")

@@ -18,8 +18,8 @@ import argparse
 import os
 import sys
 
-from components.contract import LABELS_ASSET
-from components.image_example_gen.labels import read_labels_file
+from image_retrain.ingestion_files import read_labels_file
+from serving.model_format import LABELS_ASSET, NETWORK_INPUT, NETWORK_OUTPUT
 
 EXTENSIONS = {"tflite": ".tflite", "coreml": ".mlpackage"}
 FORMATS = tuple(EXTENSIONS)
@@ -32,22 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT", help="output file (.tflite) or package directory (.mlpackage)")
 
 
-def version_folder(model_dir: str) -> str:
-    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-        return model_dir
-    versions = [name for name in os.listdir(model_dir) if name.isdigit()] if os.path.isdir(model_dir) else []
-    if not versions:
-        raise ValueError(f"{model_dir} is neither a SavedModel folder nor a model base path with numeric versions")
-    return os.path.join(model_dir, max(versions, key=int))
-
-
 class ExportedClassifier:
     """The pieces of a pushed classifier SavedModel that the mobile formats need."""
 
     def __init__(self, model_dir: str):
         import tensorflow as tf
 
-        self.path = version_folder(model_dir)
+        from serving import versions
+
+        self.path = versions.version_folder(model_dir)
         self.model = tf.saved_model.load(self.path)
         if not hasattr(self.model, "network"):
             raise ValueError(f"{self.path} is not an image-retrain classifier export (it has no `network` function; "
@@ -59,8 +52,6 @@ class ExportedClassifier:
     def network_function(self, batch: int | None):
         """images float32 [batch, h, w, 3] -> {scores}, as a concrete function of the restored network."""
         import tensorflow as tf
-
-        from pipelines.models.classifier import NETWORK_INPUT
 
         height, width = self.input_size
         function = tf.function(lambda images: self.model.network(images),
@@ -74,17 +65,18 @@ def export_tflite(classifier: ExportedClassifier, out: str) -> float:
     tolerance)."""
     import tensorflow as tf
 
-    from components import litert
-    from pipelines.models.classifier import NETWORK_INPUT, litert_metadata
+    from image_retrain import litert_conversion
+    from pipelines.models.saved_model_export import litert_metadata
 
-    model = litert.convert(classifier.network_function(None), classifier.model)
-    difference = litert.max_difference(model, lambda images: classifier.model.network(tf.constant(images)),
-                                       NETWORK_INPUT, litert.probe_images(classifier.input_size))
-    if difference > litert.TOLERANCE:
+    model = litert_conversion.convert(classifier.network_function(None), classifier.model)
+    difference = litert_conversion.max_difference(
+        model, lambda images: classifier.model.network(tf.constant(images)), NETWORK_INPUT,
+        litert_conversion.probe_images(classifier.input_size))
+    if difference > litert_conversion.TOLERANCE:
         raise ValueError(f"the LiteRT conversion differs from TensorFlow by {difference:.2e} on the probe batch "
-                         f"(tolerance {litert.TOLERANCE:.0e}); not writing {out}")
-    litert.write_atomically(out, litert.with_metadata(model, litert_metadata(classifier.labels,
-                                                                             classifier.input_size)))
+                         f"(tolerance {litert_conversion.TOLERANCE:.0e}); not writing {out}")
+    litert_conversion.write_atomically(
+        out, litert_conversion.with_metadata(model, litert_metadata(classifier.labels, classifier.input_size)))
     return difference
 
 
@@ -94,11 +86,9 @@ def export_coreml(classifier: ExportedClassifier, out: str):
     import coremltools as ct
     import tensorflow as tf
 
-    from pipelines.models.classifier import NETWORK_INPUT
-
     height, width = classifier.input_size
     network = classifier.network_function(1)
-    scores = tf.function(lambda images: network(images)["scores"],
+    scores = tf.function(lambda images: network(images)[NETWORK_OUTPUT],
                          input_signature=network.structured_input_signature[0]).get_concrete_function()
     model = ct.convert(
         [scores], source="tensorflow", convert_to="mlprogram", compute_precision=ct.precision.FLOAT32,

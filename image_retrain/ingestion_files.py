@@ -1,4 +1,4 @@
-"""Readers of the files ImageExampleGen writes beside its splits (names and meaning: components/contract.py).
+"""Readers of the files ImageExampleGen writes beside its splits (names and meaning: image_retrain/contract.py).
 
 Layout of an ImageExampleGen `Examples` artifact (`<uri>`):
 
@@ -18,7 +18,7 @@ import json
 import os
 from typing import NamedTuple
 
-from components.contract import INGESTION_SUMMARY_FILE, LABELS_FILE, REJECTS_FILE
+from image_retrain.contract import INGESTION_SUMMARY_FILE, LABELS_FILE, REJECTS_FILE
 
 REJECTS_COLUMNS = ("path", "label", "reason")
 

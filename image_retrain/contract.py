@@ -2,15 +2,15 @@
 
 Example feature keys, split names, the files each artifact carries, the artifact properties downstream readers rely
 on, and the defaults that components and pipeline settings share. Ingestion, embedding, training, evaluation, the
-report and the runners import it; `serving/` does not (it reads only what the exported SavedModel says about itself).
+report and the runners import it; `serving/` does not (the served model's own format is serving/model_format.py).
 Imports nothing heavy, so CLIs can use it before TensorFlow loads.
 """
 from __future__ import annotations
 
-import os
+from serving.model_format import EXAMPLE_IMAGE_FEATURE
 
 # tf.Example features written by ImageExampleGen; ImageEmbedder adds EMBEDDING_KEY and keeps the rest.
-IMAGE_KEY = "image_raw"        # the image file's bytes, as read
+IMAGE_KEY = EXAMPLE_IMAGE_FEATURE  # the image file's bytes, as read (the served classify signature reads it too)
 LABEL_KEY = "label"            # int64: index into the sorted label vocabulary (LABELS_FILE)
 LABEL_NAME_KEY = "label_name"  # the class name, for humans and the report
 PATH_KEY = "path"              # path relative to the data root / manifest; the hash split partitions on it
@@ -34,8 +34,6 @@ INGESTION_SUMMARY_FILE = "ingestion_summary.json"  # counts per split, vocabular
 INGESTION_FILES = (LABELS_FILE, REJECTS_FILE, INGESTION_SUMMARY_FILE)
 EMBEDDING_COUNTS_FILE = "embedding_counts.json"  # in the embedded Examples artifact: computed/cached/failed counts
 
-# The exported model carries its vocabulary as a SavedModel asset, so a served model describes its own classes.
-LABELS_ASSET = os.path.join("assets", LABELS_FILE)
 TRAINING_SUMMARY_FILE = "training_summary.json"  # in the Trainer's model run folder
 
 # The ModelReport artifact's files.
@@ -71,7 +69,7 @@ PUSHED_VERSION_PROPERTY = "pushed_version"
 PUSHED_DESTINATION_PROPERTY = "pushed_destination"
 
 # Defaults the components and the pipeline settings (pipelines/configs.py) share.
-DEFAULT_MODULE_HANDLE = "efficientnet_lite0"  # the builtin image module (components/image_module/builtin.py)
+DEFAULT_MODULE_HANDLE = "efficientnet_lite0"  # the builtin image module (image_retrain/image_module/builtin.py)
 DEFAULT_SPLIT_RATIOS = (8, 1, 1)     # train, eval, test hash-bucket weights
 DEFAULT_EMBEDDING_BATCH_SIZE = 32    # images per module call in the embedding stage
 DEFAULT_MAX_MISCLASSIFIED = 48       # misclassified test images shown in the report

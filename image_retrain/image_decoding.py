@@ -5,15 +5,15 @@ exported SavedModel runs), never with PIL.
 
 Decompression bombs: a few KB of PNG or a JPEG header alone can claim 23000x23000 pixels, which TensorFlow's decoders
 would allocate (up to their own 2^29-pixel cap). `decode_rgb` reads the dimensions from the headers first and refuses
-images over `MAX_IMAGE_PIXELS` (components/image_limits.py) before any pixel buffer exists. The check is graph ops, so
-it is part of the exported SavedModel and holds in any server that runs it (the real tensorflow_model_server too): a
+images over `MAX_IMAGE_PIXELS` (image_retrain/image_limits.py) before any pixel buffer exists. The check is graph ops,
+so it is part of the exported SavedModel and holds in any server that runs it (the real tensorflow_model_server too): a
 refused image is the INVALID_ARGUMENT of a failed tf.debugging assertion, with a message naming the limit.
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
-from components.image_limits import MAX_IMAGE_PIXELS
+from image_retrain.image_limits import MAX_IMAGE_PIXELS
 
 # Formats tf.io.decode_image reads; anything else is rejected at ingestion with this list in the reason.
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP")

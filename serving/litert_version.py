@@ -18,28 +18,18 @@ import queue
 import grpc
 import numpy as np
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
 from serving.errors import ServingError
+from serving.model_format import LITERT_STEPS, NETWORK_SIGNATURE, TFLITE_FILE, inputs_step, outputs_step
 from serving.servable import VersionLifecycle, convert_input
 from serving.versions import is_complete
 
 log = logging.getLogger(__name__)
 
-TFLITE_FILE = "model.tflite"
-LITERT_STEPS = "litert"
 INIT_OP_SIGNATURE = "__saved_model_init_op"  # tf.saved_model's table initializer, not a servable signature
-# The signature of model.tflite the TF steps run between (the converter keeps the SavedModel's signature keys).
-NETWORK_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
-
-
-def inputs_step(signature: str) -> str:
-    return f"{signature}_inputs"
-
-
-def outputs_step(signature: str) -> str:
-    return f"{signature}_outputs"
 
 
 class LiteRTVersion(VersionLifecycle):
@@ -53,8 +43,6 @@ class LiteRTVersion(VersionLifecycle):
 
     def __init__(self, name: str, version: int, path: str, tags=("serve",), interpreters: int = 1,
                  threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
-
         super().__init__()
         self.name, self.version, self.path = name, version, path
         # TF Serving's default pool is one interpreter. Each runs one call at a time on `threads` XNNPACK threads
@@ -76,7 +64,7 @@ class LiteRTVersion(VersionLifecycle):
             self._interpreters.put(runners)
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray], output_keys, timeout_ms: int = 0):
-        """Same contract as LoadedVersion.run: inputs by signature alias -> {output alias: ndarray}."""
+        """VersionLifecycle.run: inputs by signature alias -> {output alias: ndarray}."""
         signature = self.signatures[signature_name]
         feeds = {alias: convert_input(inputs[alias], signature.inputs[alias].dtype, i)
                  for i, alias in enumerate(sorted(inputs))}
@@ -105,7 +93,7 @@ class LiteRTVersion(VersionLifecycle):
 
     def _invoke_per_image(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The network one image at a time: XNNPACK is fastest per image on single images, whose activations stay
-        in the caches (see components/image_module/litert.py); a batch still takes one interpreter once."""
+        in the caches (see image_retrain/image_module/litert_engine.py); a batch still takes one interpreter once."""
         count = len(next(iter(inputs.values())))
         if count == 0:
             return self._invoke(NETWORK_SIGNATURE, inputs)

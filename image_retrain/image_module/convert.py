@@ -23,8 +23,8 @@ import os
 import shutil
 import uuid
 
-from components.image_module.builtin import BUILTIN_MODULES, builtin_module_dir
-from components.image_module.errors import ImageModuleError
+from image_retrain.image_module.builtin import BUILTIN_MODULES, builtin_module_dir
+from image_retrain.image_module.errors import ImageModuleError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def write_efficientnet_lite0(export_dir: str, weights_path: str | None = None) -
     """Builds the TF network from the PyTorch weights and saves it to `export_dir` (which must not exist)."""
     import tensorflow as tf
 
-    from components.image_module.efficientnet_lite import EfficientNetLiteModule
+    from image_retrain.image_module.efficientnet_lite import EfficientNetLiteModule
 
     weights_path = weights_path or efficientnet_lite0_weights_path()
     state = read_efficientnet_lite0_state_dict(weights_path)

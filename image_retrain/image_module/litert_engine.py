@@ -21,8 +21,8 @@ from importlib.metadata import version
 import numpy as np
 import tensorflow as tf
 
-from components import litert
-from components.image_module.loader import (
+from image_retrain import litert_conversion as litert
+from image_retrain.image_module.loader import (
     ImageModule,
     load_image_module,
     module_identity,
