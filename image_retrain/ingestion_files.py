@@ -19,6 +19,7 @@ import os
 from typing import NamedTuple
 
 from image_retrain.contract import INGESTION_SUMMARY_FILE, LABELS_FILE, REJECTS_FILE
+from image_retrain.paths import is_uri, join
 
 REJECTS_COLUMNS = ("path", "label", "reason")
 
@@ -35,12 +36,8 @@ class Reject(NamedTuple):
         return self.reason.split(":", 1)[0]
 
 
-def _join(base: str | os.PathLike, name: str) -> str:
-    return os.fspath(base).rstrip("/") + "/" + name
-
-
 def _read_text(path: str) -> str:
-    if "://" in path:
+    if is_uri(path):
         from tfx.dsl.io import fileio
 
         with fileio.open(path, "rb") as f:
@@ -56,22 +53,22 @@ def read_labels_file(path: str | os.PathLike) -> list[str]:
 
 def read_label_vocabulary(examples_uri: str | os.PathLike) -> list[str]:
     """The sorted label names of an ImageExampleGen artifact; `vocabulary[label_int]` is the class name."""
-    return read_labels_file(_join(examples_uri, LABELS_FILE))
+    return read_labels_file(join(examples_uri, LABELS_FILE))
 
 
 def read_rejects(examples_uri: str | os.PathLike) -> list[Reject]:
     """Every skipped input of an ImageExampleGen artifact, sorted by path."""
-    text = _read_text(_join(examples_uri, REJECTS_FILE))
+    text = _read_text(join(examples_uri, REJECTS_FILE))
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if tuple(reader.fieldnames or ()) != REJECTS_COLUMNS:
-        raise ValueError(f"{_join(examples_uri, REJECTS_FILE)}: expected columns {REJECTS_COLUMNS}, "
+        raise ValueError(f"{join(examples_uri, REJECTS_FILE)}: expected columns {REJECTS_COLUMNS}, "
                          f"found {reader.fieldnames}")
     return [Reject(*(row[column] for column in REJECTS_COLUMNS)) for row in reader]
 
 
 def read_ingestion_summary(examples_uri: str | os.PathLike) -> dict:
     """The JSON summary: {'label_vocabulary', 'split_counts', 'num_rejects', 'rejects_by_code', ...}."""
-    return json.loads(_read_text(_join(examples_uri, INGESTION_SUMMARY_FILE)))
+    return json.loads(_read_text(join(examples_uri, INGESTION_SUMMARY_FILE)))
 
 
 def format_rejects_csv(rejects: list[Reject]) -> str:

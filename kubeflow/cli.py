@@ -85,15 +85,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     from kubeflow.kubeflow_v2_runner import (
-        DEFAULT_BASELINE,
-        DEFAULT_BEAM_ARGS,
         DEFAULT_IMAGE,
         KFP_DEFAULT_PIPELINE_ROOT,
         OBJECT_STORE_SCHEMES,
+        CompileOptions,
     )
     from pipelines import options as pipeline_options
 
-    pipeline_options.add_arguments(parser, baseline_default=DEFAULT_BASELINE, beam_default=list(DEFAULT_BEAM_ARGS))
+    pipeline_options.add_arguments(parser, CompileOptions)
     parser.add_argument("--image", default=DEFAULT_IMAGE,
                         help="Component image built from the repository's Dockerfile (default: %(default)s).")
     parser.add_argument("--pipeline-root", required=True,

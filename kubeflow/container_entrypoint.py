@@ -30,30 +30,14 @@ import json
 import os
 import sys
 
+from pipelines.beam_args import runs_on_a_cluster
+
 EXECUTOR_LOGS_OUTPUT = "executor-logs"
 LOCAL_ROOT_ENV = "IMAGE_RETRAIN_KFP_LOCAL_ROOT"
 # component.LocalPathForURI: the object-store schemes the launcher mirrors to local paths, and where.
 LOCAL_MOUNTS = {"gs://": "gcs", "minio://": "minio", "s3://": "s3"}
 # What a step's workers on a Beam cluster open directly (TensorFlow and Beam both have a gs:// filesystem).
 CLUSTER_READABLE_SCHEMES = ("gs://",)
-# Beam runners that run the pipeline inside the step's own process or pod.
-IN_POD_RUNNERS = {"directrunner", "bundlebaseddirectrunner", "switchingdirectrunner", "fnapirunner"}
-
-
-def beam_runner(beam_args: list[str]) -> str | None:
-    """The runner Beam will use: the last `--runner` given (as Beam's own argparse reads it), or None."""
-    runner = None
-    for i, arg in enumerate(beam_args):
-        if arg.startswith("--runner="):
-            runner = arg.split("=", 1)[1]
-        elif arg == "--runner" and i + 1 < len(beam_args):
-            runner = beam_args[i + 1]
-    return runner
-
-
-def runs_on_a_cluster(beam_args: list[str]) -> bool:
-    runner = beam_runner(beam_args)
-    return runner is not None and runner.lower() not in IN_POD_RUNNERS
 
 
 def local_path_for_uri(uri: str, local_root: str = "/") -> str | None:

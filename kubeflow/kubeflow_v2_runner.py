@@ -5,12 +5,12 @@ The output is `pipeline.yaml`: the bare PipelineSpec that `kfp.Client` uploads (
 the only one the open-source KFP backend accepts. On top of what TFX writes, this module
   - runs every step through `kubeflow.container_entrypoint`, which adapts the open-source launcher's executor input
     to TFX's executors (TFX's stock entrypoint fails under it);
-  - switches the pipeline to the served-model baseline (open-source KFP has no TFX resolver executors) with the
-    candidate as the first run's baseline (the KFP launcher always records declared outputs);
+  - builds the pipeline with the served-model baseline (open-source KFP has no TFX resolver executors) with the
+    candidate as the first run's baseline (the KFP launcher always records declared outputs): CompileOptions' defaults;
   - sets `defaultPipelineRoot`, which TFX leaves to the Vertex runtimeConfig that a .yaml package drops;
   - appends a kfp-kubernetes platform document mounting PersistentVolumeClaims into every step (`--pvc`), e.g. the
     claim TF Serving reads the model base path from, so the Pusher writes where the server polls.
-  - makes distributed Beam runners run the project's image on their workers (see `beam_args_for_image`);
+  - makes distributed Beam runners run the project's image on their workers (pipelines/beam_args.py, `--image`);
   - refuses what the backend would refuse at run time: a pipeline root that is not object storage, container paths
     outside the mounted volumes.
 """
@@ -20,25 +20,20 @@ import dataclasses
 import importlib
 import os
 import re
+from typing import ClassVar
 
 import yaml
 
-from kubeflow.container_entrypoint import CLUSTER_READABLE_SCHEMES, beam_runner, runs_on_a_cluster
+from image_retrain.paths import is_uri, join
+from kubeflow.container_entrypoint import CLUSTER_READABLE_SCHEMES
 from pipelines import configs
+from pipelines.beam_args import beam_runner, runs_on_a_cluster
 from pipelines.options import PipelineOptions
 
 DEFAULT_IMAGE = configs.IMAGE
 DEFAULT_OUTPUT = "pipeline.yaml"
-# kubeflow/manifests: the claim TF Serving reads the model base path from, and where everything mounts it.
-SERVING_PVC = "image-retrain-models"
-SERVING_MOUNT_PATH = "/models"
 # The project's adapter of TFX's container entrypoint to the open-source KFP launcher (see its docstring).
 CONTAINER_COMMAND = ("python", "-m", "kubeflow.container_entrypoint")
-# Inside a step, one Beam worker: `--direct_num_workers=0` would start one TensorFlow-loading process per core of
-# the *node*, whatever the pod's CPU limit. Give the step more with --beam-arg=--direct_num_workers=N
-# --beam-arg=--direct_running_mode=multi_processing, or a distributed runner.
-DEFAULT_BEAM_ARGS = tuple(configs.LOCAL_BEAM_ARGS)
-DEFAULT_BASELINE = "served_model"
 # backend/src/v2/objectstore (ParseBucketPathToConfig): the pipeline roots the launcher accepts.
 OBJECT_STORE_SCHEMES = ("gs://", "s3://", "minio://", "mem://")
 KFP_DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
@@ -77,113 +72,90 @@ class CompileOptions(PipelineOptions):
     image: str = DEFAULT_IMAGE
     pipeline_root: str | None = None          # object storage; every artifact is written below it
     pvcs: list[PvcMount] = dataclasses.field(default_factory=list)
-    enable_cache: bool = False
     output: str = DEFAULT_OUTPUT
     allow_local_pipeline_root: bool = False   # for emulating the backend on one machine only
 
+    # Open-source KFP cannot run TFX resolver executors: runs compare against the served model, and its launcher
+    # records every declared output, so a first run publishes the candidate as its own baseline.
+    DEFAULT_BASELINE: ClassVar[str] = "served_model"
+    WHEN_NOTHING_SERVED: ClassVar[str] = "candidate"
+
+    @property
+    def pipeline_root_uri(self) -> str:
+        return self.pipeline_root
+
+    @property
+    def default_embedding_cache_dir(self) -> str | None:
+        return join(self.pipeline_root, "embedding_cache") if self.pipeline_root else None
+
+    @property
+    def worker_image(self) -> str:
+        return self.image
+
     def validate(self) -> None:
         super().validate()
+        self._check_package()
+        self._check_pipeline_root()
+        self._check_paths()
+
+    def _check_package(self) -> None:
         if not self.image:
             raise ValueError("--image is required (the image built from the repository's Dockerfile)")
+        if self.resolved_baseline != self.DEFAULT_BASELINE:
+            raise ValueError("--baseline latest_blessed needs TFX resolver executors, which the open-source KFP "
+                             "backend cannot run; Kubeflow runs compare against the served model (served_model)")
+        if not self.output.endswith((".yaml", ".yml")):
+            raise ValueError(f"--output must end with .yaml or .yml (kfp.Client's package format), got {self.output!r}")
+
+    @property
+    def _cluster_runner(self) -> str | None:
+        """The runner of the first Beam step that runs on a cluster, or None."""
+        return next((beam_runner(args) for args in (self.step_beam_args, self.step_beam_args + self.embed_beam_args)
+                     if runs_on_a_cluster(args)), None)
+
+    def _check_pipeline_root(self) -> None:
         if not self.pipeline_root:
             raise ValueError(f"--pipeline-root is required: object storage the KFP launcher writes artifacts to "
                              f"(the KFP deployment's default is {KFP_DEFAULT_PIPELINE_ROOT})")
-        if not self.pipeline_root.startswith(OBJECT_STORE_SCHEMES) and not self.allow_local_pipeline_root:
+        if self.allow_local_pipeline_root:
+            return
+        if not self.pipeline_root.startswith(OBJECT_STORE_SCHEMES):
             raise ValueError(f"--pipeline-root {self.pipeline_root!r} is not object storage: the KFP launcher only "
                              f"accepts {', '.join(OBJECT_STORE_SCHEMES)} (the KFP deployment's default is "
                              f"{KFP_DEFAULT_PIPELINE_ROOT})")
-        step_beam_args = list(DEFAULT_BEAM_ARGS) if self.beam_args is None else self.beam_args
-        cluster_runner = next((beam_runner(args) for args in (step_beam_args, step_beam_args + self.embed_beam_args)
-                               if runs_on_a_cluster(args)), None)
-        if (cluster_runner and not self.pipeline_root.startswith(CLUSTER_READABLE_SCHEMES)
-                and not self.allow_local_pipeline_root):
+        cluster_runner = self._cluster_runner
+        if cluster_runner and not self.pipeline_root.startswith(CLUSTER_READABLE_SCHEMES):
             raise ValueError(f"--pipeline-root {self.pipeline_root!r}: a step whose Beam runner is a cluster "
                              f"({cluster_runner}) has its workers open the step's artifacts directly, and the KFP "
                              "launcher copies them into the step's pod only; use a "
                              f"{' or '.join(CLUSTER_READABLE_SCHEMES)} pipeline root")
-        if (self.baseline or DEFAULT_BASELINE) != DEFAULT_BASELINE:
-            raise ValueError("--baseline latest_blessed needs TFX resolver executors, which the open-source KFP "
-                             "backend cannot run; Kubeflow runs compare against the served model (served_model)")
+
+    def _check_paths(self) -> None:
+        """Paths the steps open themselves must exist in every pod: on a mounted volume, or gs://."""
         if not self.serving_dir:
             raise ValueError("--serving-dir is required: a path on a mounted volume (--pvc) or a gs:// URI that "
                              "TF Serving reads as its model base path's parent")
-        if not self.output.endswith((".yaml", ".yml")):
-            raise ValueError(f"--output must end with .yaml or .yml (kfp.Client's package format), got {self.output!r}")
         paths = {"--serving-dir": self.serving_dir, "--data-dir": self.data_dir, "--manifest": self.manifest,
                  "--embedding-cache-dir": self.embedding_cache_dir or self.default_embedding_cache_dir}
+        on_dataflow = (self._cluster_runner or "").lower() == "dataflowrunner"
         for flag, path in paths.items():
             if not path:
                 continue
-            if path.startswith("/"):
-                if cluster_runner and cluster_runner.lower() == "dataflowrunner" and flag != "--serving-dir":
-                    raise ValueError(f"{flag} {path} is a container path, out of reach of Dataflow's workers; "
-                                     "use a gs:// URI")
-                if not any(path == m.mount_path or path.startswith(m.mount_path.rstrip("/") + "/") for m in self.pvcs):
-                    raise ValueError(f"{flag} {path} is a container path but no --pvc is mounted there; each step "
-                                     "runs in its own pod, so local paths must live on a mounted volume")
-            elif "://" in path and not path.startswith(TF_FILESYSTEM_SCHEMES):
-                hint = " (it defaults to PIPELINE_ROOT/embedding_cache)" if flag == "--embedding-cache-dir" else ""
-                raise ValueError(f"{flag} {path!r}{hint}: TensorFlow's file I/O opens only "
-                                 f"{', '.join(TF_FILESYSTEM_SCHEMES)} URIs or paths on a --pvc volume")
-
-    @property
-    def default_embedding_cache_dir(self) -> str | None:
-        return _join(self.pipeline_root, "embedding_cache") if self.pipeline_root else None
-
-
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
-def beam_args_for_image(beam_args: list[str], image: str) -> list[str]:
-    """Makes remote Beam workers import the project: its components' DoFns (the embedding stage) run there.
-
-    DataflowRunner: `--sdk_container_image=IMAGE` (the TFX image is built on Beam's SDK image, so ours is a valid
-    worker image). Flink/Spark/portable runners: `--environment_type=DOCKER --environment_config=IMAGE`. Arguments the
-    user gave win; nothing is added for the DirectRunner, which runs inside the step's own container.
-    """
-    args = list(beam_args)
-    if not runs_on_a_cluster(args):
-        return args
-
-    def given(flag: str) -> bool:
-        return any(a == flag or a.startswith(flag + "=") for a in args)
-
-    if beam_runner(args).lower() == "dataflowrunner":
-        if not given("--sdk_container_image") and not given("--worker_harness_container_image"):
-            args.append(f"--sdk_container_image={image}")
-    elif not given("--environment_type"):
-        args += ["--environment_type=DOCKER", f"--environment_config={image}"]
-    return args
-
-
-def build_kfp_pipeline(options: CompileOptions):
-    """`create_pipeline()` with the served-model baseline, as KFP should run it."""
-    from components.served_model_baseline.component import use_candidate_when_nothing_served
-    from pipelines.pipeline import create_pipeline
-
-    pipeline = create_pipeline(
-        pipeline_name=options.pipeline_name,
-        pipeline_root=options.pipeline_root,
-        serving_model_dir=_join(options.serving_dir, options.model_name),
-        data_root=options.data_dir,
-        manifest_path=options.manifest,
-        module_handle=options.module,
-        embedding_cache_dir=options.embedding_cache_dir or options.default_embedding_cache_dir,
-        hyperparameters=options.hyperparameters,
-        tune=options.tune,
-        tune_trials=options.tune_trials,
-        eval_accuracy_threshold=options.accuracy_threshold,
-        baseline=DEFAULT_BASELINE,
-        split_ratios=options.split_ratios,
-        enable_cache=options.enable_cache,
-        beam_pipeline_args=beam_args_for_image(
-            list(DEFAULT_BEAM_ARGS) if options.beam_args is None else options.beam_args, options.image),
-        embed_beam_pipeline_args=beam_args_for_image(options.embed_beam_args, options.image),
-        worker_image=options.image,
-    )
-    use_candidate_when_nothing_served(pipeline)
-    return pipeline
+            if is_uri(path):
+                if not path.startswith(TF_FILESYSTEM_SCHEMES):
+                    hint = " (it defaults to PIPELINE_ROOT/embedding_cache)" if flag == "--embedding-cache-dir" else ""
+                    raise ValueError(f"{flag} {path!r}{hint}: TensorFlow's file I/O opens only "
+                                     f"{', '.join(TF_FILESYSTEM_SCHEMES)} URIs or paths on a --pvc volume")
+                continue
+            if not path.startswith("/"):
+                raise ValueError(f"{flag} {path!r} is a relative path: a step's pod has no working directory of "
+                                 "yours; give a path on a --pvc volume or a gs:// URI")
+            if on_dataflow and flag != "--serving-dir":
+                raise ValueError(f"{flag} {path} is a container path, out of reach of Dataflow's workers; "
+                                 "use a gs:// URI")
+            if not any(path == m.mount_path or path.startswith(m.mount_path.rstrip("/") + "/") for m in self.pvcs):
+                raise ValueError(f"{flag} {path} is a container path but no --pvc is mounted there; each step "
+                                 "runs in its own pod, so local paths must live on a mounted volume")
 
 
 def compile_pipeline(options: CompileOptions) -> str:
@@ -191,7 +163,9 @@ def compile_pipeline(options: CompileOptions) -> str:
     options.validate()  # before TensorFlow loads: a bad option fails in a second
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-    pipeline = build_kfp_pipeline(options)
+    from pipelines.pipeline import create_pipeline
+
+    pipeline = create_pipeline(options)
     output = os.path.abspath(options.output)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(

@@ -79,6 +79,9 @@ TUNER_TRIALS = 6
 EVAL_ACCURACY_THRESHOLD = 0.6
 BASELINE_TOLERANCE = 0.01
 
-# Beam on the local DirectRunner. The embedding stage's TensorFlow already uses both cores, so more worker processes
-# only add model copies; see BENCHMARKS.md for the measurement behind this default.
+# Beam on the DirectRunner, inside the process (or the Kubeflow step's pod). The embedding stage's TensorFlow already
+# uses both cores, so more worker processes only add model copies (BENCHMARKS.md); and in a pod
+# `--direct_num_workers=0` would start one TensorFlow-loading process per core of the *node*, whatever the pod's CPU
+# limit. Give a step more with --beam-arg=--direct_num_workers=N --beam-arg=--direct_running_mode=multi_processing,
+# or a distributed runner.
 LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]

@@ -17,17 +17,16 @@ import os
 import sys
 
 from image_retrain import contract
-from pipelines import configs, console
+from image_retrain.paths import absolute, is_uri, join
+from pipelines import console
 from pipelines import options as pipeline_options
-from pipelines.options import PipelineOptions, absolute
-
-DEFAULT_BASELINE = "latest_blessed"
+from pipelines.options import PipelineOptions
 
 
 @dataclasses.dataclass
 class RunOptions(PipelineOptions):
     output_dir: str = "output"
-    pipeline_root: str | None = None  # default OUTPUT_DIR/tfx_pipeline_output/<pipeline>; may be a gs:// URI
+    pipeline_root: str | None = None  # default OUTPUT_DIR/tfx_pipeline_output; may be a gs:// URI
     # After a push, also export the pushed version for apps (pipelines/mobile_export.py) into OUTPUT_DIR/mobile.
     mobile_formats: tuple[str, ...] = ()
 
@@ -40,7 +39,25 @@ class RunOptions(PipelineOptions):
 
     @property
     def serving_model_dir(self) -> str:
-        return os.path.join(absolute(self.serving_dir or self.path("serving")), self.model_name)
+        return join(absolute(self.serving_dir or self.path("serving")), self.model_name)
+
+    @property
+    def pipeline_root_uri(self) -> str:
+        return join(absolute(self.pipeline_root or self.path("tfx_pipeline_output")), self.pipeline_name)
+
+    @property
+    def default_embedding_cache_dir(self) -> str:
+        return self.path("embedding_cache")
+
+    @property
+    def report_dir(self) -> str:
+        return self.path("reports")
+
+    def metadata_connection_config(self):
+        from tfx.orchestration import metadata
+
+        os.makedirs(os.path.dirname(self.metadata_path), exist_ok=True)
+        return metadata.sqlite_metadata_connection_config(self.metadata_path)
 
 
 @dataclasses.dataclass
@@ -61,36 +78,6 @@ class RunResult:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def build_pipeline(options: RunOptions):
-    from tfx import v1 as tfx
-
-    from pipelines.pipeline import create_pipeline
-
-    pipeline_name = options.pipeline_name
-    metadata_path = options.metadata_path
-    os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
-    return create_pipeline(
-        pipeline_name=pipeline_name,
-        pipeline_root=(os.path.join(absolute(options.pipeline_root), pipeline_name) if options.pipeline_root
-                       else options.path("tfx_pipeline_output", pipeline_name)),
-        serving_model_dir=options.serving_model_dir,
-        data_root=absolute(options.data_dir) if options.data_dir else None,
-        manifest_path=absolute(options.manifest) if options.manifest else None,
-        module_handle=options.module,
-        embedding_cache_dir=absolute(options.embedding_cache_dir or options.path("embedding_cache")),
-        hyperparameters=options.hyperparameters,
-        tune=options.tune,
-        tune_trials=options.tune_trials,
-        eval_accuracy_threshold=options.accuracy_threshold,
-        baseline=options.baseline or DEFAULT_BASELINE,
-        split_ratios=options.split_ratios,
-        report_dir=options.path("reports"),
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path),
-        beam_pipeline_args=configs.LOCAL_BEAM_ARGS if options.beam_args is None else options.beam_args,
-        embed_beam_pipeline_args=options.embed_beam_args,
-    ), metadata_path
 
 
 # The components whose outputs make up a run's result (their ids in the pipeline, see pipelines/pipeline.py).
@@ -178,15 +165,17 @@ def run_pipeline(options: RunOptions) -> RunResult:
     from tfx.dsl.compiler import constants as compiler_constants
     from tfx.orchestration.portable import runtime_parameter_utils
 
+    from pipelines.pipeline import create_pipeline
+
     options.validate()
-    pipeline, metadata_path = build_pipeline(options)
+    pipeline = create_pipeline(options)
     # LocalDagRunner names a run by the time it starts; the same name, chosen here, finds this run's outputs.
     run_id = datetime.datetime.now().isoformat()
     pipeline_ir = compiler.Compiler().compile(pipeline)
     runtime_parameter_utils.substitute_runtime_parameter(
         pipeline_ir, {compiler_constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
     tfx.orchestration.LocalDagRunner().run_with_ir(pipeline_ir)
-    result = collect_result(options, metadata_path, run_id)
+    result = collect_result(options, options.metadata_path, run_id)
     if result.pushed and options.mobile_formats:
         result.mobile_exports = export_for_apps(result.pushed_path, options)
     return result
@@ -209,7 +198,7 @@ def export_for_apps(version_dir: str, options: RunOptions) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pipeline_options.add_arguments(parser, baseline_default=DEFAULT_BASELINE, beam_default=configs.LOCAL_BEAM_ARGS)
+    pipeline_options.add_arguments(parser, RunOptions)
     parser.add_argument("--output-dir", default="output", help="Pipeline artifacts, metadata, cache and reports; "
                                                                "also the default serving dir and embedding cache.")
     parser.add_argument("--pipeline-root", help="Where every component's artifacts go (a path or a gs:// URI; "
@@ -247,9 +236,9 @@ def format_result(result: RunResult) -> str:
 
 def check_inputs(options: RunOptions) -> None:
     """Fails in a second, before TFX starts, on inputs that cannot work."""
-    if options.data_dir and "://" not in options.data_dir and not os.path.isdir(options.data_dir):
+    if options.data_dir and not is_uri(options.data_dir) and not os.path.isdir(options.data_dir):
         raise ValueError(f"--data-dir {options.data_dir!r} is not a directory (expected DIR/<label>/<images>)")
-    if options.manifest and "://" not in options.manifest and not os.path.isfile(options.manifest):
+    if options.manifest and not is_uri(options.manifest) and not os.path.isfile(options.manifest):
         raise ValueError(f"--manifest {options.manifest!r} is not a file (expected a CSV with path,label columns)")
     if options.manifest:
         from components.image_example_gen.sources import check_manifest_header

@@ -1,14 +1,17 @@
 """The pipeline's options, one definition for every runner: `image-retrain run`, `schedule` and `kfp compile`.
 
-A setting that changes what the pipeline does lives here, with its flag, so it exists for every runner or for none.
-Runners add only what is physically theirs (the local output folder; the KFP image, pipeline root and volumes).
+A setting that changes what the pipeline does lives here, with its flag, so it exists for every runner or for none;
+`create_pipeline()` builds the component list from a PipelineOptions alone. Runners subclass it with only what is
+physically theirs (the local output folder; the KFP image, pipeline root and volumes) and answer the few questions
+below the fields: where artifacts go, the defaults that differ between them.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
+from typing import ClassVar
 
+from image_retrain.paths import absolute, join
 from pipelines import configs
 
 BASELINES = ("latest_blessed", "served_model")
@@ -24,13 +27,19 @@ class PipelineOptions:
     serving_dir: str | None = None            # TF Serving models root: the model goes to SERVING_DIR/MODEL_NAME/<ver>
     embedding_cache_dir: str | None = None
     accuracy_threshold: float = configs.EVAL_ACCURACY_THRESHOLD
-    baseline: str | None = None               # None: the runner's default
+    baseline: str | None = None               # None: the runner's DEFAULT_BASELINE
     split_ratios: tuple[int, int, int] = configs.SPLIT_RATIOS
     hyperparameters: dict = dataclasses.field(default_factory=dict)
     tune: bool = False                        # TFX Tuner (KerasTuner) search before the Trainer
     tune_trials: int = configs.TUNER_TRIALS
-    beam_args: list[str] | None = None        # None: the runner's default
+    beam_args: list[str] | None = None        # None: configs.LOCAL_BEAM_ARGS
     embed_beam_args: list[str] = dataclasses.field(default_factory=list)  # the embedding stage only, after beam_args
+    enable_cache: bool = False                # let the orchestrator reuse a step's earlier result
+
+    DEFAULT_BASELINE: ClassVar[str] = "latest_blessed"
+    # What ServedModelBaseline publishes on a first run (components/served_model_baseline): nothing, unless the
+    # orchestrator records every declared output anyway (KFP).
+    WHEN_NOTHING_SERVED: ClassVar[str] = "no_baseline"
 
     def __post_init__(self):
         # One pipeline (and so one MLMD context and baseline history) per served model; KFP names take no '_'.
@@ -52,13 +61,52 @@ class PipelineOptions:
         if views not in configs.TEST_TIME_VIEWS:
             raise ValueError(f"--test-time-views must be one of {configs.TEST_TIME_VIEWS}, got {views}")
 
+    # -- resolved settings, the same for every runner
+    @property
+    def resolved_baseline(self) -> str:
+        return self.baseline or self.DEFAULT_BASELINE
 
-def absolute(path: str) -> str:
-    """A local path made absolute (steps may run in another working directory); a URI (gs://...) as given."""
-    return path if "://" in path else os.path.abspath(path)
+    @property
+    def step_beam_args(self) -> list[str]:
+        """Every Beam step's arguments (the embedding stage's own come after them)."""
+        return list(configs.LOCAL_BEAM_ARGS) if self.beam_args is None else list(self.beam_args)
+
+    @property
+    def serving_model_dir(self) -> str:
+        """The TF Serving model base path: SERVING_DIR/MODEL_NAME."""
+        return join(absolute(self.serving_dir), self.model_name)
+
+    @property
+    def embedding_cache(self) -> str:
+        return absolute(self.embedding_cache_dir or self.default_embedding_cache_dir)
+
+    # -- what each runner decides
+    @property
+    def pipeline_root_uri(self) -> str:
+        """Where every component's artifacts go."""
+        raise NotImplementedError
+
+    @property
+    def default_embedding_cache_dir(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def worker_image(self) -> str:
+        """The image remote Beam workers (and Kubeflow steps) run."""
+        return configs.IMAGE
+
+    @property
+    def report_dir(self) -> str | None:
+        """A folder the run's report is also copied to (a local one), or None."""
+        return None
+
+    def metadata_connection_config(self):
+        """ML Metadata's connection, or None where the orchestrator provides it."""
+        return None
 
 
-def _bool(text: str) -> bool:
+def bool_flag(text: str) -> bool:
+    """An argparse type for true/false flags (1/0, yes/no)."""
     if text.lower() in ("1", "true", "yes"):
         return True
     if text.lower() in ("0", "false", "no"):
@@ -66,7 +114,8 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, baseline_default: str, beam_default: list[str]) -> None:
+def add_arguments(parser: argparse.ArgumentParser, options_class: type[PipelineOptions]) -> None:
+    """Every PipelineOptions field as a flag; defaults that differ between runners come from `options_class`."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="Images in folder-per-class layout: DIR/<label>/<image files>.")
     source.add_argument("--manifest", help="CSV with columns path,label[,split]; relative paths are resolved "
@@ -85,14 +134,14 @@ def add_arguments(parser: argparse.ArgumentParser, *, baseline_default: str, bea
                              % configs.BASELINE_TOLERANCE)
     parser.add_argument("--baseline", choices=BASELINES, default=None,
                         help="Compare against the latest blessed model in ML Metadata, or the version currently "
-                             f"under the serving dir (default: {baseline_default}).")
+                             f"under the serving dir (default: {options_class.DEFAULT_BASELINE}).")
     parser.add_argument("--split-ratios", default=",".join(map(str, configs.SPLIT_RATIOS)),
                         help="train,eval,test hash-bucket ratios (default: %(default)s).")
     hyper = parser.add_argument_group("head hyperparameters")
     for name, default in configs.HYPERPARAMETERS.items():
         flag = "--" + name.replace("_", "-")
-        kind = _bool if isinstance(default, bool) else type(default)
-        hyper.add_argument(flag, type=kind, default=None, metavar="BOOL" if kind is _bool else None,
+        kind = bool_flag if isinstance(default, bool) else type(default)
+        hyper.add_argument(flag, type=kind, default=None, metavar="BOOL" if kind is bool_flag else None,
                            help=f"(default: {default})")
     parser.add_argument("--tune", action="store_true",
                         help="Search the hyperparameters not given explicitly with TFX's Tuner (KerasTuner random "
@@ -101,7 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, baseline_default: str, bea
                         help="Tuner budget in trials (default: %(default)s).")
     parser.add_argument("--beam-arg", action="append", dest="beam_args", default=None, metavar="ARG",
                         help="Beam pipeline argument for every Beam step, the embedding stage included; repeatable "
-                             f"(default: {' '.join(beam_default)}).")
+                             f"(default: {' '.join(configs.LOCAL_BEAM_ARGS)}).")
     parser.add_argument("--embed-beam-arg", action="append", dest="embed_beam_args", default=[], metavar="ARG",
                         help="Beam pipeline argument for the embedding stage only, applied after --beam-arg (the "
                              "later value wins); repeatable. Sends the heavy stage to a cluster (e.g. "

@@ -9,8 +9,6 @@ ingest (ImageExampleGen) -> StatisticsGen -> SchemaGen -> ExampleValidator
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
@@ -21,8 +19,10 @@ from components.model_report.component import ModelReport
 from components.served_model_baseline.component import ServedModelBaseline
 from components.vocabulary_checked_evaluator.component import VocabularyCheckedEvaluator
 from image_retrain import contract
+from image_retrain.paths import absolute
 from pipelines import configs
-from pipelines.options import BASELINES
+from pipelines.beam_args import with_cluster_workers_image, with_worker_code_source
+from pipelines.options import PipelineOptions
 
 
 def eval_config(accuracy_threshold: float, baseline_tolerance: float = configs.BASELINE_TOLERANCE) -> tfma.EvalConfig:
@@ -47,33 +47,13 @@ def eval_config(accuracy_threshold: float, baseline_tolerance: float = configs.B
     )
 
 
-def create_pipeline(
-    *,
-    pipeline_name: str,
-    pipeline_root: str,
-    serving_model_dir: str,
-    data_root: str | None = None,
-    manifest_path: str | None = None,
-    module_handle: str = configs.MODULE_HANDLE,
-    embedding_cache_dir: str | None = None,
-    hyperparameters: dict | None = None,
-    tune: bool = False,
-    tune_trials: int = configs.TUNER_TRIALS,
-    eval_accuracy_threshold: float = configs.EVAL_ACCURACY_THRESHOLD,
-    baseline: str = "latest_blessed",
-    split_ratios: Sequence[int] = configs.SPLIT_RATIOS,
-    report_dir: str | None = None,
-    enable_cache: bool = False,
-    metadata_connection_config=None,
-    beam_pipeline_args: list[str] | None = None,
-    embed_beam_pipeline_args: list[str] | None = None,
-    worker_image: str = configs.IMAGE,
-) -> tfx.dsl.Pipeline:
-    if baseline not in BASELINES:
-        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
+    """The pipeline `options` describe, for whichever runner built them (options.py: RunOptions, CompileOptions)."""
     components = []
 
-    example_gen = ImageExampleGen(input_base=data_root, manifest=manifest_path, split_ratios=tuple(split_ratios))
+    example_gen = ImageExampleGen(input_base=absolute(options.data_dir) if options.data_dir else None,
+                                  manifest=absolute(options.manifest) if options.manifest else None,
+                                  split_ratios=tuple(options.split_ratios))
     components.append(example_gen)
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
@@ -84,22 +64,22 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     components.append(example_validator)
 
-    embedder = ImageEmbedder(examples=example_gen.outputs["examples"], module_handle=module_handle,
-                             cache_dir=embedding_cache_dir, batch_size=configs.EMBEDDING_BATCH_SIZE)
-    if embed_beam_pipeline_args:
+    embedder = ImageEmbedder(examples=example_gen.outputs["examples"], module_handle=options.module,
+                             cache_dir=options.embedding_cache, batch_size=configs.EMBEDDING_BATCH_SIZE)
+    if options.embed_beam_args:
         # After the pipeline's arguments, so the embedding stage's own runner settings win.
-        embedder.with_beam_pipeline_args(embed_beam_pipeline_args)
+        embedder.with_beam_pipeline_args(with_cluster_workers_image(options.embed_beam_args, options.worker_image))
     components.append(embedder)
 
-    training_config = {"module_handle": module_handle, "hyperparameters": dict(hyperparameters or {})}
+    training_config = {"module_handle": options.module, "hyperparameters": dict(options.hyperparameters)}
     tuned = None
-    if tune:
+    if options.tune:
         tuner = tfx.components.Tuner(
             tuner_fn=configs.TUNER_FN,
             examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
             train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN_SPLIT]),
             eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL_SPLIT]),
-            custom_config=dict(training_config, tuner_trials=tune_trials),
+            custom_config=dict(training_config, tuner_trials=options.tune_trials),
         )
         components.append(tuner)
         tuned = tuner.outputs["best_hyperparameters"]
@@ -113,7 +93,7 @@ def create_pipeline(
     )
     components.append(trainer)
 
-    if baseline == "latest_blessed":
+    if options.resolved_baseline == "latest_blessed":
         resolver = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -123,7 +103,9 @@ def create_pipeline(
         baseline_model = resolver.outputs["model"]
     else:
         # Open-source KFP cannot run TFX resolver executors: compare against what is actually being served.
-        served = ServedModelBaseline(serving_model_dir=serving_model_dir, candidate_model=trainer.outputs["model"])
+        served = ServedModelBaseline(serving_model_dir=options.serving_model_dir,
+                                     candidate_model=trainer.outputs["model"],
+                                     when_nothing_served=options.WHEN_NOTHING_SERVED)
         components.append(served)
         baseline_model = served.outputs["baseline_model"]
 
@@ -132,7 +114,7 @@ def create_pipeline(
         example_splits=[contract.TEST_SPLIT],
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
-        eval_config=eval_config(eval_accuracy_threshold),
+        eval_config=eval_config(options.accuracy_threshold),
     ).with_id("Evaluator")  # the standard component's id: same task and MLMD names as a stock Evaluator
     components.append(evaluator)
 
@@ -142,7 +124,7 @@ def create_pipeline(
         evaluation=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],
         split=contract.TEST_SPLIT,
-        report_dir=report_dir,
+        report_dir=options.report_dir,
     )
     components.append(report)
 
@@ -150,30 +132,16 @@ def create_pipeline(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=options.serving_model_dir)),
     )
     components.append(pusher)
 
+    step_beam_args = with_cluster_workers_image(options.step_beam_args, options.worker_image)
     return tfx.dsl.Pipeline(
-        pipeline_name=pipeline_name,
-        pipeline_root=pipeline_root,
+        pipeline_name=options.pipeline_name,
+        pipeline_root=options.pipeline_root_uri,
         components=components,
-        enable_cache=enable_cache,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=beam_args_with_worker_image(beam_pipeline_args or [], worker_image),
+        enable_cache=options.enable_cache,
+        metadata_connection_config=options.metadata_connection_config(),
+        beam_pipeline_args=with_worker_code_source(step_beam_args, options.worker_image),
     )
-
-
-# The Beam arguments that tell TFX where workers get their code. Given none, TFX builds an sdist of its own source for
-# every Beam step (3 s, and 52 MB in a new temporary folder it never removes: a full /tmp after a few hundred runs) to
-# stage to workers that have TFX already: the local runner, and the project's image everywhere else.
-TFX_DEPENDENCY_FLAGS = ("--extra_package", "--extra_packages", "--setup_file", "--requirements_file",
-                        "--sdk_container_image", "--worker_harness_container_image")
-
-
-def beam_args_with_worker_image(beam_args: list[str], image: str) -> list[str]:
-    """`beam_args` naming `image` as the Beam workers' image, unless they already say where workers get their code
-    (the user's arguments win)."""
-    if any(arg.split("=")[0] in TFX_DEPENDENCY_FLAGS for arg in beam_args):
-        return list(beam_args)
-    return [f"--sdk_container_image={image}", *beam_args]

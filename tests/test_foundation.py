@@ -34,7 +34,7 @@ def test_smoke_pipeline_records_artifacts_in_mlmd(tmp_path):
     from tfx import v1 as tfx
 
     from pipelines import configs
-    from pipelines.pipeline import beam_args_with_worker_image
+    from pipelines.beam_args import with_worker_code_source
 
     data = tmp_path / "data"
     data.mkdir()
@@ -54,7 +54,7 @@ def test_smoke_pipeline_records_artifacts_in_mlmd(tmp_path):
         pipeline_root=str(tmp_path / "root"),
         components=[example_gen, statistics_gen, schema_gen, example_validator],
         metadata_connection_config=connection,
-        beam_pipeline_args=beam_args_with_worker_image(["--direct_running_mode=in_memory"], configs.IMAGE),
+        beam_pipeline_args=with_worker_code_source(["--direct_running_mode=in_memory"], configs.IMAGE),
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)
 

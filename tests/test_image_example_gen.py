@@ -307,7 +307,7 @@ def test_local_dag_runner_records_examples_in_mlmd(tmp_path):
     from components.image_example_gen.component import ImageExampleGen
     from image_retrain.ingestion_files import read_label_vocabulary
     from pipelines import configs
-    from pipelines.pipeline import beam_args_with_worker_image
+    from pipelines.beam_args import with_worker_code_source
 
     data = tmp_path / "shapes"
     make_shapes_dataset(data, n_per_class=6)
@@ -318,7 +318,7 @@ def test_local_dag_runner_records_examples_in_mlmd(tmp_path):
         pipeline_root=str(tmp_path / "root"),
         components=[ImageExampleGen(input_base=str(data), split_ratios=(2, 1, 1))],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path)),
-        beam_pipeline_args=beam_args_with_worker_image(["--direct_num_workers=1"], configs.IMAGE),
+        beam_pipeline_args=with_worker_code_source(["--direct_num_workers=1"], configs.IMAGE),
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)
 

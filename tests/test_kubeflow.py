@@ -23,7 +23,8 @@ BEAM_ARGS = ["--runner=DataflowRunner", "--project=test-project", "--region=euro
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     """One compile of the real create_pipeline() for the checks below (~5 s)."""
-    from kubeflow.kubeflow_v2_runner import CompileOptions, PvcMount, build_kfp_pipeline, compile_pipeline
+    from kubeflow.kubeflow_v2_runner import CompileOptions, PvcMount, compile_pipeline
+    from pipelines.pipeline import create_pipeline
 
     options = CompileOptions(
         image=IMAGE, pipeline_root=PIPELINE_ROOT, serving_dir="/models", model_name="flowers",
@@ -31,7 +32,7 @@ def compiled(tmp_path_factory):
         pvcs=[PvcMount.parse("image-retrain-models:/models")],
         output=str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml"))
     path = compile_pipeline(options)
-    return path, options, build_kfp_pipeline(options)
+    return path, options, create_pipeline(options)
 
 
 def test_compiled_yaml_is_a_pipeline_spec_with_every_component_image_command_and_parameters(compiled):
@@ -234,7 +235,8 @@ def test_kfp_schedule_rejects_bad_arguments_before_contacting_kfp(capsys, tmp_pa
 
 
 def test_compile_options_are_checked(tmp_path):
-    from kubeflow.kubeflow_v2_runner import CompileOptions, PvcMount, beam_args_for_image
+    from kubeflow.kubeflow_v2_runner import CompileOptions, PvcMount
+    from pipelines.beam_args import with_cluster_workers_image
 
     base = dict(pipeline_root=PIPELINE_ROOT, serving_dir="/models", data_dir="gs://b/images")
     mounted = [PvcMount.parse("models:/models")]
@@ -260,11 +262,11 @@ def test_compile_options_are_checked(tmp_path):
     for bad in ("models", "Models:/m", "models:relative"):
         with pytest.raises(ValueError):
             PvcMount.parse(bad)
-    assert beam_args_for_image(["--runner=FlinkRunner"], "img") == [
+    assert with_cluster_workers_image(["--runner=FlinkRunner"], "img") == [
         "--runner=FlinkRunner", "--environment_type=DOCKER", "--environment_config=img"]
-    assert beam_args_for_image(["--runner=DataflowRunner", "--sdk_container_image=mine"], "img") == [
+    assert with_cluster_workers_image(["--runner=DataflowRunner", "--sdk_container_image=mine"], "img") == [
         "--runner=DataflowRunner", "--sdk_container_image=mine"]
-    assert beam_args_for_image(["--direct_num_workers=0"], "img") == ["--direct_num_workers=0"]
+    assert with_cluster_workers_image(["--direct_num_workers=0"], "img") == ["--direct_num_workers=0"]
 
 
 def test_beam_on_a_cluster_needs_artifacts_its_workers_can_open(tmp_path):
@@ -355,7 +357,7 @@ def _toy_pipeline(root, serving_model_dir, decision_threshold, when_nothing_serv
 
     from components.served_model_baseline.component import ServedModelBaseline
     from pipelines import configs
-    from pipelines.pipeline import beam_args_with_worker_image
+    from pipelines.beam_args import with_worker_code_source
 
     examples = ToyEvalExamples()
     trainer = ToyTrainer(decision_threshold=decision_threshold)
@@ -382,7 +384,7 @@ def _toy_pipeline(root, serving_model_dir, decision_threshold, when_nothing_serv
         components=[examples, trainer, baseline, evaluator, pusher], enable_cache=False,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(root / "metadata.db")),
-        beam_pipeline_args=beam_args_with_worker_image(["--direct_num_workers=1"], configs.IMAGE))
+        beam_pipeline_args=with_worker_code_source(["--direct_num_workers=1"], configs.IMAGE))
 
 
 def _latest_outputs(metadata_path, type_name):

@@ -81,12 +81,13 @@ def test_beam_steps_say_where_workers_get_their_code_so_tfx_builds_no_copy_of_it
     from tfx.proto.orchestration import executable_spec_pb2, pipeline_pb2
     from tfx.utils import dependency_utils
 
-    from pipelines.local_runner import build_pipeline
-    from pipelines.pipeline import beam_args_with_worker_image
+    from pipelines.beam_args import with_worker_code_source
+    from pipelines.pipeline import create_pipeline
 
-    portable = ["--runner=PortableRunner", "--job_endpoint=localhost:8099"]
-    pipeline, _ = build_pipeline(RunOptions(data_dir=str(tmp_path), output_dir=str(tmp_path / "out"),
-                                            embed_beam_args=portable))
+    portable = ["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=EXTERNAL",
+                "--environment_config=localhost:50000"]
+    pipeline = create_pipeline(RunOptions(data_dir=str(tmp_path), output_dir=str(tmp_path / "out"),
+                                          embed_beam_args=portable))
     deployment = pipeline_pb2.IntermediateDeploymentConfig()
     compiler.Compiler().compile(pipeline).deployment_config.Unpack(deployment)
     beam_args = {}
@@ -95,9 +96,9 @@ def test_beam_steps_say_where_workers_get_their_code_so_tfx_builds_no_copy_of_it
         if spec.Unpack(beam_spec):
             beam_args[node] = list(beam_spec.beam_pipeline_args)
     assert {"ImageExampleGen", "StatisticsGen", "ImageEmbedder", "Evaluator"} <= set(beam_args)
-    assert beam_args["ImageEmbedder"][-2:] == portable
+    assert beam_args["ImageEmbedder"][-4:] == portable
     for args in beam_args.values():
         assert f"--sdk_container_image={configs.IMAGE}" in args
         assert dependency_utils.make_beam_dependency_flags(args) == args
     mine = ["--setup_file=./setup.py", "--runner=DataflowRunner"]
-    assert beam_args_with_worker_image(mine, configs.IMAGE) == mine
+    assert with_worker_code_source(mine, configs.IMAGE) == mine

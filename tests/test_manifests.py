@@ -9,6 +9,8 @@ import yaml
 
 MANIFESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kubeflow", "manifests")
 TARGETS = ("base", "overlays/local-pvc", "overlays/gcs")
+# What the README tells `image-retrain kfp compile --pvc` to mount: the claim TF Serving reads the model base path from.
+SERVING_PVC, SERVING_MOUNT_PATH = "image-retrain-models", "/models"
 MODEL_CLASSES = {
     ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
     ("v1", "Pod"): "V1Pod",
@@ -60,7 +62,6 @@ def test_base_resources_parse_into_kubernetes_models():
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_kustomize_build_gives_tf_serving_on_the_pushed_model_base_path(target):
-    from kubeflow.kubeflow_v2_runner import SERVING_MOUNT_PATH, SERVING_PVC
     from pipelines import configs
 
     models = [_to_model(document) for document in _build(target)]

@@ -24,6 +24,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from image_retrain.paths import is_uri
 from serving import versions
 
 
@@ -33,8 +34,9 @@ def next_version(base_directory: str, now: float | None = None) -> int:
     return max([int(now if now is not None else time.time())] + [v + 1 for v in existing])
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
+def renames_atomically(path: str) -> bool:
+    """POSIX file systems rename atomically; object stores copy and delete object by object."""
+    return not is_uri(path) or path.startswith("file://")
 
 
 def publish(model_path: str, base_directory: str, atomic_rename: bool | None = None) -> tuple[str, str]:
@@ -43,7 +45,7 @@ def publish(model_path: str, base_directory: str, atomic_rename: bool | None = N
     fileio.makedirs(base_directory)
     version = str(next_version(base_directory))
     final = os.path.join(base_directory, version)
-    if not (_is_local(base_directory) if atomic_rename is None else atomic_rename):
+    if not (renames_atomically(base_directory) if atomic_rename is None else atomic_rename):
         saved_model = os.path.join(model_path.rstrip("/"), versions.SAVED_MODEL_FILE)
         io_utils.copy_dir(model_path, final, deny_regex_patterns=[f"^{re.escape(saved_model)}$"])
         if fileio.exists(saved_model):

@@ -14,6 +14,7 @@ from components.image_example_gen import executor
 from components.image_example_gen.sources import check_manifest_header
 from components.image_example_gen.validation import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 from image_retrain.contract import DEFAULT_SPLIT_RATIOS, PATH_KEY, SPLIT_NAMES
+from image_retrain.paths import absolute, is_uri
 
 _GLOB_CHARACTERS = set("*?[]{}")
 
@@ -61,15 +62,15 @@ class ImageExampleGen(FileBasedExampleGen):
                              "trained on but never served.")
 
         if manifest is not None:
-            manifest = _absolute(manifest)
+            manifest = absolute(manifest)
             check_manifest_header(manifest)  # at pipeline construction, before anything runs
-            base, pattern = manifest.rsplit("/", 1) if "://" in manifest else os.path.split(manifest)
+            base, pattern = manifest.rsplit("/", 1) if is_uri(manifest) else os.path.split(manifest)
             if _GLOB_CHARACTERS & set(pattern):
                 raise ValueError(f"Manifest file name {pattern!r} contains glob characters {sorted(_GLOB_CHARACTERS)}"
                                  f"; rename it (TFX matches the input pattern as a glob).")
             layout = executor.LAYOUT_MANIFEST
         else:
-            base, pattern = _absolute(input_base), "*"
+            base, pattern = absolute(input_base), "*"
             layout = executor.LAYOUT_FOLDERS
 
         settings = struct_pb2.Struct()
@@ -86,8 +87,3 @@ class ImageExampleGen(FileBasedExampleGen):
             input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="images", pattern=pattern)]),
             output_config=output_config,
             custom_config=custom_config)
-
-
-def _absolute(path: str) -> str:
-    # The executor may run in another working directory (or container); keep object-store URIs as given.
-    return path if "://" in path else os.path.abspath(path)

@@ -26,11 +26,10 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.image_example_gen import labels as labels_io
 from components.image_example_gen import sources
 from components.image_example_gen import validation as v
 from components.image_example_gen.sources import ImageCandidate
-from image_retrain import contract
+from image_retrain import contract, ingestion_files
 from image_retrain.contract import IMAGE_KEY, LABEL_KEY, LABEL_NAME_KEY, PATH_KEY, SHA256_KEY
 from image_retrain.ingestion_files import Reject
 
@@ -240,7 +239,7 @@ def _write_labels(vocabulary: list[str], examples_uri: str) -> None:
 
 
 def _write_rejects(rejects: list[Reject], examples_uri: str) -> None:
-    _write_text(f"{examples_uri}/{contract.REJECTS_FILE}", labels_io.format_rejects_csv(rejects))
+    _write_text(f"{examples_uri}/{contract.REJECTS_FILE}", ingestion_files.format_rejects_csv(rejects))
 
 
 def _write_summary(_, examples_uri: str, split_names: list[str], vocabulary: list[str], rejects: list[Reject],
@@ -327,7 +326,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         exec_properties[_EXAMPLES_URI_KEY] = examples.uri
         super().Do(input_dict, output_dict, exec_properties)
 
-        summary = labels_io.read_ingestion_summary(examples.uri)
+        summary = ingestion_files.read_ingestion_summary(examples.uri)
         vocabulary = summary["label_vocabulary"]
         examples.set_string_custom_property(contract.LABEL_VOCABULARY_PROPERTY,
                                             json.dumps(vocabulary, ensure_ascii=False))

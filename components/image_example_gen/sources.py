@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from components.image_example_gen import validation as v
 from image_retrain.ingestion_files import Reject
+from image_retrain.paths import is_uri
 
 MANIFEST_PATH_COLUMN = "path"
 MANIFEST_LABEL_COLUMN = "label"
@@ -42,10 +43,6 @@ class Listing:
     hidden_skipped: int = 0
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def _is_hidden(name: str) -> bool:
     # Unix convention; also skips .DS_Store, .git, Thumbs-style tool droppings starting with '.'.
     return name.startswith(".")
@@ -63,7 +60,7 @@ def _invalid_name_reason(name: str) -> str | None:
 
 def list_folder_per_class(input_base: str) -> Listing:
     """`<input_base>/<label>/**/<file>`: each top-level folder is a class, searched recursively."""
-    if _is_remote(input_base):
+    if is_uri(input_base):
         return _list_remote_folders(input_base)
     if not os.path.isdir(input_base):
         raise ValueError(f"Image folder {input_base!r} does not exist or is not a directory.")
@@ -189,9 +186,9 @@ def _list_remote_folders(input_base: str) -> Listing:
 
 
 def resolve_manifest_path(manifest_dir: str, path: str) -> str:
-    if _is_remote(path) or os.path.isabs(path):
+    if is_uri(path) or os.path.isabs(path):
         return path
-    if _is_remote(manifest_dir):
+    if is_uri(manifest_dir):
         return posixpath.join(manifest_dir, path)
     return os.path.join(manifest_dir, path)
 
@@ -212,7 +209,7 @@ def check_manifest_header(manifest_path: str) -> None:
     """Reads only the header row of a local manifest and fails at once, with a clear message, when the file is
     missing, not UTF-8 text, or lacks the path/label columns (so a run stops in a second, not after the pipeline
     has started). Object-store manifests are checked when the executor reads them."""
-    if _is_remote(manifest_path):
+    if is_uri(manifest_path):
         return
     try:
         with open(manifest_path, encoding="utf-8-sig", newline="") as f:
@@ -232,7 +229,7 @@ def read_manifest(manifest_path: str, split_names: list[str]) -> Listing:
 
     check_manifest_header(manifest_path)
     try:
-        if _is_remote(manifest_path):
+        if is_uri(manifest_path):
             import tensorflow as tf
 
             with tf.io.gfile.GFile(manifest_path, "rb") as f:
@@ -255,7 +252,7 @@ def read_manifest(manifest_path: str, split_names: list[str]) -> Listing:
             raise ValueError(f"Manifest {manifest_path!r}: column 'split' has value(s) {unknown}; allowed are "
                              f"{split_names} or an empty cell (split by the stable hash of the path).")
         frame[MANIFEST_SPLIT_COLUMN] = values
-    manifest_dir = posixpath.dirname(manifest_path) if _is_remote(manifest_path) else os.path.dirname(
+    manifest_dir = posixpath.dirname(manifest_path) if is_uri(manifest_path) else os.path.dirname(
         os.path.abspath(manifest_path))
     listing = Listing()
     for row_number, row in enumerate(frame.itertuples(index=False), start=2):  # row 1 is the header

@@ -21,6 +21,7 @@ import stat
 from dataclasses import dataclass
 
 from image_retrain.image_limits import MAX_IMAGE_PIXELS
+from image_retrain.paths import is_uri
 
 # Reason codes used in rejects.csv.
 MISSING_FILE = "missing_file"
@@ -102,7 +103,7 @@ def sniff_format(head: bytes) -> str:
 
 def read_file_bytes(location: str, limits: ValidationLimits) -> bytes:
     """Reads a whole file, turning every way it can be unusable into an `ImageRejected` with a clear reason."""
-    if "://" in location:  # Object stores (gs://, s3://): no symlinks or FIFOs to worry about.
+    if is_uri(location):  # Object stores (gs://, s3://): no symlinks or FIFOs to worry about.
         return _read_remote(location, limits)
     try:
         info = os.stat(location)  # follows symlinks: what matters is what a reader would get

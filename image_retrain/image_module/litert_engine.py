@@ -21,7 +21,7 @@ from importlib.metadata import version
 import numpy as np
 import tensorflow as tf
 
-from image_retrain import litert_conversion as litert
+from image_retrain import litert_conversion
 from image_retrain.image_module.loader import (
     ImageModule,
     load_image_module,
@@ -29,6 +29,7 @@ from image_retrain.image_module.loader import (
     resolve_handle,
     tfhub_cache_dir,
 )
+from image_retrain.paths import is_uri
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ INVOKE_BATCH = 1
 
 def cache_paths(module_path: str, identity: str) -> tuple[str, str]:
     """Beside a local module; for one on object storage, in the local TF Hub cache (the interpreter maps a file)."""
-    folder = (os.path.join(tfhub_cache_dir(), "litert", identity) if "://" in module_path
+    folder = (os.path.join(tfhub_cache_dir(), "litert", identity) if is_uri(module_path)
               else f"{os.path.normpath(module_path)}.litert")
     return os.path.join(folder, f"{identity}.tflite"), os.path.join(folder, f"{identity}.check.json")
 
@@ -65,7 +66,7 @@ def convert_module(module: ImageModule) -> bytes:
     height, width = module.input_size
     function = tf.function(lambda images: {OUTPUT_NAME: module(images)},
                            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=INPUT_NAME)])
-    return litert.convert(function.get_concrete_function(), module.module)
+    return litert_conversion.convert(function.get_concrete_function(), module.module)
 
 
 def litert_module_path(handle: str, module: ImageModule | None = None) -> str | None:
@@ -84,15 +85,15 @@ def litert_module_path(handle: str, module: ImageModule | None = None) -> str | 
         log.warning("image module %s: LiteRT conversion failed, embedding with TensorFlow: %s", handle,
                     str(error).splitlines()[0] if str(error) else type(error).__name__)
         return None
-    probe = litert.probe_images(module.input_size)
-    difference = litert.max_difference(model, lambda images: {OUTPUT_NAME: module(tf.constant(images))},
+    probe = litert_conversion.probe_images(module.input_size)
+    difference = litert_conversion.max_difference(model, lambda images: {OUTPUT_NAME: module(tf.constant(images))},
                                        INPUT_NAME, probe)
-    passed = difference <= litert.TOLERANCE
+    passed = difference <= litert_conversion.TOLERANCE
     try:
         os.makedirs(os.path.dirname(model_path), exist_ok=True)
-        litert.write_atomically(model_path, model)
-        litert.write_atomically(check_path, json.dumps({
-            "passed": passed, "max_abs_difference": difference, "tolerance": litert.TOLERANCE,
+        litert_conversion.write_atomically(model_path, model)
+        litert_conversion.write_atomically(check_path, json.dumps({
+            "passed": passed, "max_abs_difference": difference, "tolerance": litert_conversion.TOLERANCE,
             "probe_batch": int(probe.shape[0]), "versions": _runtime_versions()}, indent=2).encode())
     except OSError as error:
         log.warning("image module %s: cannot cache the LiteRT conversion beside the module (%s), embedding with "
@@ -100,7 +101,7 @@ def litert_module_path(handle: str, module: ImageModule | None = None) -> str | 
         return None
     if not passed:
         log.warning("image module %s: LiteRT output differs from TensorFlow by %.2e on the probe batch (tolerance "
-                    "%.0e), embedding with TensorFlow", handle, difference, litert.TOLERANCE)
+                    "%.0e), embedding with TensorFlow", handle, difference, litert_conversion.TOLERANCE)
         return None
     log.info("image module %s: LiteRT conversion checked (max |difference| %.2e) at %s", handle, difference,
              model_path)
@@ -111,7 +112,7 @@ class LiteRTImageModule:
     """float32 [B, h, w, 3] in [0, 1] (numpy) -> float32 [B, features] with the converted module; one per thread."""
 
     def __init__(self, model_path: str, threads: int | None = None):
-        self._function = litert.SignatureFunction(model_path=model_path, threads=threads)
+        self._function = litert_conversion.SignatureFunction(model_path=model_path, threads=threads)
         (details,) = self._function.input_details.values()
         self.input_size = (int(details["shape_signature"][1]), int(details["shape_signature"][2]))
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from image_retrain.contract import DEFAULT_MODULE_HANDLE
 from image_retrain.image_module.builtin import BUILTIN_MODULES, builtin_module_dir
 from image_retrain.image_module.errors import ImageModuleError
+from image_retrain.paths import is_uri
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,6 @@ def tfhub_cache_dir() -> str:
     return os.environ.get(TFHUB_CACHE_DIR_ENV) or _DEFAULT_TFHUB_CACHE
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
 def _gfile():
     import tensorflow as tf  # only for object-store paths: local ones answer CLI checks without loading TensorFlow
 
@@ -77,11 +74,11 @@ def _gfile():
 
 
 def _is_file(path: str) -> bool:
-    return _gfile().exists(path) and not _gfile().isdir(path) if _is_uri(path) else os.path.isfile(path)
+    return _gfile().exists(path) and not _gfile().isdir(path) if is_uri(path) else os.path.isfile(path)
 
 
 def _open_binary(path: str):
-    return _gfile().GFile(path, "rb") if _is_uri(path) else open(path, "rb")
+    return _gfile().GFile(path, "rb") if is_uri(path) else open(path, "rb")
 
 
 def module_identity(path: str) -> str:
@@ -153,7 +150,7 @@ def resolve_handle(handle: str) -> str:
     if _is_url(handle):
         return _resolve_hub_url(handle)
     path = handle[len("file://"):] if handle.startswith("file://") else handle
-    if _is_uri(path):
+    if is_uri(path):
         if not _is_saved_model_dir(path):
             raise ImageModuleError(f"image module {path} holds no saved_model.pb (or it cannot be read)")
         return path.rstrip("/")
