@@ -18,7 +18,7 @@ import json
 import os
 from typing import NamedTuple
 
-from image_retrain.contract import INGESTION_SUMMARY_FILE, LABELS_FILE, REJECTS_FILE
+from image_retrain.contract import INGESTION_SUMMARY_FILE, LABELS_FILE
 from image_retrain.paths import is_uri, join
 
 REJECTS_COLUMNS = ("path", "label", "reason")
@@ -38,7 +38,7 @@ class Reject(NamedTuple):
 
 def _read_text(path: str) -> str:
     if is_uri(path):
-        from tfx.dsl.io import fileio
+        from tfx.dsl.io import fileio  # noqa: PLC0415 - object-store artifacts only: local reads stay light
 
         with fileio.open(path, "rb") as f:
             return f.read().decode("utf-8")
@@ -54,16 +54,6 @@ def read_labels_file(path: str | os.PathLike) -> list[str]:
 def read_label_vocabulary(examples_uri: str | os.PathLike) -> list[str]:
     """The sorted label names of an ImageExampleGen artifact; `vocabulary[label_int]` is the class name."""
     return read_labels_file(join(examples_uri, LABELS_FILE))
-
-
-def read_rejects(examples_uri: str | os.PathLike) -> list[Reject]:
-    """Every skipped input of an ImageExampleGen artifact, sorted by path."""
-    text = _read_text(join(examples_uri, REJECTS_FILE))
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if tuple(reader.fieldnames or ()) != REJECTS_COLUMNS:
-        raise ValueError(f"{join(examples_uri, REJECTS_FILE)}: expected columns {REJECTS_COLUMNS}, "
-                         f"found {reader.fieldnames}")
-    return [Reject(*(row[column] for column in REJECTS_COLUMNS)) for row in reader]
 
 
 def read_ingestion_summary(examples_uri: str | os.PathLike) -> dict:

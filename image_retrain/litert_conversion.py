@@ -34,7 +34,7 @@ def convert(concrete_function, trackable) -> bytes:
 
 def with_metadata(model: bytes, entries: dict[str, bytes]) -> bytes:
     """Adds named byte buffers to the flatbuffer's `metadata` table (the schema's own key -> buffer list, which
-    LiteRT runtimes carry along unread and `read_metadata` returns)."""
+    LiteRT runtimes carry along unread)."""
     model_object = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
     model_object.metadata = list(model_object.metadata or [])
     for name, data in entries.items():
@@ -48,15 +48,6 @@ def with_metadata(model: bytes, entries: dict[str, bytes]) -> bytes:
     builder = flatbuffers.Builder(len(model) + sum(len(d) for d in entries.values()) + 1024)
     builder.Finish(model_object.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
-
-
-def read_metadata(model: bytes) -> dict[str, bytes]:
-    root = schema.Model.GetRootAs(model, 0)
-    entries = {}
-    for i in range(root.MetadataLength()):
-        entry = root.Metadata(i)
-        entries[entry.Name().decode()] = root.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
-    return entries
 
 
 def interpreter(model_path: str | None = None, model: bytes | None = None, threads: int | None = None):

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving.model_format import SAVED_MODEL_FILE
+
 
 def set_method_names(export_dir: str, method_by_signature: dict[str, str]) -> None:
     """Rewrites `saved_model.pb` in place so each named signature carries the given method_name."""
-    import tensorflow as tf
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    path = os.path.join(export_dir, "saved_model.pb")
+    path = os.path.join(export_dir, SAVED_MODEL_FILE)
     saved_model = saved_model_pb2.SavedModel()
     with tf.io.gfile.GFile(path, "rb") as f:
         saved_model.ParseFromString(f.read())

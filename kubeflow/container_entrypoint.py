@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+
+import yaml
 
 from pipelines.beam_args import runs_on_a_cluster
 
@@ -90,8 +93,6 @@ def adapt_executor_input(executor_input: dict, inputs_spec: dict | None, local_r
 def _schema_title(artifact_type: dict) -> str:
     if artifact_type.get("schemaTitle"):
         return artifact_type["schemaTitle"]
-    import yaml
-
     schema = yaml.safe_load(artifact_type.get("instanceSchema") or "") or {}
     return schema.get("title", "") if isinstance(schema, dict) else ""
 
@@ -116,7 +117,7 @@ def _parse_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor  # noqa: PLC0415 - kfp compile imports this module for its constants before TF loads
 
     args, beam_args = _parse_flags(sys.argv[1:] if argv is None else argv)
     inputs_spec = json.loads(args.json_serialized_inputs_spec_args) if args.json_serialized_inputs_spec_args else None
@@ -138,4 +139,6 @@ if __name__ == "__main__":
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO)
+    # The pod's log: TFX's INFO lines (absl's logger propagates to the root) and the steps' own, on stderr.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.exit(main())

@@ -18,6 +18,8 @@ import warnings
 
 from absl import logging as absl_logging
 
+from image_retrain import step_results
+
 # Lines TensorFlow, XLA and LiteRT write to stderr on every start on a CPU-only machine.
 NATIVE_NOISE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
@@ -41,6 +43,7 @@ _QUIET_LOGGERS = ("tensorflow", "apache_beam", "ml_metadata", "tfx")
 def configure(verbose: bool) -> None:
     """Python-side switches; child processes (the model server, scheduled runs) inherit the environment."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
+    show_step_results()
     if verbose:
         return
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -48,6 +51,17 @@ def configure(verbose: bool) -> None:
     absl_logging.set_verbosity(absl_logging.ERROR)  # through absl's flag, which later flag parsing keeps
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def show_step_results() -> None:
+    """Each pipeline step's one-line outcome (image_retrain.step_results) on stdout, as the run's own output."""
+    if step_results.log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    step_results.log.addHandler(handler)
+    step_results.log.setLevel(logging.INFO)
+    step_results.log.propagate = False  # shown once, whatever handlers TFX or absl put on the root logger
 
 
 def quiet_keras() -> None:

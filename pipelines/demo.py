@@ -40,7 +40,8 @@ def write_digits(root: str) -> int:
 
 
 def serve_and_predict(model_base_path: str, images: list[tuple[str, bytes]]) -> None:
-    from serving.client import GrpcClient, RestClient
+    from serving.client import RestClient
+    from serving.grpc_client import GrpcClient
     from serving.process import model_server
 
     with model_server(f"--model_name={MODEL_NAME}", f"--model_base_path={model_base_path}", stdout=None, stderr=None,

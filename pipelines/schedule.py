@@ -113,10 +113,11 @@ def exclusive_lock(path: str):
 def run_pipeline_in_child(options):
     """`pipelines.local_runner.run_pipeline(options)` in a fresh process: TensorFlow's memory goes away with it, and a
     crash fails this run only."""
-    from pipelines import local_runner
+    from pipelines import console, local_runner
 
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context,
+                                                initializer=console.show_step_results) as pool:
         return pool.submit(local_runner.run_pipeline, options).result()
 
 

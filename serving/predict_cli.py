@@ -31,7 +31,7 @@ def format_table(rows: list[tuple[str, str, str]]) -> str:
 
 
 def main(args) -> int:
-    from serving.client import GrpcClient, RestClient, ServerError
+    from serving.client import RestClient, ServerError
 
     if args.top_k < 1:
         print("--top-k must be >= 1", file=sys.stderr)
@@ -44,8 +44,12 @@ def main(args) -> int:
         except OSError as error:
             print(f"Cannot read {path}: {error.strerror}", file=sys.stderr)
             return 2
-    client = RestClient(args.rest, args.timeout) if args.rest else GrpcClient(args.server or "localhost:8500",
-                                                                              args.timeout)
+    if args.rest:
+        client = RestClient(args.rest, args.timeout)
+    else:
+        from serving.grpc_client import GrpcClient  # loads TensorFlow's protos: only for gRPC
+
+        client = GrpcClient(args.server or "localhost:8500", args.timeout)
     rows = []
     try:
         for start in range(0, len(images), args.batch_size):

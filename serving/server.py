@@ -127,9 +127,9 @@ class ModelServer:
     def start(self) -> ModelServer:
         # Imported here, not at the top: they import TensorFlow, which serving.main imports (without Keras) only after
         # the flags are checked; ServerOptions is imported before that.
-        from serving.inference import InferenceService
-        from serving.manager import ModelManager
-        from serving.version_loader import load_version
+        from serving.inference import InferenceService  # noqa: PLC0415 - see above
+        from serving.manager import ModelManager  # noqa: PLC0415 - see above
+        from serving.version_loader import load_version  # noqa: PLC0415 - see above
 
         o = self.options
         batching, prometheus_path = self._read_configs()
@@ -168,7 +168,7 @@ class ModelServer:
         o = self.options
         if not (o.tensorflow_intra_op_parallelism or o.tensorflow_inter_op_parallelism):
             return None
-        from tensorflow.core.protobuf import config_pb2  # imports TensorFlow: see start()
+        from tensorflow.core.protobuf import config_pb2  # noqa: PLC0415 - imports TensorFlow: see start()
         return config_pb2.ConfigProto(intra_op_parallelism_threads=o.tensorflow_intra_op_parallelism,
                                       inter_op_parallelism_threads=o.tensorflow_inter_op_parallelism)
 
@@ -179,7 +179,7 @@ class ModelServer:
                      loaded.path, count)
 
     def _start_grpc(self):
-        from serving.grpc_service import build_server  # imports TensorFlow: see start()
+        from serving.grpc_service import build_server  # noqa: PLC0415 - imports TensorFlow: see start()
         o = self.options
         addresses = []
         if o.port:
@@ -218,7 +218,7 @@ class ModelServer:
         return threads
 
     def _start_rest(self, prometheus_path):
-        from serving.rest import RestServer  # imports TensorFlow: see start()
+        from serving.rest import RestServer  # noqa: PLC0415 - imports TensorFlow: see start()
         o = self.options
         self._rest_server = RestServer(
             o.bind_address, o.rest_api_port, self.inference,

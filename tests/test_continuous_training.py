@@ -18,7 +18,8 @@ import pytest
 from image_fixtures import make_shapes_dataset
 
 from serving import versions
-from serving.client import GrpcClient, RestClient
+from serving.client import RestClient
+from serving.grpc_client import GrpcClient
 from serving.process import model_server, stop
 
 

@@ -6,8 +6,19 @@ import hashlib
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from image_fixtures import NON_ASCII_LABEL, make_bad_input_corpus, make_shapes_dataset
+
+from image_retrain.contract import REJECTS_FILE
+from image_retrain.ingestion_files import REJECTS_COLUMNS, Reject
+
+
+def read_rejects(examples_uri) -> list[Reject]:
+    """Every skipped input of an ImageExampleGen artifact, as its rejects.csv lists them (parsed by pandas)."""
+    frame = pd.read_csv(Path(examples_uri) / REJECTS_FILE, dtype=str, keep_default_na=False)
+    assert tuple(frame.columns) == REJECTS_COLUMNS
+    return [Reject(*row) for row in frame.itertuples(index=False)]
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -82,7 +93,6 @@ def expected_hash_split(path: str, ratios=(8, 1, 1)) -> str:
 
 
 def rejects_by_key(examples_uri) -> dict[tuple[str, str], str]:
-    from image_retrain.ingestion_files import read_rejects
 
     return {(r.path, r.label): r.reason for r in read_rejects(examples_uri)}
 
@@ -120,7 +130,7 @@ def test_constructor_rejects_bad_arguments(tmp_path):
 
 def test_shapes_folder_features_vocabulary_and_stable_splits(tmp_path):
     from components.image_example_gen.component import ImageExampleGen
-    from image_retrain.ingestion_files import read_ingestion_summary, read_label_vocabulary, read_rejects
+    from image_retrain.ingestion_files import read_ingestion_summary, read_label_vocabulary
 
     data = tmp_path / "shapes"
     written = make_shapes_dataset(data, n_per_class=20)

@@ -526,7 +526,7 @@ def test_every_runner_takes_the_same_pipeline_options():
     from pipelines.cli import build_parser
 
     shared = argparse.ArgumentParser()
-    pipeline_options.add_arguments(shared, baseline_default="x", beam_default=[])
+    pipeline_options.add_arguments(shared, pipeline_options.PipelineOptions)
     flags = {flag for action in shared._actions for flag in action.option_strings} - {"-h", "--help"}
     for command in (["run"], ["schedule"], ["kfp", "compile"]):
         parser = build_parser(command[0])

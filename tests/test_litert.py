@@ -17,12 +17,24 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from ai_edge_litert import schema_py_generated as schema  # noqa: E402
+
 from image_retrain import litert_conversion as litert  # noqa: E402
 from image_retrain.image_module import load_image_module  # noqa: E402
 from image_retrain.image_module.litert_engine import LiteRTImageModule, litert_module_path  # noqa: E402
 from pipelines import configs  # noqa: E402
 from pipelines.models.head import build_head  # noqa: E402
 from pipelines.models.saved_model_export import export_serving_model  # noqa: E402
+
+
+def read_metadata(model: bytes) -> dict[str, bytes]:
+    """The flatbuffer's `metadata` table, read with the schema LiteRT itself ships (the inverse of with_metadata)."""
+    root = schema.Model.GetRootAs(model, 0)
+    entries = {}
+    for i in range(root.MetadataLength()):
+        entry = root.Metadata(i)
+        entries[entry.Name().decode()] = root.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return entries
 
 CAT_CLASSES = set(range(281, 286))  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 PHOTOS = ("chelsea", "coffee", "rocket")
@@ -138,7 +150,7 @@ def tiny_classifier(tmp_path_factory) -> str:
 def test_export_writes_model_tflite_with_labels_beside_the_saved_model(tiny_classifier):
     assert {"assets", "model.tflite", "saved_model.pb", "variables"} <= set(os.listdir(tiny_classifier))
     with open(os.path.join(tiny_classifier, "model.tflite"), "rb") as f:
-        metadata = litert.read_metadata(f.read())
+        metadata = read_metadata(f.read())
     assert metadata["labels.txt"] == b"red\ngreen\nblue\n"
     assert json.loads(metadata["image_retrain.json"])["input"]["shape"] == [-1, 32, 32, 3]
     interpreter = litert.interpreter(os.path.join(tiny_classifier, "model.tflite"))
@@ -185,7 +197,8 @@ def make_server():
 def predict_both(make_server, model_dir, images, **options) -> dict[bool, dict]:
     """The same images through real gRPC and REST clients of a SavedModel server (False) and a
     --prefer_tflite_model server (True): Predict outputs, Classify results, REST metadata."""
-    from serving.client import GrpcClient, RestClient
+    from serving.client import RestClient
+    from serving.grpc_client import GrpcClient
 
     results = {}
     for prefer in (False, True):
@@ -262,7 +275,7 @@ def test_prefer_tflite_model_serves_a_plain_tflite_with_its_own_signatures(make_
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "serving"))
     from model_fixtures import write_half_plus_two
 
-    from serving.client import GrpcClient
+    from serving.grpc_client import GrpcClient
     from serving.litert_version import LiteRTVersion
     from serving.saved_model_version import SavedModelVersion
 
@@ -326,7 +339,7 @@ def test_mobile_tflite_export_classifies_photos_like_the_saved_model(imagenet_cl
     assert cli.main(["export", "--format", "tflite", imagenet_classifier, out]) == 0
     with open(out, "rb") as f:
         model = f.read()
-    labels = litert.read_metadata(model)["labels.txt"].decode().splitlines()
+    labels = read_metadata(model)["labels.txt"].decode().splitlines()
     runner = litert.SignatureFunction(model=model)
     loaded = tf.saved_model.load(imagenet_classifier)  # held: its signatures need the object alive
     saved_model = loaded.signatures["serving_default"]

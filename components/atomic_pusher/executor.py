@@ -17,13 +17,13 @@ import time
 import uuid
 from typing import Any
 
-from absl import logging
 from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from image_retrain import step_results
 from image_retrain.paths import is_uri
 from serving import versions
 
@@ -67,7 +67,7 @@ class Executor(tfx_pusher_executor.Executor):
         model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(model_push)
-            print("[push] model not blessed: nothing pushed", flush=True)
+            step_results.report("push", "model not blessed: nothing pushed")
             return
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
@@ -75,7 +75,6 @@ class Executor(tfx_pusher_executor.Executor):
             raise NotImplementedError(f"push destination {destination.WhichOneof('destination')} is not supported")
         model_path = self.GetModelPath(input_dict)
         serving_path, version = publish(model_path, destination.filesystem.base_directory)
-        logging.info("Model version %s published at %s", version, serving_path)
-        print(f"[push] model version {version} published at {serving_path}", flush=True)
+        step_results.report("push", f"model version {version} published at {serving_path}")
         io_utils.copy_dir(model_path, model_push.uri)  # archived copy, as the stock Pusher keeps
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)

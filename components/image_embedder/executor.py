@@ -21,7 +21,7 @@ from tfx.types import artifact_utils
 from tqdm import tqdm
 
 from components.image_embedder import cache as embedding_cache
-from image_retrain import contract
+from image_retrain import contract, step_results
 from image_retrain.contract import EMBEDDING_KEY, IMAGE_KEY, PATH_KEY, SHA256_KEY
 from image_retrain.image_decoding import preprocess_batch
 from image_retrain.image_module import load_image_module
@@ -40,7 +40,7 @@ FAILED = beam.metrics.Metrics.counter("image_embedder", contract.EMBEDDING_FAILU
 COMPUTE_MS = beam.metrics.Metrics.counter("image_embedder", "embedding_compute_ms")  # decode+resize+module only
 LOAD_MS = beam.metrics.Metrics.counter("image_embedder", "module_load_ms")
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def _bytes_feature(example: tf.train.Example, name: str) -> bytes:
@@ -138,7 +138,7 @@ class EmbedImages(beam.DoFn):
                     results.append(self._embed(tf.constant([image]))[0])
                 except tf.errors.InvalidArgumentError as error:
                     FAILED.inc()
-                    logger.warning("embedding skipped %s: %s", path, error.message.splitlines()[0])
+                    log.warning("embedding skipped %s: %s", path, error.message.splitlines()[0])
                     results.append(None)
             return results
         finally:
@@ -249,20 +249,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             committed = cache.commit(staging)  # only now, after every stage succeeded
             if compact:
                 cache.remove(shards)
-            logger.info("Embedding cache: %d shards read, %d written%s", len(shards), len(committed),
+            log.info("Embedding cache: %d shards read, %d written%s", len(shards), len(committed),
                         " (compacted)" if compact else "")
         counts = {counter.metric_name.name: _counter_total(result, counter.metric_name.name)
                   for counter in (COMPUTED, CACHED, FAILED, COMPUTE_MS, LOAD_MS)}
         elapsed = time.time() - started
         total = counts["embeddings_computed"] + counts["embeddings_cached"]
-        logger.info("Embedding stage: %d computed, %d from cache, %d failed, %.1f s (%.1f images/s overall)",
+        log.info("Embedding stage: %d computed, %d from cache, %d failed, %.1f s (%.1f images/s overall)",
                     counts["embeddings_computed"], counts["embeddings_cached"], counts["embedding_failures"],
                     elapsed, total / elapsed if elapsed else 0.0)
-        print(f"[embed] {counts['embeddings_computed']} embeddings computed on {engine_used}, "
-              f"{counts['embeddings_cached']} reused from cache, {counts['embedding_failures']} failed "
-              f"({elapsed:.1f} s: module load "
-              f"{counts['module_load_ms'] / 1000:.1f} s, embedding {counts['embedding_compute_ms'] / 1000:.1f} s)",
-              flush=True)
+        step_results.report("embed", f"{counts['embeddings_computed']} embeddings computed on {engine_used}, "
+                                     f"{counts['embeddings_cached']} reused from cache, "
+                                     f"{counts['embedding_failures']} failed ({elapsed:.1f} s: module load "
+                                     f"{counts['module_load_ms'] / 1000:.1f} s, embedding "
+                                     f"{counts['embedding_compute_ms'] / 1000:.1f} s)")
         for name in (contract.EMBEDDINGS_COMPUTED_PROPERTY, contract.EMBEDDINGS_CACHED_PROPERTY,
                      contract.EMBEDDING_FAILURES_PROPERTY):
             embedded.set_int_custom_property(name, counts[name])

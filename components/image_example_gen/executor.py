@@ -14,11 +14,11 @@ by other files being added or removed.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 import tensorflow as tf
-from absl import logging
 from google.protobuf import struct_pb2
 from tfx import types
 from tfx.components.example_gen import base_example_gen_executor, utils
@@ -32,6 +32,8 @@ from components.image_example_gen.sources import ImageCandidate
 from image_retrain import contract, ingestion_files
 from image_retrain.contract import IMAGE_KEY, LABEL_KEY, LABEL_NAME_KEY, PATH_KEY, SHA256_KEY
 from image_retrain.ingestion_files import Reject
+
+log = logging.getLogger(__name__)
 
 # Keys of the google.protobuf.Struct packed into example_gen_pb2.CustomConfig by the component.
 LAYOUT_KEY = "layout"
@@ -187,7 +189,7 @@ def build_ingestion(pipeline: beam.Pipeline, exec_properties: dict[str, Any], sp
     settings = IngestionSettings.from_exec_properties(exec_properties)
     listing = list_candidates(exec_properties, split_pattern, split_names)
     _fail_early_if_too_few_classes(listing)
-    logging.info("Image ingestion: %d candidate files in %d class(es) %s; %d hidden entries skipped.",
+    log.info("Image ingestion: %d candidate files in %d class(es) %s; %d hidden entries skipped.",
                  len(listing.candidates), len(listing.files_per_label), sorted(listing.files_per_label),
                  listing.hidden_skipped)
 
@@ -343,9 +345,9 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
 
 def _log_summary(examples_uri: str, summary: dict) -> None:
-    logging.info("Image ingestion: %d examples %s, %d classes %s.", summary["num_examples"],
+    log.info("Image ingestion: %d examples %s, %d classes %s.", summary["num_examples"],
                  summary["split_counts"], summary["num_classes"], summary["label_vocabulary"])
     if summary["num_rejects"]:
-        logging.warning("Image ingestion rejected %d input(s) %s; full list in %s/%s. First ones:\n%s",
+        log.warning("Image ingestion rejected %d input(s) %s; full list in %s/%s. First ones:\n%s",
                         summary["num_rejects"], summary["rejects_by_code"], examples_uri, contract.REJECTS_FILE,
                         "\n".join(f"  {path} [{label}]: {reason}" for path, label, reason in summary["first_rejects"]))

@@ -10,6 +10,7 @@ import functools
 import html
 import io
 import json
+import logging
 import os
 from typing import Any
 
@@ -17,7 +18,6 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from absl import logging
 from PIL import Image
 from sklearn.metrics import ConfusionMatrixDisplay
 from tensorflow_model_analysis.constants import BASELINE_KEY as BASELINE_MODEL_NAME
@@ -34,6 +34,10 @@ from image_retrain.ingestion_files import read_label_vocabulary
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+
+from image_retrain import step_results
+
+log = logging.getLogger(__name__)
 
 
 def _overall_slice(key) -> bool:
@@ -247,7 +251,7 @@ class Executor(base_executor.BaseExecutor):
             target = os.path.join(exec_properties["report_dir"], os.path.basename(os.path.dirname(report.uri))
                                   + "-" + os.path.basename(report.uri))
             io_utils.copy_dir(report.uri, target)
-            logging.info("report copied to %s", target)
-        print(f"[report] {split} accuracy {_fmt(summary['accuracy'])} (baseline "
-              f"{_fmt(summary['baseline_accuracy'])}), blessed={summary['blessed']}: "
-              f"{os.path.join(report.uri, contract.REPORT_HTML_FILE)}", flush=True)
+            log.info("report copied to %s", target)
+        step_results.report("report", f"{split} accuracy {_fmt(summary['accuracy'])} (baseline "
+                                      f"{_fmt(summary['baseline_accuracy'])}), blessed={summary['blessed']}: "
+                                      f"{os.path.join(report.uri, contract.REPORT_HTML_FILE)}")

@@ -1,10 +1,10 @@
 """Executor of ServedModelBaseline: copy the served (highest numeric) version into a standard Model artifact."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from absl import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
@@ -12,6 +12,8 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
 from serving import versions
+
+log = logging.getLogger(__name__)
 
 # Keys shared with component.py (the component spec is built from them).
 SERVING_MODEL_DIR_KEY = "serving_model_dir"
@@ -72,7 +74,7 @@ class Executor(base_executor.BaseExecutor):
         if served is not None:
             # A copy rather than a pointer: the serving directory is garbage-collected and rewritten by later pushes,
             # while an artifact must stay what it was when the Evaluator compared against it.
-            logging.info("Baseline: served version %d from %s", served.version, served.path)
+            log.info("Baseline: served version %d from %s", served.version, served.path)
             io_utils.copy_dir(served.path, destination)
             baseline.set_string_custom_property(BASELINE_SOURCE_PROPERTY, "served")
             baseline.set_int_custom_property(SERVED_VERSION_PROPERTY, served.version)
@@ -84,7 +86,7 @@ class Executor(base_executor.BaseExecutor):
             # exactly what the executor leaves in output_dict (merge_utils.merge_updated_output_artifacts), and the
             # Evaluator's baseline_model input is optional (min_count 0), so it runs with has_baseline=False, which
             # drops change thresholds and validates the value thresholds only ("rubber stamp").
-            logging.info("Baseline: nothing served under %s yet; publishing no baseline (value thresholds only)",
+            log.info("Baseline: nothing served under %s yet; publishing no baseline (value thresholds only)",
                          serving_model_dir)
             output_dict[BASELINE_MODEL_KEY].clear()
             return
@@ -99,7 +101,7 @@ class Executor(base_executor.BaseExecutor):
                              f"input artifact, got {len(candidates)}")
         candidate = candidates[0]
         source = path_utils.serving_model_path(candidate.uri, path_utils.is_old_model_artifact(candidate))
-        logging.info("Baseline: nothing served under %s yet; using the candidate %s itself", serving_model_dir, source)
+        log.info("Baseline: nothing served under %s yet; using the candidate %s itself", serving_model_dir, source)
         io_utils.copy_dir(source, destination)
         baseline.set_string_custom_property(BASELINE_SOURCE_PROPERTY, "candidate")
         baseline.set_int_custom_property(SERVED_VERSION_PROPERTY, -1)

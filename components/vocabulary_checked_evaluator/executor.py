@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from absl import logging
 from tfx.components.evaluator import executor as tfx_evaluator_executor
 from tfx.dsl.io import fileio
 from tfx.types import standard_component_specs
 from tfx.utils import path_utils
 
+from image_retrain import step_results
 from image_retrain.contract import BASELINE_SKIPPED_PROPERTY
 from image_retrain.ingestion_files import read_labels_file
 from serving.model_format import LABELS_ASSET
@@ -47,8 +47,7 @@ class Executor(tfx_evaluator_executor.Executor):
         candidates = input_dict.get(standard_component_specs.MODEL_KEY) or []
         reason = baseline_mismatch(candidates[0].uri, baselines[0].uri) if baselines and candidates else None
         if reason:
-            logging.warning("Evaluator: %s", reason)
-            print(f"[evaluate] {reason}", flush=True)
+            step_results.report("evaluate", reason)
             input_dict = {**input_dict, standard_component_specs.BASELINE_MODEL_KEY: []}
             for artifact in output_dict.get(standard_component_specs.EVALUATION_KEY, []):
                 artifact.set_string_custom_property(BASELINE_SKIPPED_PROPERTY, reason)

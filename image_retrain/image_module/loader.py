@@ -68,7 +68,7 @@ def tfhub_cache_dir() -> str:
 
 
 def _gfile():
-    import tensorflow as tf  # only for object-store paths: local ones answer CLI checks without loading TensorFlow
+    import tensorflow as tf  # noqa: PLC0415 - only for object-store paths: local ones answer CLI checks without loading TensorFlow
 
     return tf.io.gfile
 
@@ -108,7 +108,7 @@ def _is_url(handle: str) -> bool:
 
 
 def _resolve_builtin(name: str) -> str:
-    from image_retrain.image_module.convert import convert_builtin, is_complete_conversion
+    from image_retrain.image_module.convert import convert_builtin, is_complete_conversion  # noqa: PLC0415 - converting imports torch (the [convert] extra)
 
     path = builtin_module_dir(name)
     if is_complete_conversion(path):
@@ -122,11 +122,11 @@ def _resolve_builtin(name: str) -> str:
 
 
 def _resolve_hub_url(handle: str) -> str:
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 - loading a module needs TF; resolving handles for CLI checks does not
 
     with warnings.catch_warnings():  # hub's own import of pkg_resources warns; a user can do nothing about it
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-        import tensorflow_hub as hub  # only for URL handles: importing it loads TensorFlow
+        import tensorflow_hub as hub  # noqa: PLC0415 - only for URL handles; it loads TF
 
     try:
         path = hub.resolve(handle)
@@ -171,7 +171,7 @@ def resolve_handle(handle: str) -> str:
 def _image_spec_and_output(module, handle: str):
     """Finds the image input spec and the feature output spec, preferring the serving_default signature (what
     TF Serving and TF Hub document) and falling back to the module's own __call__."""
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 - loading a module needs TF; resolving handles for CLI checks does not
 
     signatures = getattr(module, "signatures", None) or {}
     candidates = []
@@ -223,7 +223,7 @@ def load_image_module(handle: str = DEFAULT_MODULE_HANDLE) -> ImageModule:
     Input size and feature dimension are read from the module's signature; when the module leaves them dynamic,
     input size defaults to 224x224 and the feature dimension is measured by one call on a black image.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 - loading a module needs TF; resolving handles for CLI checks does not
 
     path = resolve_handle(handle)
     try:

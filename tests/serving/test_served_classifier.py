@@ -11,7 +11,8 @@ import pytest
 from model_fixtures import solid_image_bytes
 
 from serving import predict_cli
-from serving.client import GrpcClient, RestClient, ServerError
+from serving.client import RestClient, ServerError
+from serving.grpc_client import GrpcClient
 
 RED, GREEN, BLUE = (230, 20, 20), (20, 230, 20), (20, 20, 230)
 
