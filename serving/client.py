@@ -34,7 +34,7 @@ def top_k_pairs(scores, classes, k: int) -> list[tuple[str, float]]:
     return [(classes[i] if classes is not None else str(i), float(scores[i])) for i in order]
 
 
-def asas_text(value) -> str:
+def as_text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
