@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import functools
 import http.client
 import io
@@ -307,7 +308,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_base_path", help="model dir with numeric versions (default: a fixture classifier)")
     parser.add_argument("--model_name", default="classifier")
@@ -326,25 +327,48 @@ def main() -> int:
     parser.add_argument("--skip_flask", action="store_true")
     parser.add_argument("--module", default="efficientnet_lite0",
                         help="the model's image module (handle or SavedModel dir), for the seeds' Flask app")
-    args = parser.parse_args()
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
-    from serving import versions  # imports TensorFlow: after the flags are read
+    return parser.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix="bench_serving_")
-    base_path = args.model_base_path
-    if not base_path:
-        sys.path.insert(0, os.path.join(REPO, "tests", "serving"))
-        import model_fixtures
-        base_path = os.path.join(tmp, "classifier")
-        model_fixtures.write_image_classifier(os.path.join(base_path, "1"))
-    base_path = os.path.abspath(base_path)
-    version_dir = versions.version_folder(base_path)
-    version = int(os.path.basename(version_dir))
-    image, image_description = test_image(args.image, args.image_size)
-    print(describe())
-    print(f"model {version_dir}; image: {image_description}, {len(image)} bytes; "
-          f"{args.requests} requests per row, median of {args.rounds} rounds")
 
+@dataclasses.dataclass
+class Bench:
+    """One run: its flags, scratch dir, served model version and request image, and the rounds of every row."""
+    args: argparse.Namespace
+    tmp: str
+    base_path: str
+    version_dir: str
+    image: bytes
+    concurrencies: list[int]
+    rounds: dict[str, list[dict]] = dataclasses.field(default_factory=dict)
+
+    def record(self, name: str, row: dict) -> None:
+        self.rounds.setdefault(name, []).append(row)
+
+    @property
+    def batched_row(self) -> str:
+        return f"in-process b={self.args.max_batch_size}x{self.args.num_batch_threads}"
+
+
+def model_base_path(given: str | None, tmp: str) -> str:
+    """The model to serve: the one given, or a small fixture classifier written under `tmp`."""
+    if given:
+        return os.path.abspath(given)
+    sys.path.insert(0, os.path.join(REPO, "tests", "serving"))
+    import model_fixtures
+    base_path = os.path.join(tmp, "classifier")
+    model_fixtures.write_image_classifier(os.path.join(base_path, "1"))
+    return os.path.abspath(base_path)
+
+
+@dataclasses.dataclass
+class ModelServer:
+    process: subprocess.Popen
+    grpc_port: int
+    rest_port: int
+
+
+def write_server_configs(args: argparse.Namespace, tmp: str) -> tuple[str, str]:
+    """The server's batching parameters file and its monitoring config file (Prometheus, read for the batch sizes)."""
     batching_file = os.path.join(tmp, "batching.config")
     with open(batching_file, "w") as f:
         f.write(f"max_batch_size {{ value: {args.max_batch_size} }}\n"
@@ -353,147 +377,199 @@ def main() -> int:
     monitoring_file = os.path.join(tmp, "monitoring.config")
     with open(monitoring_file, "w") as f:
         f.write(f'prometheus_config {{ enable: true, path: "{METRICS_PATH}" }}\n')
+    return batching_file, monitoring_file
+
+
+def start_server(bench: Bench) -> ModelServer:
+    """`python -m serving --enable_batching` as its own process (client and server do not share a GIL)."""
+    args = bench.args
+    batching_file, monitoring_file = write_server_configs(args, bench.tmp)
     grpc_port, rest_port = free_port(), free_port()
-    server = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-         f"--model_name={args.model_name}", f"--model_base_path={base_path}", "--enable_batching",
+         f"--model_name={args.model_name}", f"--model_base_path={bench.base_path}", "--enable_batching",
          f"--batching_parameters_file={batching_file}", f"--monitoring_config_file={monitoring_file}",
          "--bind_address=127.0.0.1", "--log_level=WARNING"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "server.log"), "w"))  # noqa: SIM115
-    server.log_path = os.path.join(tmp, "server.log")
-    rounds: dict[str, list[dict]] = {}
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(os.path.join(bench.tmp, "server.log"), "w"))  # noqa: SIM115
+    process.log_path = os.path.join(bench.tmp, "server.log")
+    return ModelServer(process, grpc_port, rest_port)
 
-    def record(name, row):
-        rounds.setdefault(name, []).append(row)
 
-    def in_process_row(name, call_factory, concurrency, requests, images_per_call=1):
-        cpu_before = cpu_seconds(os.getpid())
-        row = measure(call_factory, concurrency, requests, images_per_call)
-        row["cpu_ms"] = 1000 * (cpu_seconds(os.getpid()) - cpu_before) / row["images"]
-        record(name, row)
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=60)
 
-    def server_row(name, call_factory, concurrency):
-        sum_before, count_before = batch_counts(rest_port)
-        cpu_before, client_cpu_before = cpu_seconds(server.pid), cpu_seconds(os.getpid())
-        row = measure(call_factory, concurrency, args.requests)
-        row["cpu_ms"] = 1000 * (cpu_seconds(server.pid) - cpu_before) / row["images"]
-        row["client_cpu_ms"] = 1000 * (cpu_seconds(os.getpid()) - client_cpu_before) / row["images"]
-        sum_after, count_after = batch_counts(rest_port)
-        row["mean_batch"] = (sum_after - sum_before) / max(1.0, count_after - count_before)
-        record(name, row)
 
+def in_process_caller(loaded, input_name: str, outputs: list[str], inputs):
+    """The same signature, same session runtime, no transport."""
+    return lambda: loaded.run("serving_default", {input_name: inputs}, outputs)
+
+
+def grpc_predict_request(model_name: str, input_name: str, image: bytes):
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.inputs[input_name].CopyFrom(tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, string_val=[image],
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)])))
+    return request
+
+
+def grpc_caller(port: int, request):
+    """Official stubs, one channel per client thread."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", -1)]))
+    return lambda: stub.Predict(request, timeout=60)
+
+
+def rest_caller(port: int, path: str, body: bytes, content_type: str):
+    """A keep-alive HTTP connection per client thread."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def call():
+        connection.request("POST", path, body, {"Content-Type": content_type})
+        response = connection.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {data[:300]!r}")
+    return call
+
+
+def in_process_row(call_factory, concurrency: int, requests: int, images_per_call: int = 1) -> dict:
+    """measure() plus this process's CPU per image."""
+    cpu_before = cpu_seconds(os.getpid())
+    row = measure(call_factory, concurrency, requests, images_per_call)
+    row["cpu_ms"] = 1000 * (cpu_seconds(os.getpid()) - cpu_before) / row["images"]
+    return row
+
+
+def server_row(server: ModelServer, call_factory, concurrency: int, requests: int) -> dict:
+    """measure() plus the server's and this client's CPU per image and the mean batch the server ran."""
+    sum_before, count_before = batch_counts(server.rest_port)
+    cpu_before, client_cpu_before = cpu_seconds(server.process.pid), cpu_seconds(os.getpid())
+    row = measure(call_factory, concurrency, requests)
+    row["cpu_ms"] = 1000 * (cpu_seconds(server.process.pid) - cpu_before) / row["images"]
+    row["client_cpu_ms"] = 1000 * (cpu_seconds(os.getpid()) - client_cpu_before) / row["images"]
+    sum_after, count_after = batch_counts(server.rest_port)
+    row["mean_batch"] = (sum_after - sum_before) / max(1.0, count_after - count_before)
+    return row
+
+
+def row_callers(bench: Bench, server: ModelServer, loaded) -> tuple:
+    """Call factories for measure(), all sending the request image: (in-process one image, in-process a batch of
+    max_batch_size images, gRPC Predict, REST predict)."""
+    import numpy as np
+
+    args = bench.args
+    signature = loaded.signatures["serving_default"]
+    input_name = next(iter(signature.inputs))
+    outputs = sorted(signature.outputs)
+    single = np.array([bench.image], dtype=object)
+    batched = np.array([bench.image] * args.max_batch_size, dtype=object)
+    rest_body = json.dumps({"instances": [{input_name: {"b64": base64.b64encode(bench.image).decode()}}]}).encode()
+    return (functools.partial(in_process_caller, loaded, input_name, outputs, single),
+            functools.partial(in_process_caller, loaded, input_name, outputs, batched),
+            functools.partial(grpc_caller, server.grpc_port,
+                              grpc_predict_request(args.model_name, input_name, bench.image)),
+            functools.partial(rest_caller, server.rest_port, f"/v1/models/{args.model_name}:predict", rest_body,
+                              "application/json"))
+
+
+def measure_server_rows(bench: Bench, server: ModelServer) -> tuple[str | None, tuple[float, float, float]]:
+    """The in-process, gRPC and REST rows, interleaved round by round.
+
+    Returns the label the model gives the image (None for a model without a "label" output) and the server's RSS
+    in MiB after load, after the run and at its peak."""
+    from serving.saved_model_version import SavedModelVersion
+
+    args = bench.args
+    wait_for(server.rest_port, server.process)
+    rss_loaded = rss_mib(server.process.pid)
+    loaded = SavedModelVersion(args.model_name, int(os.path.basename(bench.version_dir)), bench.version_dir)
+    in_process_single, in_process_batched, grpc_call, rest_call = row_callers(bench, server, loaded)
+    first_outputs = in_process_single()()
+    server_label = first_outputs["label"][0].decode() if "label" in first_outputs else None
+    # The batched in-process row is the throughput ceiling the server's batching aims at: num_batch_threads
+    # callers each running whole batches of max_batch_size images, no transport, no batch formation.
+    batched_calls = max(10 * args.num_batch_threads, args.requests // args.max_batch_size)
+    for _ in range(args.rounds):
+        bench.record(bench.batched_row, in_process_row(in_process_batched, args.num_batch_threads, batched_calls,
+                                                       args.max_batch_size))
+        for c in bench.concurrencies:
+            bench.record(f"in-process c={c}", in_process_row(in_process_single, c, args.requests))
+            bench.record(f"gRPC c={c}", server_row(server, grpc_call, c, args.requests))
+            bench.record(f"REST c={c}", server_row(server, rest_call, c, args.requests))
+    rss_after, rss_peak = rss_mib(server.process.pid), rss_mib(server.process.pid, "VmHWM")
+    loaded.unload()
+    return server_label, (rss_loaded, rss_after, rss_peak)
+
+
+def start_flask_app(bench: Bench, name: str, source: str, app_args: list[str]) -> tuple[subprocess.Popen, int]:
+    """Writes the app's source into the scratch dir and runs it; returns the process and its port."""
+    flask_port = free_port()
+    app_file = os.path.join(bench.tmp, name.replace(" ", "_").lower() + ".py")
+    with open(app_file, "w") as f:
+        f.write(source)
+    log_path = app_file[:-3] + ".log"  # a pipe nobody reads would fill up with the access log
+    flask = subprocess.Popen([sys.executable, app_file, *app_args, str(flask_port)],
+                             stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))  # noqa: SIM115
+    flask.log_path = log_path
+    return flask, flask_port
+
+
+def print_seeds_answer(port: int, body: bytes, content_type: str, server_label: str | None) -> None:
+    """Same model, same answer: shows the seeds' baseline does the server's work."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", "/predict", body, {"Content-Type": content_type})
+    answer = json.loads(connection.getresponse().read())
+    connection.close()
+    print(f"Flask seeds top label {answer['predictions'][0]['label']!r} "
+          f"({answer['predictions'][0]['probability']:.3f}); server label {server_label!r}")
+
+
+def measure_flask_app(bench: Bench, name: str, source: str, app_args: list[str], body: bytes, content_type: str,
+                      server_label: str | None) -> None:
+    """One Flask baseline's rows, its rounds one after another, while it alone runs."""
+    flask, flask_port = start_flask_app(bench, name, source, app_args)
     try:
-        wait_for(rest_port, server)
-        rss_loaded = rss_mib(server.pid)
-
-        # ---- in-process: the same signature, same session runtime, no transport
-        import numpy as np
-
-        from serving.saved_model_version import SavedModelVersion
-        loaded = SavedModelVersion(args.model_name, version, version_dir)
-        signature = loaded.signatures["serving_default"]
-        input_name = next(iter(signature.inputs))
-        outputs = sorted(signature.outputs)
-        single = np.array([image], dtype=object)
-        batched = np.array([image] * args.max_batch_size, dtype=object)
-
-        first_outputs = loaded.run("serving_default", {input_name: single}, outputs)
-        server_label = first_outputs["label"][0].decode() if "label" in first_outputs else None
-
-        def in_process(inputs=single):
-            return lambda: loaded.run("serving_default", {input_name: inputs}, outputs)
-
-        # ---- gRPC: official stubs, one channel per client thread
-        import grpc
-        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = args.model_name
-        request.inputs[input_name].CopyFrom(tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_STRING, string_val=[image],
-            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)])))
-
-        def grpc_call():
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(
-                f"127.0.0.1:{grpc_port}", options=[("grpc.max_receive_message_length", -1)]))
-            return lambda: stub.Predict(request, timeout=60)
-
-        # ---- REST: keep-alive HTTP connection per client thread
-        rest_body = json.dumps({"instances": [{input_name: {"b64": base64.b64encode(image).decode()}}]}).encode()
-
-        def rest_call(port=rest_port, path=f"/v1/models/{args.model_name}:predict", body=rest_body,
-                      content_type="application/json"):
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-            def call():
-                connection.request("POST", path, body, {"Content-Type": content_type})
-                response = connection.getresponse()
-                data = response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}: {data[:300]!r}")
-            return call
-
-        # The batched in-process row is the throughput ceiling the server's batching aims at: num_batch_threads
-        # callers each running whole batches of max_batch_size images, no transport, no batch formation.
-        batched_row = f"in-process b={args.max_batch_size}x{args.num_batch_threads}"
-        batched_calls = max(10 * args.num_batch_threads, args.requests // args.max_batch_size)
-        for _ in range(args.rounds):
-            in_process_row(batched_row, lambda: in_process(batched), args.num_batch_threads, batched_calls,
-                           args.max_batch_size)
-            for c in concurrencies:
-                in_process_row(f"in-process c={c}", in_process, c, args.requests)
-                server_row(f"gRPC c={c}", grpc_call, c)
-                server_row(f"REST c={c}", rest_call, c)
-        rss_after, rss_peak = rss_mib(server.pid), rss_mib(server.pid, "VmHWM")
-        loaded.unload()
+        wait_for(flask_port, flask)
+        if name == "Flask seeds":
+            print_seeds_answer(flask_port, body, content_type, server_label)
+        call = functools.partial(rest_caller, flask_port, "/predict", body, content_type)
+        for _ in range(bench.args.rounds):
+            for c in bench.concurrencies:
+                bench.record(f"{name} c={c}", measure(call, c, bench.args.requests))
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        stop(flask)
 
-    if not args.skip_flask:
-        flask_apps = [("Flask lean", LEAN_FLASK_APP, [version_dir],
-                       json.dumps({"image": base64.b64encode(image).decode()}).encode(), "application/json")]
-        head_file = os.path.join(tmp, "seeds_head.npz")
-        module_dir = write_seeds_head(version_dir, args.module, head_file)
-        if module_dir:
-            flask_apps.insert(0, ("Flask seeds", SEEDS_FLASK_APP, [module_dir, head_file])
-                              + multipart_body("image", "image.jpg", image))
-        else:
-            print(f"Flask seeds: skipped, {version_dir} is not the pipeline's module + head export")
-        for name, source, app_args, body, content_type in flask_apps:
-            flask_port = free_port()
-            app_file = os.path.join(tmp, name.replace(" ", "_").lower() + ".py")
-            with open(app_file, "w") as f:
-                f.write(source)
-            log_path = app_file[:-3] + ".log"  # a pipe nobody reads would fill up with the access log
-            flask = subprocess.Popen([sys.executable, app_file, *app_args, str(flask_port)],
-                                     stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))  # noqa: SIM115
-            flask.log_path = log_path
-            try:
-                wait_for(flask_port, flask)
-                if name == "Flask seeds":  # same model, same answer: the baseline does the server's work
-                    connection = http.client.HTTPConnection("127.0.0.1", flask_port, timeout=60)
-                    connection.request("POST", "/predict", body, {"Content-Type": content_type})
-                    answer = json.loads(connection.getresponse().read())
-                    connection.close()
-                    print(f"Flask seeds top label {answer['predictions'][0]['label']!r} "
-                          f"({answer['predictions'][0]['probability']:.3f}); server label {server_label!r}")
-                for _ in range(args.rounds):
-                    for c in concurrencies:
-                        record(f"{name} c={c}", measure(
-                            lambda: rest_call(flask_port, "/predict", body, content_type),  # noqa: B023 (called now)
-                            c, args.requests))
-            finally:
-                flask.terminate()
-                flask.wait(timeout=60)
-        if module_dir:
-            seeds_cost_breakdown(os.path.join(tmp, "flask_seeds.py"), module_dir, head_file, image)
 
+def measure_flask_rows(bench: Bench, server_label: str | None) -> None:
+    """The seeds' Flask (when the model is the pipeline's module + head export) and the lean Flask; then where a
+    seeds' request spends its time."""
+    image = bench.image
+    flask_apps = [("Flask lean", LEAN_FLASK_APP, [bench.version_dir],
+                   json.dumps({"image": base64.b64encode(image).decode()}).encode(), "application/json")]
+    head_file = os.path.join(bench.tmp, "seeds_head.npz")
+    module_dir = write_seeds_head(bench.version_dir, bench.args.module, head_file)
+    if module_dir:
+        flask_apps.insert(0, ("Flask seeds", SEEDS_FLASK_APP, [module_dir, head_file])
+                          + multipart_body("image", "image.jpg", image))
+    else:
+        print(f"Flask seeds: skipped, {bench.version_dir} is not the pipeline's module + head export")
+    for name, source, app_args, body, content_type in flask_apps:
+        measure_flask_app(bench, name, source, app_args, body, content_type, server_label)
+    if module_dir:
+        seeds_cost_breakdown(os.path.join(bench.tmp, "flask_seeds.py"), module_dir, head_file, image)
+
+
+def print_table(rounds: dict[str, list[dict]]) -> None:
+    """Every row's median round."""
     results = {name: median_round(rows) for name, rows in rounds.items()}
-
-    ratio = functools.partial(round_ratio, rounds)
-    p50_overhead = functools.partial(round_p50_overhead, rounds)
-
     print(f"\n{'':20}{'p50 ms':>9}{'p99 ms':>9}{'img/s':>9}{'cpu ms':>8}{'client':>8}{'batch':>7}")
     for name, row in results.items():
         cpu = f"{row['cpu_ms']:8.2f}" if "cpu_ms" in row else f"{'':8}"
@@ -503,8 +579,15 @@ def main() -> int:
     print("(median round of each row; latency per call; img/s = images per second; cpu ms = CPU per image of the "
           "process doing the work: this one in-process, the server otherwise; client = CPU per image of the load "
           "generator (this process) on the same cores; batch = mean batch the server ran)")
+
+
+def print_ratios(bench: Bench) -> None:
+    """The server's rows against the in-process and Flask rows measured beside them, with the targets."""
+    ratio = functools.partial(round_ratio, bench.rounds)
+    p50_overhead = functools.partial(round_p50_overhead, bench.rounds)
+    batched_row = bench.batched_row
     print("\nratios: per round, median over rounds (targets in brackets)")
-    for c in concurrencies:
+    for c in bench.concurrencies:
         base = f"in-process c={c}"
         for transport in ("gRPC", "REST"):
             name = f"{transport} c={c}"
@@ -515,12 +598,42 @@ def main() -> int:
                 line += f", {ratio(name, batched_row):.2f}x {batched_row} [{target}]"
             print(line)
         for flask_name, target in (("Flask seeds", " [>= 3x]"), ("Flask lean", "")):
-            if f"{flask_name} c={c}" in rounds:
+            if f"{flask_name} c={c}" in bench.rounds:
                 print(f"  c={c:<3} REST vs {flask_name} throughput {ratio(f'REST c={c}', f'{flask_name} c={c}'):.2f}x, "
                       f"gRPC vs {flask_name} {ratio(f'gRPC c={c}', f'{flask_name} c={c}'):.2f}x{target}")
-    print(describe().split("; ")[1] + " after")
+
+
+def print_memory(rss_loaded: float, rss_after: float, rss_peak: float) -> None:
     print(f"\nserver RSS: {rss_loaded:.0f} MiB after load, {rss_after:.0f} MiB after the run, peak {rss_peak:.0f} MiB "
           "[<= 1024 MiB]")
+
+
+def main() -> int:
+    args = parse_args()
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    from serving import versions  # imports TensorFlow: after the flags are read
+
+    tmp = tempfile.mkdtemp(prefix="bench_serving_")
+    base_path = model_base_path(args.model_base_path, tmp)
+    version_dir = versions.version_folder(base_path)
+    image, image_description = test_image(args.image, args.image_size)
+    bench = Bench(args, tmp, base_path, version_dir, image, concurrencies)
+    print(describe())
+    print(f"model {version_dir}; image: {image_description}, {len(image)} bytes; "
+          f"{args.requests} requests per row, median of {args.rounds} rounds")
+
+    server = start_server(bench)
+    try:
+        server_label, server_rss = measure_server_rows(bench, server)
+    finally:
+        stop(server.process)
+    if not args.skip_flask:
+        measure_flask_rows(bench, server_label)
+
+    print_table(bench.rounds)
+    print_ratios(bench)
+    print(describe().split("; ")[1] + " after")
+    print_memory(*server_rss)
     return 0
 
 

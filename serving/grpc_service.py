@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import logging
 import math
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.errors import ServingError
 
-log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 1024  # grpc_status_util.cc truncates longer messages
 _NO_DEADLINE_S = 1e8  # grpc reports "no deadline" as a time far in the future
 
@@ -96,6 +95,14 @@ def server_credentials(ssl_config) -> grpc.ServerCredentials:
         root_certificates=ssl_config.custom_ca.encode() or None, require_client_auth=ssl_config.client_verify)
 
 
+def add_health_service(server: grpc.Server) -> None:
+    """grpc.health.v1.Health reporting SERVING for the whole server ("") and for each TF Serving service."""
+    servicer = health.HealthServicer()
+    for service in ("tensorflow.serving.ModelService", "tensorflow.serving.PredictionService", ""):
+        servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+
+
 def build_server(inference, *, addresses: list[str], max_threads: int, channel_arguments: str = "",
                  enable_health: bool = False, ssl_config=None) -> tuple[grpc.Server, list[int]]:
     """Creates and binds (not starts) the gRPC server; returns it and the bound ports. With `ssl_config` (SSLConfig)
@@ -107,15 +114,7 @@ def build_server(inference, *, addresses: list[str], max_threads: int, channel_a
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(inference), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(inference), server)
     if enable_health:
-        try:
-            from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-        except ImportError:
-            log.warning("--enable_grpc_healthcheck_service needs the grpcio-health-checking package; skipped")
-        else:
-            servicer = health.HealthServicer()
-            for service in ("tensorflow.serving.ModelService", "tensorflow.serving.PredictionService", ""):
-                servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-            health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        add_health_service(server)
     credentials = server_credentials(ssl_config) if ssl_config is not None else None
     ports = []
     for address in addresses:

@@ -249,55 +249,91 @@ def json_to_array(value, dtype: int) -> np.ndarray:
 
 
 def predict_inputs_from_json(request: dict, input_dtypes: dict[str, int]) -> tuple[dict[str, np.ndarray], bool]:
-    """Returns ({input name: array}, row_format) for a parsed predict request and the signature's input dtypes."""
+    """Returns ({input name: array}, row_format) for a parsed predict request and the signature's input dtypes
+    (FillPredictRequestFromJson)."""
     has_instances, has_inputs = "instances" in request, "inputs" in request
     if has_instances and has_inputs:
         raise invalid(f"JSON Value: {_debug(request)} Not formatted correctly expecting only one of 'inputs' or "
                       "'instances' keys to exist ")
-    if not has_instances and not has_inputs:
-        raise invalid("Missing 'inputs' or 'instances' key")
-    names = sorted(input_dtypes)
     if has_instances:
-        instances = request["instances"]
-        if not isinstance(instances, list):
-            raise invalid(f"JSON Value: {_debug(instances)} Expecting 'instances' to be an list/array")
-        if not instances:
-            raise invalid(f"JSON Value: {_debug(instances)} No values in 'instances' array")
-        first = instances[0]
-        if isinstance(first, dict) and not is_b64_object(first):
-            columns: dict[str, list] = {name: [] for name in names}
-            for i, item in enumerate(instances):
-                if not isinstance(item, dict) or is_b64_object(item):
-                    raise invalid(f"Expecting object but got list at item {i} of input list")
-                for key in item:
-                    if key not in input_dtypes:
-                        raise invalid(f"Failed to process element: {i} of 'instances' list. JSON object: "
-                                      f"{_debug(item)} does not have named input: {key}")
-                if len(item) != len(names):
-                    raise invalid(f"Failed to process element: {i} of 'instances' list. JSON object: "
-                                  f"{_debug(item)} keys must be equal to: {','.join(names)}")
-                for key, value in item.items():
-                    columns[key].append(value)
-            return {name: _stack(columns[name], input_dtypes[name]) for name in names}, True
-        if len(names) > 1:
-            raise invalid("instances is a plain list, but expecting list of objects as multiple input tensors "
-                          "required as per tensorinfo_map")
-        for i, item in enumerate(instances):
-            if isinstance(item, dict) and not is_b64_object(item):
-                raise invalid(f"Expecting value/list but got object at item {i} of input list")
-        return {names[0]: _stack(instances, input_dtypes[names[0]])}, True
-    inputs = request["inputs"]
-    if isinstance(inputs, dict) and not is_b64_object(inputs):
-        arrays = {}
-        for name in names:
-            if name not in inputs:
-                raise invalid(f"Missing named input: {name} in 'inputs' object.")
-            arrays[name] = json_to_array(inputs[name], input_dtypes[name])
-        return arrays, False
-    if len(names) > 1:
+        return _inputs_from_instances(request["instances"], input_dtypes), True
+    if has_inputs:
+        return _inputs_from_columns(request["inputs"], input_dtypes), False
+    raise invalid("Missing 'inputs' or 'instances' key")
+
+
+def _is_element_object(value) -> bool:
+    """A JSON object that names inputs; {"b64": ..} is one string value, not an object of inputs."""
+    return isinstance(value, dict) and not is_b64_object(value)
+
+
+def _sole_input(input_dtypes: dict[str, int]) -> tuple[str, int]:
+    """(name, dtype) of a single-input signature, the input a plain value or list is for (tensorinfo_map.begin())."""
+    name = list(input_dtypes)[0]
+    return name, input_dtypes[name]
+
+
+def _inputs_from_instances(instances, input_dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+    """The row format (FillTensorMapFromInstancesList): one list item per batch element."""
+    if not isinstance(instances, list):
+        raise invalid(f"JSON Value: {_debug(instances)} Expecting 'instances' to be an list/array")
+    if not instances:
+        raise invalid(f"JSON Value: {_debug(instances)} No values in 'instances' array")
+    if _is_element_object(instances[0]):
+        return _inputs_from_named_instances(instances, input_dtypes)
+    if len(input_dtypes) > 1:
+        raise invalid("instances is a plain list, but expecting list of objects as multiple input tensors "
+                      "required as per tensorinfo_map")
+    for i, item in enumerate(instances):
+        if _is_element_object(item):
+            raise invalid(f"Expecting value/list but got object at item {i} of input list")
+    name, dtype = _sole_input(input_dtypes)
+    return {name: _stack(instances, dtype)}
+
+
+def _inputs_from_named_instances(instances: list, input_dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+    """Row-format items that are objects of {input name: value}: each input's values are stacked into its tensor."""
+    names = sorted(input_dtypes)
+    columns: dict[str, list] = {name: [] for name in names}
+    for i, item in enumerate(instances):
+        _check_named_instance(i, item, input_dtypes)
+        for key, value in item.items():
+            columns[key].append(value)
+    return {name: _stack(columns[name], input_dtypes[name]) for name in names}
+
+
+def _check_named_instance(index: int, item, input_dtypes: dict[str, int]) -> None:
+    """A row-format item must be an object naming every input of the signature and nothing else."""
+    if not _is_element_object(item):
+        raise invalid(f"Expecting object but got list at item {index} of input list")
+    for key in item:
+        if key not in input_dtypes:
+            raise invalid(f"Failed to process element: {index} of 'instances' list. JSON object: "
+                          f"{_debug(item)} does not have named input: {key}")
+    if len(item) != len(input_dtypes):
+        raise invalid(f"Failed to process element: {index} of 'instances' list. JSON object: "
+                      f"{_debug(item)} keys must be equal to: {','.join(sorted(input_dtypes))}")
+
+
+def _inputs_from_columns(inputs, input_dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+    """The columnar format (FillTensorMapFromInputsMap): each input's whole tensor, batch dimension included."""
+    if _is_element_object(inputs):
+        return _inputs_from_named_columns(inputs, input_dtypes)
+    if len(input_dtypes) > 1:
         raise invalid("inputs is a plain value/list, but expecting an object as multiple input tensors required "
                       "as per tensorinfo_map")
-    return {names[0]: json_to_array(inputs, input_dtypes[names[0]])}, False
+    name, dtype = _sole_input(input_dtypes)
+    return {name: json_to_array(inputs, dtype)}
+
+
+def _inputs_from_named_columns(inputs: dict, input_dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+    """{input name: tensor}; names the signature does not have are ignored, as upstream does."""
+    arrays = {}
+    for name in sorted(input_dtypes):
+        if name not in inputs:
+            raise invalid(f"Missing named input: {name} in 'inputs' object.")
+        arrays[name] = json_to_array(inputs[name], input_dtypes[name])
+    return arrays
 
 
 def _stack(items: list, dtype: int) -> np.ndarray:
