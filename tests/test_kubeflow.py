@@ -1,18 +1,17 @@
-"""Kubeflow Pipelines v2 variant: the compiled PipelineSpec, `kfp schedule` against kfp.Client, and the
-ServedModelBaseline component that replaces the resolver the open-source KFP backend cannot run."""
+"""Kubeflow Pipelines v2 variant: the compiled PipelineSpec and `kfp schedule` against kfp.Client.
+
+The ServedModelBaseline component, which replaces the resolver the open-source KFP backend cannot run, has its own
+tests in test_served_model_baseline.py."""
 import http.server
 import json
 import os
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import yaml
 from kfp_backend import BackendError, upload
-
-from serving import versions
 
 IMAGE = "registry.invalid/image-retrain:test"
 PIPELINE_ROOT = "gs://test-bucket/image-retrain"
@@ -299,197 +298,6 @@ def test_beam_on_a_cluster_needs_artifacts_its_workers_can_open(tmp_path):
         adapt_executor_input(executor_input("minio://mlpipeline/x"), None, str(tmp_path), beam_on_a_cluster=True)
     adapted, _ = adapt_executor_input(executor_input("gs://b/root/x"), None, str(tmp_path))
     assert adapted["inputs"]["artifacts"]["examples"]["artifacts"][0]["uri"] == str(tmp_path / "gcs/b/root/x")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# ServedModelBaseline under LocalDagRunner, with the real Evaluator and Pusher on a tiny binary classifier.
-# Accuracy of a toy model with decision threshold t on x uniform in [-1, 1] is 1 - |t| / 2.
-
-from tfx.dsl.component.experimental.annotations import OutputArtifact, Parameter  # noqa: E402
-from tfx.dsl.component.experimental.decorators import component  # noqa: E402
-from tfx.types.standard_artifacts import Examples, Model  # noqa: E402
-
-_TOY_ROWS = 200
-
-
-@component
-def ToyEvalExamples(examples: OutputArtifact[Examples]):
-    import os
-
-    import tensorflow as tf
-    from tfx.types import artifact_utils
-
-    examples.split_names = artifact_utils.encode_split_names(["eval"])
-    split_dir = os.path.join(examples.uri, "Split-eval")
-    tf.io.gfile.makedirs(split_dir)
-    with tf.io.TFRecordWriter(os.path.join(split_dir, "data.gz"), options="GZIP") as writer:
-        for i in range(_TOY_ROWS):
-            x = -1.0 + (i + 0.5) * 2.0 / _TOY_ROWS
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "x": tf.train.Feature(float_list=tf.train.FloatList(value=[x])),
-                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(x > 0)])),
-            }))
-            writer.write(example.SerializeToString())
-
-
-@component
-def ToyTrainer(decision_threshold: Parameter[float], model: OutputArtifact[Model]):
-    import tensorflow as tf
-    from tfx.utils import path_utils
-
-    class ThresholdModel(tf.Module):
-        def __init__(self, threshold):
-            super().__init__()
-            self.threshold = tf.Variable(threshold, dtype=tf.float32)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-        def serve(self, examples):
-            x = tf.io.parse_example(examples, {"x": tf.io.FixedLenFeature([], tf.float32)})["x"]
-            return {"probabilities": tf.sigmoid(50.0 * (x - self.threshold))}
-
-    toy = ThresholdModel(decision_threshold)
-    tf.saved_model.save(toy, path_utils.serving_model_dir(model.uri), signatures={"serving_default": toy.serve})
-
-
-def _toy_pipeline(root, serving_model_dir, decision_threshold, when_nothing_served="no_baseline"):
-    import tensorflow_model_analysis as tfma
-    from tfx import v1 as tfx
-
-    from components.served_model_baseline.component import ServedModelBaseline
-    from pipelines import configs
-    from pipelines.beam_args import with_worker_code_source
-
-    examples = ToyEvalExamples()
-    trainer = ToyTrainer(decision_threshold=decision_threshold)
-    baseline = ServedModelBaseline(serving_model_dir=serving_model_dir, candidate_model=trainer.outputs["model"],
-                                   when_nothing_served=when_nothing_served)
-    eval_config = tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key="label",
-                                    prediction_key="probabilities")],
-        slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(
-            class_name="BinaryAccuracy",
-            threshold=tfma.MetricThreshold(
-                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": 0.6}),
-                change_threshold=tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                                                             absolute={"value": -0.01})))])])
-    evaluator = tfx.components.Evaluator(examples=examples.outputs["examples"], model=trainer.outputs["model"],
-                                         baseline_model=baseline.outputs["baseline_model"], eval_config=eval_config)
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
-    return tfx.dsl.Pipeline(
-        pipeline_name="served_baseline_toy", pipeline_root=str(root / "pipeline_root"),
-        components=[examples, trainer, baseline, evaluator, pusher], enable_cache=False,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(root / "metadata.db")),
-        beam_pipeline_args=with_worker_code_source(["--direct_num_workers=1"], configs.IMAGE))
-
-
-def _latest_outputs(metadata_path, type_name):
-    """Output artifacts (per key) of the newest execution of a component type, straight from MLMD."""
-    from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-    from tfx import v1 as tfx
-
-    store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
-    executions = store.get_executions_by_type(type_name)
-    assert executions, f"no {type_name} execution recorded"
-    newest = max(executions, key=lambda e: e.id)
-    outputs = {}
-    for event in store.get_events_by_execution_ids([newest.id]):
-        if event.type == metadata_store_pb2.Event.OUTPUT:
-            key = event.path.steps[0].key
-            outputs.setdefault(key, []).extend(store.get_artifacts_by_id([event.artifact_id]))
-    return outputs
-
-
-def _served_versions(serving_model_dir):
-    return sorted(versions.version_directories(serving_model_dir) or {})
-
-
-def test_served_model_baseline_first_run_without_baseline_then_compares_with_served(tmp_path):
-    from tfx import v1 as tfx
-
-    serving_model_dir = str(tmp_path / "serving" / "toy")
-    metadata_path = str(tmp_path / "metadata.db")
-    baseline_type = "components.served_model_baseline.component.ServedModelBaseline"
-
-    # Run 1: nothing served. No baseline artifact, so the Evaluator blesses on the value threshold (accuracy 1.0).
-    tfx.orchestration.LocalDagRunner().run(_toy_pipeline(tmp_path, serving_model_dir, decision_threshold=0.0))
-    assert _latest_outputs(metadata_path, baseline_type).get("baseline_model", []) == []
-    [blessing] = _latest_outputs(metadata_path, "tfx.components.evaluator.component.Evaluator")["blessing"]
-    assert blessing.custom_properties["blessed"].int_value == 1
-    assert "baseline_model" not in blessing.custom_properties  # rubber-stamped: no baseline was compared
-    [first_version] = _served_versions(serving_model_dir)
-
-    # Run 2: candidate accuracy 0.85 passes the value threshold (0.6) but is worse than the served 1.0 by more than
-    # 0.01, so only a comparison with the served version can refuse it.
-    time.sleep(1.1)  # Pusher versions are whole seconds
-    tfx.orchestration.LocalDagRunner().run(_toy_pipeline(tmp_path, serving_model_dir, decision_threshold=0.3))
-    [baseline] = _latest_outputs(metadata_path, baseline_type)["baseline_model"]
-    assert baseline.custom_properties["served_version"].int_value == first_version
-    assert baseline.custom_properties["baseline_source"].string_value == "served"
-    assert os.path.isfile(os.path.join(baseline.uri, "Format-Serving", "saved_model.pb"))
-    [blessing] = _latest_outputs(metadata_path, "tfx.components.evaluator.component.Evaluator")["blessing"]
-    assert blessing.custom_properties["baseline_model"].string_value == baseline.uri
-    assert blessing.custom_properties["blessed"].int_value == 0
-    assert _served_versions(serving_model_dir) == [first_version]  # not pushed
-
-
-def _run_executor(tmp_path, serving_model_dir, when_nothing_served, candidate_uri=None):
-    from tfx.types import standard_artifacts
-
-    from components.served_model_baseline import executor
-
-    output = standard_artifacts.Model()
-    output.uri = str(tmp_path / "out" / "baseline_model")
-    inputs = {}
-    if candidate_uri:
-        candidate = standard_artifacts.Model()
-        candidate.uri = candidate_uri
-        inputs["candidate_model"] = [candidate]
-    output_dict = {"baseline_model": [output]}
-    executor.Executor().Do(inputs, output_dict, {"serving_model_dir": serving_model_dir,
-                                                 "when_nothing_served": when_nothing_served})
-    return output_dict["baseline_model"]
-
-
-def _fake_saved_model(path):
-    os.makedirs(path)
-    with open(os.path.join(path, "saved_model.pb"), "wb") as f:
-        f.write(b"\x08\x01")
-
-
-def test_served_version_is_highest_numeric_dir_with_a_saved_model(tmp_path):
-    from components.served_model_baseline.executor import find_served_version
-
-    serving = tmp_path / "model"
-    assert find_served_version(str(serving)) is None  # first run: base path not created yet
-    serving.mkdir()
-    assert find_served_version(str(serving)) is None
-    _fake_saved_model(serving / "7")
-    _fake_saved_model(serving / "12")
-    (serving / "30").mkdir()  # incomplete: TF Serving could not load it either
-    _fake_saved_model(serving / ".12-tmp")
-    _fake_saved_model(serving / "v40")
-    served = find_served_version(str(serving))
-    assert (served.version, served.path) == (12, str(serving / "12"))
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(ValueError, match="not a directory"):
-        find_served_version(str(tmp_path / "file"))
-
-
-def test_kubeflow_mode_publishes_the_candidate_when_nothing_is_served(tmp_path):
-    candidate = tmp_path / "trainer" / "model"
-    _fake_saved_model(candidate / "Format-Serving")
-    [baseline] = _run_executor(tmp_path, str(tmp_path / "empty"), "candidate", str(candidate))
-    assert baseline.get_string_custom_property("baseline_source") == "candidate"
-    assert os.path.isfile(os.path.join(baseline.uri, "Format-Serving", "saved_model.pb"))
-    assert _run_executor(tmp_path, str(tmp_path / "empty"), "no_baseline", str(candidate)) == []
-    with pytest.raises(ValueError, match="candidate_model"):
-        _run_executor(tmp_path, str(tmp_path / "empty"), "candidate")
 
 
 def test_every_class_path_the_package_names_imports_and_the_dockerfile_checks_them(compiled, tmp_path):
