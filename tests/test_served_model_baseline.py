@@ -195,3 +195,173 @@ def test_kubeflow_mode_publishes_the_candidate_when_nothing_is_served(tmp_path):
     assert _run_executor(tmp_path, str(tmp_path / "empty"), "no_baseline", str(candidate)) == []
     with pytest.raises(ValueError, match="candidate_model"):
         _run_executor(tmp_path, str(tmp_path / "empty"), "candidate")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The executor on its own: which version it picks, what it refuses, the lineage it records, and that it copies.
+
+def _fake_version(path, content: bytes, name="saved_model.pb"):
+    """A version folder whose files say which one it is (`content`), so a test can tell what was copied."""
+    os.makedirs(os.path.join(path, "variables"))
+    with open(os.path.join(path, name), "wb") as f:
+        f.write(content)
+    with open(os.path.join(path, "variables", "variables.index"), "wb") as f:
+        f.write(content + b"-variables")
+
+
+def _copied(baseline, relative="saved_model.pb"):
+    with open(os.path.join(baseline.uri, "Format-Serving", relative), "rb") as f:
+        return f.read()
+
+
+def test_a_base_path_that_is_a_file_is_refused_in_either_mode(tmp_path):
+    """A misconfigured serving_model_dir must fail the run, not pass as "nothing served yet" (which would bless on
+    the value thresholds alone, or compare the candidate with itself)."""
+    not_a_dir = tmp_path / "flowers"
+    not_a_dir.write_text("not a model base path")
+    candidate = tmp_path / "trainer" / "model"
+    _fake_version(candidate / "Format-Serving", b"candidate")
+    for mode in ("no_baseline", "candidate"):
+        with pytest.raises(ValueError, match="exists but is not a directory"):
+            _run_executor(tmp_path, str(not_a_dir), mode, str(candidate))
+    assert not (tmp_path / "out" / "baseline_model" / "Format-Serving").exists()
+
+
+def test_the_newest_complete_version_is_copied_and_an_incomplete_newer_one_skipped(tmp_path):
+    serving = tmp_path / "serving" / "flowers"
+    _fake_version(serving / "3", b"v3")
+    _fake_version(serving / "4", b"v4-text", name="saved_model.pbtxt")  # a text SavedModel is complete too
+    os.makedirs(serving / "5" / "variables")  # a push still being written: no saved_model.pb yet
+    (serving / "6").write_text("a file named like a version")
+    [baseline] = _run_executor(tmp_path, str(serving), "no_baseline")
+    assert baseline.get_string_custom_property("baseline_source") == "served"
+    assert baseline.get_int_custom_property("served_version") == 4
+    assert baseline.get_string_custom_property("served_model_path") == str(serving / "4")
+    assert _copied(baseline, "saved_model.pbtxt") == b"v4-text"
+    assert _copied(baseline, "variables/variables.index") == b"v4-text-variables"
+    assert sorted(os.listdir(os.path.join(baseline.uri, "Format-Serving"))) == ["saved_model.pbtxt", "variables"]
+
+
+def test_the_served_version_wins_over_the_candidate_in_kubeflow_mode(tmp_path):
+    serving = tmp_path / "serving" / "flowers"
+    _fake_version(serving / "17", b"served")
+    candidate = tmp_path / "trainer" / "model"
+    _fake_version(candidate / "Format-Serving", b"candidate")
+    [baseline] = _run_executor(tmp_path, str(serving), "candidate", str(candidate))
+    assert baseline.get_string_custom_property("baseline_source") == "served"
+    assert baseline.get_int_custom_property("served_version") == 17
+    assert baseline.get_string_custom_property("served_model_path") == str(serving / "17")
+    assert _copied(baseline) == b"served"
+
+
+def test_the_baseline_is_a_copy_that_later_pushes_and_garbage_collection_do_not_change(tmp_path):
+    import shutil
+
+    serving = tmp_path / "serving" / "flowers"
+    _fake_version(serving / "1", b"v1")
+    [baseline] = _run_executor(tmp_path, str(serving), "no_baseline")
+    assert not os.path.samefile(os.path.join(baseline.uri, "Format-Serving"), serving / "1")
+
+    # The served folder is rewritten in place, then garbage-collected after a newer push.
+    (serving / "1" / "saved_model.pb").write_bytes(b"rewritten")
+    (serving / "1" / "extra.txt").write_text("added later")
+    _fake_version(serving / "2", b"v2")
+    shutil.rmtree(serving / "1")
+    assert _copied(baseline) == b"v1"
+    assert _copied(baseline, "variables/variables.index") == b"v1-variables"
+    assert not os.path.exists(os.path.join(baseline.uri, "Format-Serving", "extra.txt"))
+    assert baseline.get_int_custom_property("served_version") == 1
+
+
+def test_the_candidate_as_baseline_is_a_copy_with_candidate_lineage(tmp_path):
+    candidate = tmp_path / "trainer" / "model"
+    _fake_version(candidate / "Format-Serving", b"candidate")
+    [baseline] = _run_executor(tmp_path, str(tmp_path / "nothing-served"), "candidate", str(candidate))
+    assert baseline.get_string_custom_property("baseline_source") == "candidate"
+    assert baseline.get_int_custom_property("served_version") == -1
+    assert not baseline.has_custom_property("served_model_path")  # nothing is served: no path to point at
+    assert _copied(baseline) == b"candidate"
+    (candidate / "Format-Serving" / "saved_model.pb").write_bytes(b"changed")
+    assert _copied(baseline) == b"candidate"
+    assert (candidate / "Format-Serving" / "variables" / "variables.index").read_bytes() == b"candidate-variables"
+
+
+@pytest.mark.parametrize("when_nothing_served", [None, ""])
+def test_an_unset_mode_means_no_baseline(tmp_path, when_nothing_served):
+    candidate = tmp_path / "trainer" / "model"
+    _fake_version(candidate / "Format-Serving", b"candidate")
+    assert _run_executor(tmp_path, str(tmp_path / "nothing-served"), when_nothing_served, str(candidate)) == []
+
+
+def test_the_executor_validates_when_nothing_served_and_the_candidate_count(tmp_path):
+    from tfx.types import standard_artifacts
+
+    from components.served_model_baseline import executor
+
+    serving = tmp_path / "serving" / "flowers"
+    _fake_version(serving / "1", b"v1")
+    # Checked before looking at the server, so a typo fails on the first run and on every later one alike.
+    for base_path in (str(serving), str(tmp_path / "nothing-served")):
+        with pytest.raises(ValueError, match=r"when_nothing_served must be one of \('no_baseline', 'candidate'\), "
+                                             r"got 'served'"):
+            _run_executor(tmp_path, base_path, "served")
+
+    candidates = []
+    for name in ("a", "b"):
+        _fake_version(tmp_path / name / "Format-Serving", name.encode())
+        candidates.append(standard_artifacts.Model())
+        candidates[-1].uri = str(tmp_path / name)
+    output = standard_artifacts.Model()
+    output.uri = str(tmp_path / "out" / "two")
+    with pytest.raises(ValueError, match="needs exactly one candidate_model input artifact, got 2"):
+        executor.Executor().Do({"candidate_model": candidates}, {"baseline_model": [output]},
+                               {"serving_model_dir": str(tmp_path / "nothing-served"),
+                                "when_nothing_served": "candidate"})
+    with pytest.raises(ValueError, match="non-empty path"):
+        executor.find_served_version("")
+
+
+def test_the_component_validates_its_arguments_and_declares_its_spec():
+    from tfx.types import standard_artifacts
+
+    from components.served_model_baseline.component import ServedModelBaseline
+
+    candidate = ToyTrainer(decision_threshold=0.0).outputs["model"]
+    with pytest.raises(ValueError, match="non-empty path"):
+        ServedModelBaseline(serving_model_dir="", candidate_model=candidate)
+    with pytest.raises(ValueError, match=r"must be one of \('no_baseline', 'candidate'\), got 'latest'"):
+        ServedModelBaseline(serving_model_dir="/models/flowers", when_nothing_served="latest")
+    with pytest.raises(ValueError, match="needs candidate_model"):
+        ServedModelBaseline(serving_model_dir="/models/flowers", when_nothing_served="candidate")
+
+    plain = ServedModelBaseline(serving_model_dir="/models/flowers")
+    assert plain.exec_properties == {"serving_model_dir": "/models/flowers", "when_nothing_served": "no_baseline"}
+    assert "candidate_model" not in plain.inputs  # optional: ordering after the Trainer is up to the pipeline
+    assert plain.outputs["baseline_model"].type is standard_artifacts.Model
+    ordered = ServedModelBaseline(serving_model_dir="gs://b/models/flowers", candidate_model=candidate,
+                                  when_nothing_served="candidate")
+    assert ordered.inputs["candidate_model"] is candidate
+    assert ordered.exec_properties["when_nothing_served"] == "candidate"
+
+
+def test_use_candidate_when_nothing_served_switches_every_baseline_of_a_pipeline(tmp_path):
+    from tfx import v1 as tfx
+
+    from components.served_model_baseline.component import ServedModelBaseline, use_candidate_when_nothing_served
+
+    def pipeline(*components):
+        return tfx.dsl.Pipeline(pipeline_name="switch", pipeline_root=str(tmp_path), components=list(components))
+
+    trainer = ToyTrainer(decision_threshold=0.0)
+    first = ServedModelBaseline(serving_model_dir="/models/a", candidate_model=trainer.outputs["model"])
+    second = ServedModelBaseline(serving_model_dir="/models/b",
+                                 candidate_model=trainer.outputs["model"]).with_id("second_baseline")
+    assert use_candidate_when_nothing_served(pipeline(trainer, first, second)) == [first, second]
+    assert [c.exec_properties["when_nothing_served"] for c in (first, second)] == ["candidate", "candidate"]
+
+    with pytest.raises(ValueError, match="has no ServedModelBaseline"):
+        use_candidate_when_nothing_served(pipeline(ToyTrainer(decision_threshold=0.0)))
+    unordered = ServedModelBaseline(serving_model_dir="/models/c")
+    with pytest.raises(ValueError, match="needs candidate_model"):
+        use_candidate_when_nothing_served(pipeline(unordered))
+    assert unordered.exec_properties["when_nothing_served"] == "no_baseline"  # left as it was
