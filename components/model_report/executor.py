@@ -144,12 +144,17 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _threshold(summary: dict) -> str:
+    threshold = summary.get("threshold")  # None when the eval config has no value threshold
+    return "n/a" if threshold is None else str(threshold)
+
+
 def render_markdown(summary: dict) -> str:
     lines = [f"# Model report: {summary['split']} split", "",
              f"- blessed: **{summary['blessed']}**",
              f"- accuracy: **{_fmt(summary['accuracy'])}** on {summary['example_count']} examples",
              f"- baseline accuracy: {_fmt(summary['baseline_accuracy'])}",
-             f"- threshold: {summary.get('threshold', 'n/a')}"]
+             f"- threshold: {_threshold(summary)}"]
     if summary.get("baseline_note"):
         lines.append(f"- note: {summary['baseline_note']}")
     lines += ["",
@@ -178,7 +183,7 @@ figure{{display:inline-block;margin:.5em;text-align:center;font-size:.85em}} img
 </style></head><body>
 <h1>Model report ({esc(summary['split'])} split): {verdict}</h1>
 <p>Accuracy <b>{_fmt(summary['accuracy'])}</b> on {summary['example_count']} examples;
-baseline {_fmt(summary['baseline_accuracy'])}; threshold {summary.get('threshold', 'n/a')}.</p>
+baseline {_fmt(summary['baseline_accuracy'])}; threshold {_threshold(summary)}.</p>
 {f"<p><i>{esc(summary['baseline_note'])}</i></p>" if summary.get('baseline_note') else ''}
 <h2>Per class</h2><table><tr><th>class</th><th>support</th><th>precision</th><th>recall</th></tr>{rows}</table>
 <h2>Confusion matrix</h2><img src="{contract.CONFUSION_MATRIX_FILE}" alt="confusion matrix">
