@@ -1,6 +1,7 @@
 """ServedModelBaseline: the currently served model version as the Evaluator's baseline (the KFP variant's stand-in
 for the resolver the open-source KFP backend cannot run), tested on its executor and under LocalDagRunner."""
 import os
+import sys
 import time
 
 import pytest
@@ -114,8 +115,12 @@ def _served_versions(serving_model_dir):
     return sorted(versions.version_directories(serving_model_dir) or {})
 
 
-def test_served_model_baseline_first_run_without_baseline_then_compares_with_served(tmp_path):
+def test_served_model_baseline_first_run_without_baseline_then_compares_with_served(tmp_path, monkeypatch):
     from tfx import v1 as tfx
+
+    # TFX's Beam executors parse sys.argv + the Beam arguments as absl flags: pytest's own `-v` would be read as absl's
+    # --verbosity and swallow the next argument (IllegalFlagValueError), so the pipeline sees no pytest arguments.
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
 
     serving_model_dir = str(tmp_path / "serving" / "toy")
     metadata_path = str(tmp_path / "metadata.db")
