@@ -62,6 +62,10 @@ BASELINE_SKIPPED_PROPERTY = "baseline_skipped_reason"  # ModelEvaluation, when t
 ACCURACY_PROPERTY = "accuracy"
 BASELINE_ACCURACY_PROPERTY = "baseline_accuracy"
 BLESSED_PROPERTY = "blessed"
+# InfraBlessing of the load-and-query check (components/serving_validator): TFX InfraValidator's `blessed` (0/1, what
+# the Pusher gates on) and the one-line reason when it is 0.
+INFRA_BLESSED_PROPERTY = "blessed"
+INFRA_REASON_PROPERTY = "reason"
 # PushedModel: set by TFX's Pusher (`_MarkPushed`, private constants of tfx/components/pusher/executor.py), which
 # AtomicPusher reuses.
 PUSHED_PROPERTY = "pushed"

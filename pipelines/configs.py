@@ -75,6 +75,12 @@ TUNER_SEARCH_SPACE = {
 }
 TUNER_TRIALS = 6
 
+# The TF Serving release the manifests deploy (kubeflow/manifests: the tensorflow/serving image's tag). Each release is
+# built on the TensorFlow of the same number; a model is pushed only once its ops are in that TensorFlow's registry
+# (image_retrain/op_registries) and that TensorFlow has loaded and answered it (components/serving_validator).
+# 2.20.0 is the newest release with a published tag, and it loads our TF 2.21 exports.
+TF_SERVING_RELEASE = "2.20.0"
+
 # Blessing: accuracy on the test split >= threshold and >= baseline - tolerance.
 EVAL_ACCURACY_THRESHOLD = 0.6
 BASELINE_TOLERANCE = 0.01

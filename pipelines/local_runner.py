@@ -68,6 +68,8 @@ class RunResult:
     pushed_path: str | None
     accuracy: float | None
     baseline_accuracy: float | None
+    served_as_trained: bool  # the load-and-query check before the push (ServingValidator's InfraBlessing)
+    serving_check: str | None  # why it failed, when it did
     report_path: str | None
     embeddings_computed: int
     embeddings_cached: int
@@ -82,6 +84,7 @@ class RunResult:
 
 # The components whose outputs make up a run's result (their ids in the pipeline, see pipelines/pipeline.py).
 INGEST_NODE, EMBED_NODE, REPORT_NODE, PUSH_NODE = "ImageExampleGen", "ImageEmbedder", "ModelReport", "AtomicPusher"
+VALIDATE_NODE = "ServingValidator"
 
 
 def run_outputs(metadata_path: str, pipeline_name: str, run_id: str | None = None
@@ -105,7 +108,7 @@ def run_outputs(metadata_path: str, pipeline_name: str, run_id: str | None = Non
         if run is None:
             raise ValueError(f"no pipeline run {run_id or ''} of {pipeline_name!r} in {metadata_path}")
         outputs = {}
-        for node_id in (INGEST_NODE, EMBED_NODE, REPORT_NODE, PUSH_NODE):
+        for node_id in (INGEST_NODE, EMBED_NODE, REPORT_NODE, VALIDATE_NODE, PUSH_NODE):
             node = handle.store.get_context_by_type_and_name(
                 compiler_constants.NODE_CONTEXT_TYPE_NAME, compiler_utils.node_context_name(pipeline_name, node_id))
             if node is None:
@@ -140,6 +143,7 @@ def collect_result(options: RunOptions, metadata_path: str, run_id: str | None =
     report = output(REPORT_NODE, contract.REPORT_KEY)
     embedded = output(EMBED_NODE, contract.EMBEDDED_EXAMPLES_KEY)
     ingested = output(INGEST_NODE, standard_component_specs.EXAMPLES_KEY)
+    validated = output(VALIDATE_NODE, standard_component_specs.BLESSING_KEY)
     was_pushed = bool(int_property(pushed, contract.PUSHED_PROPERTY))
     return RunResult(
         blessed=bool(int_property(report, contract.BLESSED_PROPERTY)),
@@ -150,6 +154,9 @@ def collect_result(options: RunOptions, metadata_path: str, run_id: str | None =
         if was_pushed else None,
         accuracy=float_property(report, contract.ACCURACY_PROPERTY),
         baseline_accuracy=float_property(report, contract.BASELINE_ACCURACY_PROPERTY),
+        served_as_trained=bool(int_property(validated, contract.INFRA_BLESSED_PROPERTY)),
+        serving_check=(validated.get_string_custom_property(contract.INFRA_REASON_PROPERTY) or None)
+        if validated is not None else None,
         report_path=os.path.join(report.uri, contract.REPORT_HTML_FILE) if report is not None else None,
         embeddings_computed=int_property(embedded, contract.EMBEDDINGS_COMPUTED_PROPERTY),
         embeddings_cached=int_property(embedded, contract.EMBEDDINGS_CACHED_PROPERTY),
@@ -224,6 +231,8 @@ def format_result(result: RunResult) -> str:
     lines = [
         f"test accuracy:      {pct(result.accuracy)} (baseline {pct(result.baseline_accuracy)})",
         f"blessed:            {result.blessed}",
+        f"served as trained:  {result.served_as_trained}" + (f" ({result.serving_check})" if result.serving_check
+                                                               else ""),
         f"pushed:             {result.pushed_path or 'no (not blessed)'}",
         f"embeddings:         {result.embeddings_computed} computed, {result.embeddings_cached} from cache",
         f"rejected images:    {result.rejects}",

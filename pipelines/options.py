@@ -15,6 +15,7 @@ from image_retrain.paths import absolute, join
 from pipelines import configs
 
 BASELINES = ("latest_blessed", "served_model")
+ROLLOUTS = ("direct", "canary")
 
 
 @dataclasses.dataclass
@@ -35,6 +36,8 @@ class PipelineOptions:
     beam_args: list[str] | None = None        # None: configs.LOCAL_BEAM_ARGS
     embed_beam_args: list[str] = dataclasses.field(default_factory=list)  # the embedding stage only, after beam_args
     enable_cache: bool = False                # let the orchestrator reuse a step's earlier result
+    rollout: str = "direct"                   # direct: the push serves everyone; canary: under the canary label
+    serving_urls: list[str] = dataclasses.field(default_factory=list)  # REST URLs of the servers of a rollout
 
     DEFAULT_BASELINE: ClassVar[str] = "latest_blessed"
     # What ServedModelBaseline publishes on a first run (components/served_model_baseline): nothing, unless the
@@ -52,6 +55,8 @@ class PipelineOptions:
             raise ValueError(f"--split-ratios needs three positive integers (train,eval,test), got {self.split_ratios}")
         if self.baseline is not None and self.baseline not in BASELINES:
             raise ValueError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        if self.rollout not in ROLLOUTS:
+            raise ValueError(f"--rollout must be one of {', '.join(ROLLOUTS)}, got {self.rollout!r}")
         if self.tune_trials < 1:
             raise ValueError(f"--tune-trials must be at least 1, got {self.tune_trials}")
         unknown = set(self.hyperparameters) - set(configs.HYPERPARAMETERS)
@@ -151,6 +156,14 @@ def add_arguments(parser: argparse.ArgumentParser, options_class: type[PipelineO
     parser.add_argument("--beam-arg", action="append", dest="beam_args", default=None, metavar="ARG",
                         help="Beam pipeline argument for every Beam step, the embedding stage included; repeatable "
                              f"(default: {' '.join(configs.LOCAL_BEAM_ARGS)}).")
+    parser.add_argument("--rollout", choices=ROLLOUTS, default="direct",
+                        help="direct (default): a blessed push is what every client gets, as a plain TF Serving base "
+                             "path serves it; canary: it goes out under the `canary` label of the model config file "
+                             "beside the versions, stable traffic stays, and `image-retrain promote` moves it on.")
+    parser.add_argument("--serving-url", action="append", dest="serving_urls", default=[], metavar="URL",
+                        help="REST base URL of a server following the rollout (repeatable): the push waits for it to "
+                             "load the new version before moving a label onto it (without one the move is left for "
+                             "`image-retrain rollout advance`).")
     parser.add_argument("--embed-beam-arg", action="append", dest="embed_beam_args", default=[], metavar="ARG",
                         help="Beam pipeline argument for the embedding stage only, applied after --beam-arg (the "
                              "later value wins); repeatable. Sends the heavy stage to a cluster (e.g. "
@@ -175,4 +188,5 @@ def from_args(args: argparse.Namespace) -> dict:
                          if getattr(args, name, None) is not None},
         tune=args.tune, tune_trials=args.tune_trials,
         beam_args=args.beam_args, embed_beam_args=args.embed_beam_args,
+        rollout=args.rollout, serving_urls=args.serving_urls,
     )

@@ -5,7 +5,9 @@ ingest (ImageExampleGen) -> StatisticsGen -> SchemaGen -> ExampleValidator
        -> Trainer (Keras head, optionally fine-tuned module; raw-bytes serving export)
        -> baseline (latest blessed model, or the version currently served)
        -> Evaluator (TFMA, blessing; the baseline is dropped when it was trained on other classes)
-       -> ModelReport (HTML/PNG) and AtomicPusher (blessed models only, new version under the serving base path)
+       -> ModelReport (HTML/PNG)
+       -> ServingValidator (the serving stack loads and answers it: TF Serving's op registry and TensorFlow, our server)
+       -> AtomicPusher (blessed and validated models only, new version under the serving base path; canary rollout)
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from components.image_embedder.component import ImageEmbedder
 from components.image_example_gen.component import ImageExampleGen
 from components.model_report.component import ModelReport
 from components.served_model_baseline.component import ServedModelBaseline
+from components.serving_validator.component import ServingValidator
 from components.vocabulary_checked_evaluator.component import VocabularyCheckedEvaluator
 from image_retrain import contract
 from image_retrain.paths import absolute
@@ -128,11 +131,22 @@ def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
     )
     components.append(report)
 
+    validator = ServingValidator(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        model_name=options.model_name,
+        serving_release=configs.TF_SERVING_RELEASE,
+    )
+    components.append(validator)
+
     pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=validator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=options.serving_model_dir)),
+        custom_config={"rollout": options.rollout, "model_name": options.model_name,
+                       "serving_urls": list(options.serving_urls)},
     )
     components.append(pusher)
 

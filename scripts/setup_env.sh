@@ -136,6 +136,20 @@ install_packages() {
   "$VENV/bin/python" -m pip install --quiet --no-deps -r "$OVERRIDES"
 }
 
+install_serving_tensorflow() {
+  # The TensorFlow of the TF Serving release the manifests deploy (pipelines/configs.py TF_SERVING_RELEASE), in its
+  # own venv: the pipeline's load-and-query check loads every candidate with it, as TF Serving would.
+  local release target
+  release=$(sed -n 's/^TF_SERVING_RELEASE = "\([0-9.]*\)".*/\1/p' "$ROOT/pipelines/configs.py")
+  [ -n "$release" ] || { log "no TF_SERVING_RELEASE in pipelines/configs.py"; exit 1; }
+  target="$VENV/serving-tf/$release"
+  "$target/bin/python" -c 'import tensorflow' >/dev/null 2>&1 && return 0
+  log "installing TensorFlow $release (TF Serving $release's) into $target"
+  rm -rf "$target" && "$PYTHON" -m venv "$target"
+  "$target/bin/python" -m pip install --quiet --upgrade "pip>=24"
+  "$target/bin/python" -m pip install --quiet "tensorflow-cpu==$release"
+}
+
 write_checked_entry_point() {
   # The patched interpreter cannot even start without the private runtime; this wrapper says so instead of the
   # shell's bare "bad interpreter: No such file or directory".
@@ -156,6 +170,7 @@ main() {
   create_venv
   if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(inputs_hash)" ] && [ -x "$VENV/bin/image-retrain" ] \
      && "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+    install_serving_tensorflow
     log "up to date ($VENV)"
     return 0
   fi
@@ -168,6 +183,7 @@ main() {
     log "glibc $(glibc_version) >= $MIN_GLIBC: using the plain wheels"
   fi
   install_packages
+  install_serving_tensorflow
   if needs_compat; then write_checked_entry_point; fi
   inputs_hash >"$STAMP"
   log "done: $VENV"

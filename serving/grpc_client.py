@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import grpc
 import tensorflow as tf
-from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.example import feature_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_status_pb2,
+    input_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -86,18 +87,22 @@ class GrpcClient:
             results.append(ImagePrediction(labels[i] if labels else top[0][0], top))
         return results
 
-    def classify_images(self, model: str, images: list[bytes], signature_name: str = CLASSIFY_SIGNATURE):
-        """Classify API with tf.Examples carrying the image under EXAMPLE_IMAGE_FEATURE; returns
-        [[(label, score), ...], ...]."""
+    def classify(self, model: str, request_input, signature_name: str = CLASSIFY_SIGNATURE):
+        """Classify API on a tensorflow.serving.Input (tf.Examples); returns the ClassificationResponse."""
         request = classification_pb2.ClassificationRequest()
         request.model_spec.name = model
         request.model_spec.signature_name = signature_name
+        request.input.CopyFrom(request_input)
+        return self._call(self.prediction.Classify, request)
+
+    def classify_images(self, model: str, images: list[bytes], signature_name: str = CLASSIFY_SIGNATURE):
+        """Classify API with tf.Examples carrying the image under EXAMPLE_IMAGE_FEATURE; returns
+        [[(label, score), ...], ...]."""
+        request_input = input_pb2.Input()
         for image in images:
-            example = example_pb2.Example()
-            example.features.feature[EXAMPLE_IMAGE_FEATURE].CopyFrom(
+            request_input.example_list.examples.add().features.feature[EXAMPLE_IMAGE_FEATURE].CopyFrom(
                 feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[image])))
-            request.input.example_list.examples.append(example)
-        response = self._call(self.prediction.Classify, request)
+        response = self.classify(model, request_input, signature_name)
         return [[(c.label, c.score) for c in item.classes] for item in response.result.classifications]
 
     def status(self, model: str):

@@ -30,6 +30,12 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # PredictionLog TFRecor
 WARMUP_MAX_RECORDS = 1000               # TF Serving reads at most this many (saved_model_warmup_util.cc)
 TFLITE_FILE = "model.tflite"            # TF Serving's --prefer_tflite_model convention
 
+# Beside the versions in a model base path, for a staged rollout (image_retrain/rollout.py): the TF Serving model config
+# file (text ModelServerConfig) a server is started with (--model_config_file) and re-reads, naming the loaded versions
+# and the `stable` and `canary` labels; and the next config to write once its versions have loaded.
+ROLLOUT_CONFIG_FILE = "model_server.config"
+ROLLOUT_NEXT_FILE = "model_server.config.next"
+
 # model.tflite holds the network alone (float32 RGB pixels in [0, 1] -> softmax scores) under one signature; the
 # SavedModel carries, per signature, the TF steps around it in the object `litert` (`<signature>_inputs`: the
 # signature's input -> the network's inputs; `<signature>_outputs`: the network's outputs -> the signature's outputs).

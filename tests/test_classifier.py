@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -304,3 +305,29 @@ def test_tuner_executor_searches_with_tuner_fn_and_its_best_values_reach_run_fns
     assert {name: merged[name] for name in searched} == {name: trials[0][name] for name in searched}
     assert trials[0]["fine_tune_variables"] == 0  # fine-tuning off, so its settings are not searched:
     assert not any(name.startswith("fine_tune_") for name in set(trials[0]) - {"fine_tune_variables"})
+
+
+def test_export_writes_warmup_records_with_the_in_process_answers_for_both_signatures(tmp_path, image_module):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from image_retrain.warmup_records import read_warmup
+
+    head = build_head(image_module.feature_dim, len(LABELS), dict(configs.HYPERPARAMETERS, hidden_units=8))
+    export_dir = str(tmp_path / "export")
+    images = [encoded((250, 0, 0), "JPEG"), encoded((0, 0, 250), "PNG", (300, 200)), encoded((0, 250, 0), "GIF")]
+    export_serving_model(image_module, head, LABELS, export_dir, warmup_images=images)
+
+    records = read_warmup(export_dir)
+    assert [record.WhichOneof("log_type") for record in records] == ["predict_log", "classify_log"] * 2
+    assert tf.io.gfile.exists(os.path.join(export_dir, "assets.extra", "tf_serving_warmup_requests"))
+    batch_sizes = [len(r.predict_log.request.inputs["image_bytes"].string_val) if r.HasField("predict_log")
+                   else len(r.classify_log.request.input.example_list.examples) for r in records]
+    assert batch_sizes == [1, 1, 3, 3]
+    # The recorded responses are the model's own answers, as TF Serving's loader computes them.
+    loaded = tf.saved_model.load(export_dir)
+    scores = loaded.signatures["serving_default"](image_bytes=tf.constant(images))["scores"].numpy()
+    predicted = tf.make_ndarray(records[2].predict_log.response.outputs["scores"])
+    np.testing.assert_allclose(predicted, scores, atol=1e-6)
+    classified = [[c.score for c in item.classes] for item in records[3].classify_log.response.result.classifications]
+    np.testing.assert_allclose(classified, scores, atol=1e-6)
+    assert isinstance(records[0], prediction_log_pb2.PredictionLog)

@@ -7,7 +7,10 @@ saved_model.pb last, since TF Serving only loads a version once that file is the
   place, the folder shows up first and the server may log failed load attempts until saved_model.pb arrives).
   Object stores have no atomic rename (on gs:// a rename is a copy and a delete per object, in no guaranteed order),
   so there the version is copied in place with saved_model.pb last, as TFX's Pusher does;
-- the version number is strictly greater than every existing one (TFX's Pusher skips a second push in one second).
+- the version number is strictly greater than every existing one (TFX's Pusher skips a second push in one second);
+- a staged rollout (custom_config `rollout: canary`): the new version goes out under the `canary` label of the model
+  config file beside the versions, stable traffic stays where it was (`stage`, image_retrain/rollout.py);
+- it also gates on the InfraBlessing of the load-and-query check, as TFX's Pusher does (CheckBlessing).
 """
 from __future__ import annotations
 
@@ -21,11 +24,16 @@ from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
-from tfx.utils import io_utils, proto_utils
+from tfx.utils import io_utils, json_utils, proto_utils
 
-from image_retrain import step_results
+from image_retrain import rollout, step_results
 from image_retrain.paths import is_uri
 from serving import versions
+
+# custom_config keys (the pipeline's rollout options), and the rollouts.
+ROLLOUT_KEY, MODEL_NAME_KEY, SERVING_URLS_KEY = "rollout", "model_name", "serving_urls"
+DIRECT, CANARY = "direct", "canary"
+ROLLOUTS = (DIRECT, CANARY)
 
 
 def next_version(base_directory: str, now: float | None = None) -> int:
@@ -61,6 +69,27 @@ def publish(model_path: str, base_directory: str, atomic_rename: bool | None = N
     return final, version
 
 
+def stage(base_directory: str, version: int, mode: str, model_name: str | None, server_urls: list[str]) -> str | None:
+    """Moves the rollout's labels for the published `version` (image_retrain/rollout.py): `canary` puts it out as the
+    canary; `direct` gives it every label, and without a rollout config leaves the plain base path as it is (TF
+    Serving's `latest` policy serves it). Returns what it did, or None when there was nothing to do."""
+    if mode not in ROLLOUTS:
+        raise ValueError(f"{ROLLOUT_KEY} must be one of {ROLLOUTS}, got {mode!r}")
+    current = rollout.read(base_directory)
+    if mode == CANARY:
+        served = max((v for v, path in (versions.version_directories(base_directory) or {}).items()
+                      if v != version and versions.is_complete(path)), default=None)
+        steps = rollout.plan_canary(current, version, model_name=model_name, base_path=base_directory, served=served)
+    else:
+        steps = rollout.plan_direct(current, version)
+    if not steps:
+        return None
+    try:
+        return rollout.apply(steps, rollout.servers_waiter(server_urls) if server_urls else None).describe()
+    except (rollout.Pending, TimeoutError) as waiting:  # the version is published; the labels stay where they were
+        return str(waiting)
+
+
 class Executor(tfx_pusher_executor.Executor):
     def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
@@ -74,7 +103,13 @@ class Executor(tfx_pusher_executor.Executor):
         if destination.WhichOneof("destination") != "filesystem":
             raise NotImplementedError(f"push destination {destination.WhichOneof('destination')} is not supported")
         model_path = self.GetModelPath(input_dict)
-        serving_path, version = publish(model_path, destination.filesystem.base_directory)
+        base_directory = destination.filesystem.base_directory
+        serving_path, version = publish(model_path, base_directory)
         step_results.report("push", f"model version {version} published at {serving_path}")
         io_utils.copy_dir(model_path, model_push.uri)  # archived copy, as the stock Pusher keeps
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)
+        settings = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
+        staged = stage(base_directory, int(version), settings.get(ROLLOUT_KEY, DIRECT), settings.get(MODEL_NAME_KEY),
+                       settings.get(SERVING_URLS_KEY) or [])
+        if staged:
+            step_results.report("rollout", staged)

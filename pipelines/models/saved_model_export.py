@@ -19,6 +19,7 @@ from image_retrain.contract import LABELS_FILE
 from image_retrain.image_decoding import preprocess_batch
 from image_retrain.image_limits import MAX_IMAGE_PIXELS
 from image_retrain.signature_methods import set_method_names
+from image_retrain.warmup_records import warmup_records, write_warmup
 from pipelines.models.views import check_test_time_views, dihedral_views, mean_over_views
 from serving.model_format import (
     CLASSES_OUTPUT,
@@ -181,7 +182,10 @@ def litert_metadata(labels: list[str], input_size: tuple[int, int]) -> dict[str,
 
 
 def export_serving_model(image_module, head, labels: list[str], export_dir: str,
-                         max_image_pixels: int = MAX_IMAGE_PIXELS, test_time_views: int = 1) -> None:
+                         max_image_pixels: int = MAX_IMAGE_PIXELS, test_time_views: int = 1,
+                         warmup_images: list[bytes] = ()) -> None:
+    """The SavedModel (both signatures), model.tflite when it converts, and, given `warmup_images` (held-out
+    encoded images), warmup records holding this in-process model's answers (image_retrain/warmup_records.py)."""
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, LABELS_FILE)
         with open(labels_path, "w") as f:
@@ -193,5 +197,7 @@ def export_serving_model(image_module, head, labels: list[str], export_dir: str,
         })
         # TF Serving's --prefer_tflite_model convention: model.tflite beside the SavedModel in the version folder.
         export_litert_model(classifier, labels, export_dir)
+        if warmup_images:
+            write_warmup(export_dir, warmup_records(classifier, list(warmup_images)))
     # TF Serving's Classify API only accepts signatures marked as classification signatures.
     set_method_names(export_dir, {CLASSIFY_SIGNATURE: tf.saved_model.CLASSIFY_METHOD_NAME})

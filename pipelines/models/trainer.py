@@ -23,6 +23,7 @@ from pipelines.models.training_data import (
     embed_images,
     embedding_dim,
     examples_uri,
+    held_out_images,
     load_embeddings,
     read_vocabulary,
 )
@@ -101,6 +102,6 @@ def run_fn(fn_args) -> None:
     trained = train(hp, module_handle, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
     labels = read_vocabulary(examples_uri(fn_args.train_files))
     export_serving_model(trained["image_module"], trained["head"], labels, fn_args.serving_model_dir,
-                         test_time_views=hp["test_time_views"])
+                         test_time_views=hp["test_time_views"], warmup_images=held_out_images(fn_args.eval_files))
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE), "w") as f:
         json.dump(dict(trained["summary"], labels=labels), f, indent=2)

@@ -93,3 +93,8 @@ def embed_images(file_patterns: list[str], image_module, hp: dict[str, Any] | No
             embeddings.append(image_module(batch).numpy())
             labels.append(batch_labels.numpy())
     return np.concatenate(embeddings), np.concatenate(labels)
+
+
+def held_out_images(file_patterns: list[str], count: int = 4) -> list[bytes]:
+    """The first `count` encoded images of a split the model did not train on (the warmup records' images)."""
+    return [example[IMAGE_KEY].numpy() for example in image_dataset(file_patterns).take(count)]
