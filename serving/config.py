@@ -77,9 +77,13 @@ def parse_text_proto(text: str, message, path: str = "<string>"):
 
 
 def read_model_server_config(path: str):
-    config = parse_text_proto(_read(path, "model config file"), model_server_config_pb2.ModelServerConfig(), path)
+    config = parse_model_server_config(_read(path, "model config file"), path)
     validate_model_server_config(config)
     return config
+
+
+def parse_model_server_config(text: str, path: str = "<string>"):
+    return parse_text_proto(text, model_server_config_pb2.ModelServerConfig(), path)
 
 
 def validate_model_server_config(config) -> None:

@@ -388,13 +388,16 @@ class InferenceService:
             status.status.error_message = record.error_message
         return response
 
-    def reload_config(self, request):
-
+    def apply_config(self, config, *, startup: bool = False) -> None:
+        """ServerCore::ReloadConfig: the startup config, each change of --model_config_file, and the reload RPC."""
         try:
-            validate_model_server_config(request.config)
-            self.manager.apply_config(request.config)
+            validate_model_server_config(config)
         except ConfigError as error:
             raise invalid(str(error)) from None
+        self.manager.apply_config(config, startup=startup)
+
+    def reload_config(self, request):
+        self.apply_config(request.config)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0
         return response

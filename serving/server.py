@@ -15,7 +15,7 @@ import threading
 
 from serving import config as config_files
 from serving.batching import BatchingOptions, BatchScheduler
-from serving.errors import ConfigError
+from serving.errors import ConfigError, ServingError
 from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class ModelServer:
         if o.enable_model_warmup:
             self.manager.warmup = self._warmup
         try:
-            self.manager.apply_config(self._model_config, startup=True)
+            self.inference.apply_config(self._model_config, startup=True)
         except Exception:
             self._shutdown_internals()
             raise
@@ -233,19 +233,30 @@ class ModelServer:
         print(f"Exporting HTTP/REST API at:{host}:{self.rest_port} ...", flush=True)
 
     def _poll_config_file(self):
-        period = self.options.model_config_file_poll_wait_seconds
+        """Re-reads --model_config_file every --model_config_file_poll_wait_seconds; a changed one is applied, with
+        TF Serving's log lines when it cannot be (server.cc PollFilesystemAndReloadConfig): the running config stays,
+        and the file is tried again on each poll until it changes or applies."""
+        path, period = self.options.model_config_file, self.options.model_config_file_poll_wait_seconds
         while not self._stopped.wait(period):
             try:
-                with open(self.options.model_config_file, encoding="utf-8") as f:
+                with open(path, encoding="utf-8") as f:
                     text = f.read()
                 if text == self._config_text:
                     continue
-                config = config_files.read_model_server_config(self.options.model_config_file)
-                self.manager.apply_config(config)
-                self._config_text = text
-                log.info("Reloaded model config from %s", self.options.model_config_file)
-            except Exception as error:  # noqa: BLE001 -- a bad edit is logged; the running config stays
-                log.error("Failed to reload model config %s: %s", self.options.model_config_file, error)
+                config = config_files.parse_model_server_config(text, path)
+            except (OSError, ConfigError) as error:
+                log.error("Failed to read ModelServerConfig file: %s", error)
+                continue
+            try:
+                self.inference.apply_config(config)
+            except ServingError as error:
+                log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", error.message)
+                continue
+            except Exception:  # a bug: logged, and the poll goes on
+                log.exception("PollFilesystemAndReloadConfig failed to ReloadConfig")
+                continue
+            self._config_text = text
+            log.info("Reloaded model config from %s", path)
 
     def stop(self, grace_seconds: float | None = None) -> None:
         """Stops accepting requests, lets in-flight ones finish (up to the grace period), unloads models."""

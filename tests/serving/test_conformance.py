@@ -45,9 +45,12 @@ model_config_list {{
 }}""")
     monitoring = write(tmp / "monitoring.config",
                        'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
+    # Labels in a startup config point at versions not loaded yet: tensorflow_model_server refuses them without
+    # --allow_version_labels_for_unavailable_models, and so do we (test_version_labels.py).
     server = ModelServer(ServerOptions(port=free_port(), rest_api_port=free_port(), model_config_file=config,
                                        monitoring_config_file=monitoring, rest_api_max_request_bytes=1 << 20,
-                                       rest_api_enable_cors_support=True))
+                                       rest_api_enable_cors_support=True,
+                                       allow_version_labels_for_unavailable_models=True))
     server.start()
     yield server
     server.stop(grace_seconds=2)
