@@ -320,40 +320,28 @@ class InferenceService:
                                    regression_pb2.RegressionResponse, entrypoint, timeout_ms)
 
     def multi_inference(self, request, entrypoint=GRPC, timeout_ms=0):
-        if not request.tasks:
-            raise invalid("Empty MultiInferenceRequest")
-        names = {task.model_spec.name for task in request.tasks}
-        if "" in names:
-            raise invalid("Found ModelSpec with an empty model name.")
-        if len(names) > 1:
-            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-        seen = set()
-        for task in request.tasks:
-            signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
-            if signature in seen:
-                raise invalid(f"Duplicate evaluation of signature: {signature}")
-            seen.add(signature)
-            if task.method_name not in (tf.saved_model.CLASSIFY_METHOD_NAME, tf.saved_model.REGRESS_METHOD_NAME):
-                raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: "
-                                   f"{task.method_name}")
-        deadline = _deadline(timeout_ms)
+        _check_multi_inference(request)
         name, version, label = self._spec_args(request.tasks[0].model_spec)
         with self._observe(name, "MultiInference", entrypoint), self._servable(name, version, label) as loaded:
-            response = inference_pb2.MultiInferenceResponse()
-            for task in request.tasks:
-                signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
-                if signature not in loaded.signatures:
-                    raise invalid(f"Requested signature not found in model graph: {signature}")
-                result = response.results.add()
-                remaining_ms = _remaining_ms(deadline)  # the tasks share the request's deadline
-                if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
-                    _, classification = self._classification_result(loaded, signature, request.input, remaining_ms)
-                    result.classification_result.CopyFrom(classification)
-                else:
-                    _, regression = self._regression_result(loaded, signature, request.input, remaining_ms)
-                    result.regression_result.CopyFrom(regression)
-                self._echo(result.model_spec, name, loaded, signature)
-            return response
+            return self._multi_inference_response(loaded, request, timeout_ms)
+
+    def _multi_inference_response(self, loaded, request, timeout_ms=0):
+        deadline = _deadline(timeout_ms)
+        response = inference_pb2.MultiInferenceResponse()
+        for task in request.tasks:
+            signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            if signature not in loaded.signatures:
+                raise invalid(f"Requested signature not found in model graph: {signature}")
+            result = response.results.add()
+            remaining_ms = _remaining_ms(deadline)  # the tasks share the request's deadline
+            if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
+                _, classification = self._classification_result(loaded, signature, request.input, remaining_ms)
+                result.classification_result.CopyFrom(classification)
+            else:
+                _, regression = self._regression_result(loaded, signature, request.input, remaining_ms)
+                result.regression_result.CopyFrom(regression)
+            self._echo(result.model_spec, task.model_spec.name, loaded, signature)
+        return response
 
     # ------------------------------------------------------------------------------------ metadata / status
     def metadata(self, request):
@@ -404,7 +392,10 @@ class InferenceService:
 
     # ---------------------------------------------------------------------------------------------- warmup
     def warmup_request(self, loaded: VersionLifecycle, log_entry) -> None:
-        """Runs one PredictionLog record from assets.extra/tf_serving_warmup_requests against `loaded`."""
+        """Runs one PredictionLog record from assets.extra/tf_serving_warmup_requests against `loaded`, as TF Serving's
+        RunWarmupRequest: the request's model name and version are not looked at, its signature is; the response is
+        dropped. A record without a log_type does nothing; session_run and predict_streamed logs are UNIMPLEMENTED,
+        named by their number in the oneof."""
         kind = log_entry.WhichOneof("log_type")
         if kind == "predict_log":
             request = log_entry.predict_log.request
@@ -417,15 +408,31 @@ class InferenceService:
             request = log_entry.regress_log.request
             self._regression_result(loaded, request.model_spec.signature_name, request.input)
         elif kind == "multi_inference_log":
-            for task in log_entry.multi_inference_log.request.tasks:
-                if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
-                    self._classification_result(loaded, task.model_spec.signature_name,
-                                               log_entry.multi_inference_log.request.input)
-                else:
-                    self._regression_result(loaded, task.model_spec.signature_name,
-                                           log_entry.multi_inference_log.request.input)
-        else:
-            raise invalid(f"Unsupported log_type for warmup: {kind}")
+            _check_multi_inference(log_entry.multi_inference_log.request)
+            self._multi_inference_response(loaded, log_entry.multi_inference_log.request)
+        elif kind is not None:
+            number = log_entry.DESCRIPTOR.fields_by_name[kind].number
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}")
+
+
+def _check_multi_inference(request) -> None:
+    """multi_inference.cc's checks of a MultiInferenceRequest before any model runs, in its order and words."""
+    if not request.tasks:
+        raise invalid("Empty MultiInferenceRequest")
+    names = {task.model_spec.name for task in request.tasks}
+    if "" in names:
+        raise invalid("Found ModelSpec with an empty model name.")
+    if len(names) > 1:
+        raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+    seen = set()
+    for task in request.tasks:
+        signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
+        if signature in seen:
+            raise invalid(f"Duplicate evaluation of signature: {signature}")
+        seen.add(signature)
+        if task.method_name not in (tf.saved_model.CLASSIFY_METHOD_NAME, tf.saved_model.REGRESS_METHOD_NAME):
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: "
+                               f"{task.method_name}")
 
 
 def _shape_text(array: np.ndarray) -> str:

@@ -106,6 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("load_retry_interval_micros", int, "wait between load retries")
     flag("saved_model_tags", str, "comma-separated MetaGraph tags to load")
     flag("enable_model_warmup", bool, "replay assets.extra/tf_serving_warmup_requests before serving a version")
+    flag("num_request_iterations_for_warmup", int, "times each warmup record is replayed; used only if > 0")
     flag("allow_version_labels_for_unavailable_models", bool, "allow new labels on versions not yet loaded")
     flag("enable_signature_method_name_check", bool, "Classify/Regress require the matching method_name")
     flag("tensorflow_intra_op_parallelism", int, "TF intra-op threads; 0 = auto")

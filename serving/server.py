@@ -49,6 +49,7 @@ class ServerOptions:
     load_retry_interval_micros: int = 60_000_000
     saved_model_tags: str = "serve"
     enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 1  # each warmup record runs this many times; < 1 counts as 1
     allow_version_labels_for_unavailable_models: bool = False
     enable_signature_method_name_check: bool = False
     tensorflow_intra_op_parallelism: int = 0
@@ -173,10 +174,7 @@ class ModelServer:
                                       inter_op_parallelism_threads=o.tensorflow_inter_op_parallelism)
 
     def _warmup(self, loaded):
-        count = loaded.warmup(self.inference.warmup_request)
-        if count:
-            log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
-                     loaded.path, count)
+        loaded.warmup(self.inference.warmup_request, self.options.num_request_iterations_for_warmup)
 
     def _start_grpc(self):
         from serving.grpc_service import build_server  # noqa: PLC0415 - imports TensorFlow: see start()
