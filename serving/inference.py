@@ -117,14 +117,18 @@ class InferenceService:
         return model_spec.name, version, label
 
     @contextlib.contextmanager
-    def _observe(self, model_name: str, api: str, entrypoint: str):
-        """Counts the request in /tensorflow/serving/request_count and request_latency. The API label is the gRPC
-        method name, or the URL verb for REST (`predict`), as TF Serving labels them."""
+    def _observed(self, name: str, version: int | None, label: str | None, api: str, entrypoint: str):
+        """The servable of an inference request (as _servable), with the request counted in
+        /tensorflow/serving/request_count and request_latency. The API label is the gRPC method name, or the URL verb
+        for REST (`predict`), as TF Serving labels them; `version` is ours: the version that answered, empty when the
+        request failed before one was resolved."""
         api = api if entrypoint == GRPC else api.lower()
         started = time.perf_counter()
-        status = "OK"
+        status, served = "OK", ""
         try:
-            yield
+            with self._servable(name, version, label) as loaded:
+                served = str(loaded.version)
+                yield loaded
         except ServingError as error:
             status = error.code.name
             raise
@@ -133,7 +137,7 @@ class InferenceService:
             raise
         finally:
             if self.metrics is not None:
-                self.metrics.observe_request(model_name, api, entrypoint, status, time.perf_counter() - started)
+                self.metrics.observe_request(name, api, entrypoint, status, served, time.perf_counter() - started)
 
     def _check_batch_size(self, size: int) -> None:
         if self.max_request_batch_size and size > self.max_request_batch_size:
@@ -195,7 +199,7 @@ class InferenceService:
         """Predict on the version `model_spec` names. `inputs_of(signature_defs)` decodes the request's inputs once the
         version is acquired: gRPC's TensorProtos need nothing from it, REST's JSON needs the signature's dtypes."""
         name, version, label = self._spec_args(model_spec)
-        with self._observe(name, "Predict", entrypoint), self._servable(name, version, label) as loaded:
+        with self._observed(name, version, label, "Predict", entrypoint) as loaded:
             inputs = inputs_of(loaded.signatures)
             outputs = self._predict_arrays(loaded, model_spec.signature_name, inputs, output_filter, timeout_ms)
             echo = model_pb2.ModelSpec()
@@ -305,7 +309,7 @@ class InferenceService:
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         name, version, label = self._spec_args(request.model_spec)
-        with self._observe(name, api, entrypoint), self._servable(name, version, label) as loaded:
+        with self._observed(name, version, label, api, entrypoint) as loaded:
             signature_name, result = compute(loaded, request.model_spec.signature_name, request.input, timeout_ms)
             response = response_type(result=result)
             self._echo(response.model_spec, name, loaded, signature_name)
@@ -322,7 +326,7 @@ class InferenceService:
     def multi_inference(self, request, entrypoint=GRPC, timeout_ms=0):
         _check_multi_inference(request)
         name, version, label = self._spec_args(request.tasks[0].model_spec)
-        with self._observe(name, "MultiInference", entrypoint), self._servable(name, version, label) as loaded:
+        with self._observed(name, version, label, "MultiInference", entrypoint) as loaded:
             return self._multi_inference_response(loaded, request, timeout_ms)
 
     def _multi_inference_response(self, loaded, request, timeout_ms=0):

@@ -31,11 +31,13 @@ class Metrics:
         self.batch_sizes = _Histogram(BATCH_SIZE_BUCKETS)
         self.queuing_latency = _Histogram(LATENCY_BUCKETS_US)
 
-    def observe_request(self, model_name: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
+    def observe_request(self, model_name: str, api: str, entrypoint: str, status: str, version: str,
+                        seconds: float) -> None:
+        """`version`: the version that answered ("" if none was resolved), a label TF Serving's metrics lack."""
         with self._lock:
-            self.request_count[(model_name, status)] += 1
+            self.request_count[(model_name, status, version)] += 1
             if status == "OK":
-                key = (model_name, api, entrypoint)
+                key = (model_name, api, entrypoint, version)
                 histogram = self.request_latency.get(key)
                 if histogram is None:
                     histogram = self.request_latency[key] = _Histogram(LATENCY_BUCKETS_US)
@@ -50,11 +52,14 @@ class Metrics:
         lines = []
         with self._lock:
             lines.append("# TYPE :tensorflow:serving:request_count counter")
-            for (model, status), value in sorted(self.request_count.items()):
-                lines.append(f':tensorflow:serving:request_count{{model_name="{model}",status="{status}"}} {value}')
+            # TF Serving's labels first, in its order; `version` is appended, so scrapers that know only the others
+            # still find theirs.
+            for (model, status, version), value in sorted(self.request_count.items()):
+                lines.append(f':tensorflow:serving:request_count{{model_name="{model}",status="{status}",'
+                             f'version="{version}"}} {value}')
             lines.append("# TYPE :tensorflow:serving:request_latency histogram")
-            for (model, api, entrypoint), hist in sorted(self.request_latency.items()):
-                labels = f'model_name="{model}",API="{api}",entrypoint="{entrypoint}"'
+            for (model, api, entrypoint, version), hist in sorted(self.request_latency.items()):
+                labels = f'model_name="{model}",API="{api}",entrypoint="{entrypoint}",version="{version}"'
                 lines.extend(_histogram_lines(":tensorflow:serving:request_latency", labels, hist))
             lines.append("# TYPE :tensorflow:serving:batching_session:processed_batch_size histogram")
             lines.extend(_histogram_lines(":tensorflow:serving:batching_session:processed_batch_size", "",

@@ -5,6 +5,7 @@ Expected values and messages are TF Serving's (tensorflow_model_server_test.py, 
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -336,7 +337,42 @@ def test_rest_cors_preflight_404_and_prometheus(server, stubs):
     status, text, headers = rest(server, "/monitoring/prometheus/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert "# TYPE :tensorflow:serving:request_count counter" in text
-    assert ':tensorflow:serving:request_count{model_name="default",status="OK"}' in text
+    assert ':tensorflow:serving:request_count{model_name="default",status="OK",version="123"}' in text
     for api, entrypoint in (("predict", "REST"), ("classify", "REST"), ("Predict", "GRPC")):
         assert (f':tensorflow:serving:request_latency_count{{model_name="default",API="{api}",'
-                f'entrypoint="{entrypoint}"}}') in text
+                f'entrypoint="{entrypoint}",version="123"}}') in text
+
+
+def scrape(server) -> dict[tuple[str, frozenset], float]:
+    """The Prometheus page as {(metric name, its labels): value}."""
+    samples = {}
+    for line in rest(server, "/monitoring/prometheus/metrics")[1].splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            name, _, labels = series.partition("{")
+            samples[(name, frozenset(re.findall(r'(\w+)="([^"]*)"', labels)))] = float(value)
+    return samples
+
+
+def test_prometheus_counts_requests_under_the_version_that_answered(server, stubs):
+    before = scrape(server)
+    predict = stubs[0].Predict
+    predict(x_request("two", label="canary"), timeout=30)
+    predict(x_request("two", label="stable"), timeout=30)
+    assert rest(server, "/v1/models/two/labels/canary:predict", {"instances": [2.0]})[0] == 200
+    for label in ("canary", "stable"):  # resolved, then refused: counted under the version
+        assert grpc_error(predict, x_request("two", label=label, output_filter=("z",)))[0] == \
+            grpc.StatusCode.INVALID_ARGUMENT
+    assert grpc_error(predict, x_request("two", label="beta"))[0] == grpc.StatusCode.INVALID_ARGUMENT  # no version
+    after = scrape(server)
+
+    def added(name, **labels):
+        key = (f":tensorflow:serving:{name}", frozenset(labels.items()))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert [added("request_count", model_name="two", status=status, version=version)
+            for status, version in (("OK", "124"), ("OK", "123"), ("INVALID_ARGUMENT", "124"),
+                                    ("INVALID_ARGUMENT", "123"), ("INVALID_ARGUMENT", ""))] == [2, 1, 1, 1, 1]
+    assert [added("request_latency_count", model_name="two", API=api, entrypoint=entrypoint, version=version)
+            for api, entrypoint, version in (("Predict", "GRPC", "124"), ("predict", "REST", "124"),
+                                             ("Predict", "GRPC", "123"))] == [1, 1, 1]  # successes only
