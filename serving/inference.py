@@ -41,10 +41,24 @@ GRPC, REST = "GRPC", "REST"
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     """A Predict call's result: the model spec to echo (name, version served, signature), the signature that ran,
-    and its outputs by alias. gRPC writes the outputs as TensorProtos, REST as JSON."""
+    its decoded inputs and its outputs by alias. gRPC writes the outputs as TensorProtos, REST as JSON."""
     model_spec: model_pb2.ModelSpec
     signature: meta_graph_pb2.SignatureDef
+    inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
+
+    def grpc_response(self) -> predict_pb2.PredictResponse:
+        response = predict_pb2.PredictResponse(model_spec=self.model_spec)
+        for alias, array in self.outputs.items():
+            response.outputs[alias].CopyFrom(tensors.to_proto(array, self.signature.outputs[alias].dtype))
+        return response
+
+    def grpc_request(self, model_spec) -> predict_pb2.PredictRequest:
+        """The PredictRequest a gRPC client would have sent for these inputs to `model_spec`."""
+        request = predict_pb2.PredictRequest(model_spec=model_spec)
+        for alias, array in self.inputs.items():
+            request.inputs[alias].CopyFrom(tensors.to_proto(array, self.signature.inputs[alias].dtype))
+        return request
 
 
 def _set(names) -> str:
@@ -84,18 +98,19 @@ def _remaining_ms(deadline: float | None) -> int:
 
 class InferenceService:
     """What the requests of both front ends run on: version resolution, signature checks, batching, deadlines,
-    errors and metrics. Not named after TF Serving's ServerCore, which manages models (that is serving.manager here);
-    this is the part upstream splits into TensorflowPredictor, TensorFlowClassifier, TensorFlowRegressor and the
-    GetModelMetadata/GetModelStatus implementations.
+    errors, metrics and request logging. Not named after TF Serving's ServerCore, which manages models (that is
+    serving.manager here); this is the part upstream splits into TensorflowPredictor, TensorFlowClassifier,
+    TensorFlowRegressor and the GetModelMetadata/GetModelStatus implementations.
 
     `max_request_batch_size` (0 = unlimited) and `max_implied_tensor_elements` bound one request's cost; their
     defaults and meaning are in serving.server.ServerOptions."""
 
     def __init__(self, manager, *, max_request_batch_size: int, max_implied_tensor_elements: int, batcher=None,
-                 metrics=None, enable_method_name_check=False):
+                 metrics=None, request_logger=None, enable_method_name_check=False):
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
+        self.request_logger = request_logger
         self.enable_method_name_check = enable_method_name_check
         self.max_request_batch_size = max_request_batch_size
         self.max_implied_tensor_elements = max_implied_tensor_elements
@@ -204,7 +219,7 @@ class InferenceService:
             outputs = self._predict_arrays(loaded, model_spec.signature_name, inputs, output_filter, timeout_ms)
             echo = model_pb2.ModelSpec()
             self._echo(echo, name, loaded, model_spec.signature_name)
-            return Prediction(echo, loaded.signatures[echo.signature_name], outputs)
+            return Prediction(echo, loaded.signatures[echo.signature_name], inputs, outputs)
 
     def predict(self, request, entrypoint=GRPC, timeout_ms: int = 0):
         if not request.HasField("model_spec"):
@@ -212,10 +227,19 @@ class InferenceService:
         prediction = self.predict_tensors(
             request.model_spec, lambda _: {alias: self._to_numpy(proto) for alias, proto in request.inputs.items()},
             list(request.output_filter), entrypoint=entrypoint, timeout_ms=timeout_ms)
-        response = predict_pb2.PredictResponse(model_spec=prediction.model_spec)
-        for alias, array in prediction.outputs.items():
-            response.outputs[alias].CopyFrom(tensors.to_proto(array, prediction.signature.outputs[alias].dtype))
+        response = prediction.grpc_response()
+        self._log("predict_log", prediction.model_spec, lambda: request, lambda: response)
         return response
+
+    def log_rest_predict(self, model_spec, prediction: Prediction) -> None:
+        """A REST predict is logged as the PredictRequest and PredictResponse of the gRPC call it equals, built only
+        when it is sampled; `model_spec` is the one its URL and body name."""
+        self._log("predict_log", prediction.model_spec, lambda: prediction.grpc_request(model_spec),
+                  prediction.grpc_response)
+
+    def _log(self, kind: str, served_spec, request_of, response_of) -> None:
+        if self.request_logger is not None:
+            self.request_logger.log(kind, served_spec, request_of, response_of)
 
     @staticmethod
     def _echo(spec, name, loaded, signature_name):
@@ -313,7 +337,8 @@ class InferenceService:
             signature_name, result = compute(loaded, request.model_spec.signature_name, request.input, timeout_ms)
             response = response_type(result=result)
             self._echo(response.model_spec, name, loaded, signature_name)
-            return response
+        self._log(f"{api.lower()}_log", response.model_spec, lambda: request, lambda: response)  # classify_log, ...
+        return response
 
     def classify(self, request, entrypoint=GRPC, timeout_ms=0):
         return self._single_result(request, "Classify", self._classification_result,
@@ -327,7 +352,11 @@ class InferenceService:
         _check_multi_inference(request)
         name, version, label = self._spec_args(request.tasks[0].model_spec)
         with self._observed(name, version, label, "MultiInference", entrypoint) as loaded:
-            return self._multi_inference_response(loaded, request, timeout_ms)
+            response = self._multi_inference_response(loaded, request, timeout_ms)
+            served_spec = model_pb2.ModelSpec(name=name)  # no one signature: each result names its own
+            served_spec.version.value = loaded.version
+        self._log("multi_inference_log", served_spec, lambda: request, lambda: response)
+        return response
 
     def _multi_inference_response(self, loaded, request, timeout_ms=0):
         deadline = _deadline(timeout_ms)
@@ -381,12 +410,15 @@ class InferenceService:
         return response
 
     def apply_config(self, config, *, startup: bool = False) -> None:
-        """ServerCore::ReloadConfig: the startup config, each change of --model_config_file, and the reload RPC."""
+        """ServerCore::ReloadConfig: the startup config, each change of --model_config_file, and the reload RPC. The
+        request logger follows the models' logging_config once the models are applied (upstream's order)."""
         try:
             validate_model_server_config(config)
         except ConfigError as error:
             raise invalid(str(error)) from None
         self.manager.apply_config(config, startup=startup)
+        if self.request_logger is not None:
+            self.request_logger.update(config)
 
     def reload_config(self, request):
         self.apply_config(request.config)

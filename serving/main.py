@@ -122,6 +122,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
          "images, tf.Examples); 0 = unlimited")
     flag("max_implied_tensor_elements", int, "our addition: most elements a TensorProto may declare beyond the "
          "values it carries")
+    flag("request_log_max_file_bytes", int, "our addition (request logging, a model's logging_config): start a new "
+         "TFRecord file beyond this size")
+    flag("request_log_max_files", int, "our addition: newest request log files kept per filename_prefix; older ones "
+         "are deleted")
+    flag("request_log_max_queue_bytes", int, "our addition: request log records waiting for the writer; beyond this "
+         "they are dropped (request_log_dropped_count), never delaying a request")
     # tensorflow_model_server flags this server does not implement: parsed so that the refusal can name them.
     for name in UNIMPLEMENTED_FLAGS:
         parser.add_argument(f"--{name}", nargs="?", const="true", default=None, help=argparse.SUPPRESS)

@@ -67,6 +67,11 @@ class ServerOptions:
     # Elements a TensorProto may declare beyond the values it carries (TF fills them in): a [12000, 12000] shape with
     # one value would otherwise cost 549 MB.
     max_implied_tensor_elements: int = 1 << 20
+    # Request logging (a model config's logging_config, serving/request_logger.py): per filename_prefix, files rotate
+    # at this size and the newest N are kept; records wait for the writer in a queue of at most this many bytes.
+    request_log_max_file_bytes: int = 64 << 20
+    request_log_max_files: int = 10
+    request_log_max_queue_bytes: int = 64 << 20
 
 
 class ModelServer:
@@ -74,7 +79,7 @@ class ModelServer:
         self.options = options
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
-        self.manager = self.inference = self.metrics = self.batcher = None
+        self.manager = self.inference = self.metrics = self.batcher = self.request_logger = None
         self._grpc_server = self._rest_server = None
         self._config_thread = None
         self._stopped = threading.Event()  # stop requested: no new work
@@ -117,6 +122,9 @@ class ModelServer:
             self._ssl_config = config_files.read_ssl_config(o.ssl_config_file)
         if o.max_request_batch_size < 0 or o.max_implied_tensor_elements < 0:
             raise ConfigError("--max_request_batch_size and --max_implied_tensor_elements must be >= 0")
+        if min(o.request_log_max_file_bytes, o.request_log_max_files, o.request_log_max_queue_bytes) < 1:
+            raise ConfigError("--request_log_max_file_bytes, --request_log_max_files and --request_log_max_queue_bytes "
+                              "must be >= 1")
         prometheus_path = None
         if o.monitoring_config_file:
             monitoring = config_files.read_monitoring_config(o.monitoring_config_file)
@@ -130,6 +138,7 @@ class ModelServer:
         # the flags are checked; ServerOptions is imported before that.
         from serving.inference import InferenceService  # noqa: PLC0415 - see above
         from serving.manager import ModelManager  # noqa: PLC0415 - see above
+        from serving.request_logger import RequestLogger  # noqa: PLC0415 - see above
         from serving.version_loader import load_version  # noqa: PLC0415 - see above
 
         o = self.options
@@ -137,17 +146,22 @@ class ModelServer:
         self.metrics = Metrics()
         if batching is not None:
             self.batcher = BatchScheduler(batching, self.metrics)
+        tags = tuple(t.strip() for t in o.saved_model_tags.split(",") if t.strip())
         self.manager = ModelManager(
             poll_seconds=o.file_system_poll_wait_seconds, load_retries=max(0, o.max_num_load_retries),
-            load_retry_interval_s=o.load_retry_interval_micros / 1e6,
-            tags=tuple(t.strip() for t in o.saved_model_tags.split(",") if t.strip()),
+            load_retry_interval_s=o.load_retry_interval_micros / 1e6, tags=tags,
             allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
             session_config=self._session_config(),
             version_loader=functools.partial(load_version, prefer_tflite_model=o.prefer_tflite_model,
                                              tflite_interpreters=o.num_tflite_interpreters_per_pool))
+        self.request_logger = RequestLogger(saved_model_tags=tags, metrics=self.metrics,
+                                            max_file_bytes=o.request_log_max_file_bytes,
+                                            max_files=o.request_log_max_files,
+                                            max_queue_bytes=o.request_log_max_queue_bytes)
         self.inference = InferenceService(self.manager, max_request_batch_size=o.max_request_batch_size,
                                 max_implied_tensor_elements=o.max_implied_tensor_elements, batcher=self.batcher,
-                                metrics=self.metrics, enable_method_name_check=o.enable_signature_method_name_check)
+                                metrics=self.metrics, request_logger=self.request_logger,
+                                enable_method_name_check=o.enable_signature_method_name_check)
         if o.enable_model_warmup:
             self.manager.warmup = self._warmup
         try:
@@ -275,6 +289,8 @@ class ModelServer:
     def _shutdown_internals(self):
         if self.batcher is not None:
             self.batcher.stop()
+        if self.request_logger is not None:
+            self.request_logger.close()
         if self.manager is not None:
             self.manager.stop()
 

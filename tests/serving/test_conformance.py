@@ -5,7 +5,6 @@ Expected values and messages are TF Serving's (tensorflow_model_server_test.py, 
 from __future__ import annotations
 
 import json
-import re
 import urllib.error
 import urllib.request
 
@@ -13,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import free_port, write
+from conftest import free_port, prometheus_samples, write
 from tensorflow.core.example import feature_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -343,19 +342,8 @@ def test_rest_cors_preflight_404_and_prometheus(server, stubs):
                 f'entrypoint="{entrypoint}",version="123"}}') in text
 
 
-def scrape(server) -> dict[tuple[str, frozenset], float]:
-    """The Prometheus page as {(metric name, its labels): value}."""
-    samples = {}
-    for line in rest(server, "/monitoring/prometheus/metrics")[1].splitlines():
-        if line and not line.startswith("#"):
-            series, value = line.rsplit(" ", 1)
-            name, _, labels = series.partition("{")
-            samples[(name, frozenset(re.findall(r'(\w+)="([^"]*)"', labels)))] = float(value)
-    return samples
-
-
 def test_prometheus_counts_requests_under_the_version_that_answered(server, stubs):
-    before = scrape(server)
+    before = prometheus_samples(server.rest_port)
     predict = stubs[0].Predict
     predict(x_request("two", label="canary"), timeout=30)
     predict(x_request("two", label="stable"), timeout=30)
@@ -364,7 +352,7 @@ def test_prometheus_counts_requests_under_the_version_that_answered(server, stub
         assert grpc_error(predict, x_request("two", label=label, output_filter=("z",)))[0] == \
             grpc.StatusCode.INVALID_ARGUMENT
     assert grpc_error(predict, x_request("two", label="beta"))[0] == grpc.StatusCode.INVALID_ARGUMENT  # no version
-    after = scrape(server)
+    after = prometheus_samples(server.rest_port)
 
     def added(name, **labels):
         key = (f":tensorflow:serving:{name}", frozenset(labels.items()))
