@@ -1,4 +1,5 @@
-"""Config files in TF Serving's text-proto formats: ModelServerConfig, BatchingParameters, MonitoringConfig, SSLConfig.
+"""Config files in TF Serving's text-proto formats: ModelServerConfig (with the logging_config this server implements),
+BatchingParameters, MonitoringConfig, SSLConfig.
 
 ModelServerConfig comes from tensorflow-serving-api. The pip package lacks the BatchingParameters, MonitoringConfig
 and SSLConfig messages, so they are declared here with the upstream field names and numbers
@@ -59,6 +60,7 @@ def _build_messages():
 
 BatchingParameters, MonitoringConfig, SSLConfig = _build_messages()
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+REQUEST_LOG_COLLECTOR = "tfrecord"  # logging_config's log_collector_config.type: serving/request_logger.py
 
 
 def _read(path: str, what: str) -> str:
@@ -77,9 +79,13 @@ def parse_text_proto(text: str, message, path: str = "<string>"):
 
 
 def read_model_server_config(path: str):
-    config = parse_text_proto(_read(path, "model config file"), model_server_config_pb2.ModelServerConfig(), path)
+    config = parse_model_server_config(_read(path, "model config file"), path)
     validate_model_server_config(config)
     return config
+
+
+def parse_model_server_config(text: str, path: str = "<string>"):
+    return parse_text_proto(text, model_server_config_pb2.ModelServerConfig(), path)
 
 
 def validate_model_server_config(config) -> None:
@@ -101,6 +107,28 @@ def validate_model_server_config(config) -> None:
                               f"ModelServerConfig::model_platform, model name is {model.name}")
         if model.model_platform and model.model_platform != "tensorflow":
             raise ConfigError(f"Model {model.name} requests unsupported platform {model.model_platform}")
+        if model.HasField("logging_config"):
+            validate_logging_config(model.name, model.logging_config)
+
+
+def validate_logging_config(model_name: str, logging_config) -> None:
+    """What serving/request_logger.py implements of LoggingConfig; anything else refuses the config rather than
+    being ignored. (Open-source TF Serving refuses every logging_config: "No request-logger-creator provided.")"""
+    where = f"logging_config of model {model_name}"
+    collector = logging_config.log_collector_config
+    if collector.type != REQUEST_LOG_COLLECTOR:
+        raise ConfigError(f"Cannot find LogCollector::Factory for type: {collector.type} ({where}; this server's "
+                          f'collector is "{REQUEST_LOG_COLLECTOR}")')
+    if not os.path.isabs(collector.filename_prefix) and "://" not in collector.filename_prefix:
+        raise ConfigError(f"{where}: log_collector_config.filename_prefix must be an absolute path or URI; got "
+                          f"{collector.filename_prefix!r}")
+    sampling = logging_config.sampling_config
+    if not 0 <= sampling.sampling_rate <= 1:  # NaN fails too
+        raise ConfigError(f"{where}: sampling_config.sampling_rate must be in [0, 1]; got {sampling.sampling_rate}")
+    # Fields that would need request metadata or a custom logger this server does not have.
+    if sampling.attributes or getattr(sampling, "per_task_sampling_configs", None) \
+            or logging_config.HasField("custom_logging_config"):
+        raise ConfigError(f"{where}: only log_collector_config and sampling_config.sampling_rate are supported")
 
 
 def validate_model_name(name: str) -> None:

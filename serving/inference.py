@@ -41,10 +41,24 @@ GRPC, REST = "GRPC", "REST"
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     """A Predict call's result: the model spec to echo (name, version served, signature), the signature that ran,
-    and its outputs by alias. gRPC writes the outputs as TensorProtos, REST as JSON."""
+    its decoded inputs and its outputs by alias. gRPC writes the outputs as TensorProtos, REST as JSON."""
     model_spec: model_pb2.ModelSpec
     signature: meta_graph_pb2.SignatureDef
+    inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
+
+    def grpc_response(self) -> predict_pb2.PredictResponse:
+        response = predict_pb2.PredictResponse(model_spec=self.model_spec)
+        for alias, array in self.outputs.items():
+            response.outputs[alias].CopyFrom(tensors.to_proto(array, self.signature.outputs[alias].dtype))
+        return response
+
+    def grpc_request(self, model_spec) -> predict_pb2.PredictRequest:
+        """The PredictRequest a gRPC client would have sent for these inputs to `model_spec`."""
+        request = predict_pb2.PredictRequest(model_spec=model_spec)
+        for alias, array in self.inputs.items():
+            request.inputs[alias].CopyFrom(tensors.to_proto(array, self.signature.inputs[alias].dtype))
+        return request
 
 
 def _set(names) -> str:
@@ -84,18 +98,19 @@ def _remaining_ms(deadline: float | None) -> int:
 
 class InferenceService:
     """What the requests of both front ends run on: version resolution, signature checks, batching, deadlines,
-    errors and metrics. Not named after TF Serving's ServerCore, which manages models (that is serving.manager here);
-    this is the part upstream splits into TensorflowPredictor, TensorFlowClassifier, TensorFlowRegressor and the
-    GetModelMetadata/GetModelStatus implementations.
+    errors, metrics and request logging. Not named after TF Serving's ServerCore, which manages models (that is
+    serving.manager here); this is the part upstream splits into TensorflowPredictor, TensorFlowClassifier,
+    TensorFlowRegressor and the GetModelMetadata/GetModelStatus implementations.
 
     `max_request_batch_size` (0 = unlimited) and `max_implied_tensor_elements` bound one request's cost; their
     defaults and meaning are in serving.server.ServerOptions."""
 
     def __init__(self, manager, *, max_request_batch_size: int, max_implied_tensor_elements: int, batcher=None,
-                 metrics=None, enable_method_name_check=False):
+                 metrics=None, request_logger=None, enable_method_name_check=False):
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
+        self.request_logger = request_logger
         self.enable_method_name_check = enable_method_name_check
         self.max_request_batch_size = max_request_batch_size
         self.max_implied_tensor_elements = max_implied_tensor_elements
@@ -117,14 +132,18 @@ class InferenceService:
         return model_spec.name, version, label
 
     @contextlib.contextmanager
-    def _observe(self, model_name: str, api: str, entrypoint: str):
-        """Counts the request in /tensorflow/serving/request_count and request_latency. The API label is the gRPC
-        method name, or the URL verb for REST (`predict`), as TF Serving labels them."""
+    def _observed(self, name: str, version: int | None, label: str | None, api: str, entrypoint: str):
+        """The servable of an inference request (as _servable), with the request counted in
+        /tensorflow/serving/request_count and request_latency. The API label is the gRPC method name, or the URL verb
+        for REST (`predict`), as TF Serving labels them; `version` is ours: the version that answered, empty when the
+        request failed before one was resolved."""
         api = api if entrypoint == GRPC else api.lower()
         started = time.perf_counter()
-        status = "OK"
+        status, served = "OK", ""
         try:
-            yield
+            with self._servable(name, version, label) as loaded:
+                served = str(loaded.version)
+                yield loaded
         except ServingError as error:
             status = error.code.name
             raise
@@ -133,7 +152,7 @@ class InferenceService:
             raise
         finally:
             if self.metrics is not None:
-                self.metrics.observe_request(model_name, api, entrypoint, status, time.perf_counter() - started)
+                self.metrics.observe_request(name, api, entrypoint, status, served, time.perf_counter() - started)
 
     def _check_batch_size(self, size: int) -> None:
         if self.max_request_batch_size and size > self.max_request_batch_size:
@@ -195,12 +214,12 @@ class InferenceService:
         """Predict on the version `model_spec` names. `inputs_of(signature_defs)` decodes the request's inputs once the
         version is acquired: gRPC's TensorProtos need nothing from it, REST's JSON needs the signature's dtypes."""
         name, version, label = self._spec_args(model_spec)
-        with self._observe(name, "Predict", entrypoint), self._servable(name, version, label) as loaded:
+        with self._observed(name, version, label, "Predict", entrypoint) as loaded:
             inputs = inputs_of(loaded.signatures)
             outputs = self._predict_arrays(loaded, model_spec.signature_name, inputs, output_filter, timeout_ms)
             echo = model_pb2.ModelSpec()
             self._echo(echo, name, loaded, model_spec.signature_name)
-            return Prediction(echo, loaded.signatures[echo.signature_name], outputs)
+            return Prediction(echo, loaded.signatures[echo.signature_name], inputs, outputs)
 
     def predict(self, request, entrypoint=GRPC, timeout_ms: int = 0):
         if not request.HasField("model_spec"):
@@ -208,10 +227,19 @@ class InferenceService:
         prediction = self.predict_tensors(
             request.model_spec, lambda _: {alias: self._to_numpy(proto) for alias, proto in request.inputs.items()},
             list(request.output_filter), entrypoint=entrypoint, timeout_ms=timeout_ms)
-        response = predict_pb2.PredictResponse(model_spec=prediction.model_spec)
-        for alias, array in prediction.outputs.items():
-            response.outputs[alias].CopyFrom(tensors.to_proto(array, prediction.signature.outputs[alias].dtype))
+        response = prediction.grpc_response()
+        self._log("predict_log", prediction.model_spec, lambda: request, lambda: response)
         return response
+
+    def log_rest_predict(self, model_spec, prediction: Prediction) -> None:
+        """A REST predict is logged as the PredictRequest and PredictResponse of the gRPC call it equals, built only
+        when it is sampled; `model_spec` is the one its URL and body name."""
+        self._log("predict_log", prediction.model_spec, lambda: prediction.grpc_request(model_spec),
+                  prediction.grpc_response)
+
+    def _log(self, kind: str, served_spec, request_of, response_of) -> None:
+        if self.request_logger is not None:
+            self.request_logger.log(kind, served_spec, request_of, response_of)
 
     @staticmethod
     def _echo(spec, name, loaded, signature_name):
@@ -305,11 +333,12 @@ class InferenceService:
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         name, version, label = self._spec_args(request.model_spec)
-        with self._observe(name, api, entrypoint), self._servable(name, version, label) as loaded:
+        with self._observed(name, version, label, api, entrypoint) as loaded:
             signature_name, result = compute(loaded, request.model_spec.signature_name, request.input, timeout_ms)
             response = response_type(result=result)
             self._echo(response.model_spec, name, loaded, signature_name)
-            return response
+        self._log(f"{api.lower()}_log", response.model_spec, lambda: request, lambda: response)  # classify_log, ...
+        return response
 
     def classify(self, request, entrypoint=GRPC, timeout_ms=0):
         return self._single_result(request, "Classify", self._classification_result,
@@ -320,40 +349,32 @@ class InferenceService:
                                    regression_pb2.RegressionResponse, entrypoint, timeout_ms)
 
     def multi_inference(self, request, entrypoint=GRPC, timeout_ms=0):
-        if not request.tasks:
-            raise invalid("Empty MultiInferenceRequest")
-        names = {task.model_spec.name for task in request.tasks}
-        if "" in names:
-            raise invalid("Found ModelSpec with an empty model name.")
-        if len(names) > 1:
-            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-        seen = set()
+        _check_multi_inference(request)
+        name, version, label = self._spec_args(request.tasks[0].model_spec)
+        with self._observed(name, version, label, "MultiInference", entrypoint) as loaded:
+            response = self._multi_inference_response(loaded, request, timeout_ms)
+            served_spec = model_pb2.ModelSpec(name=name)  # no one signature: each result names its own
+            served_spec.version.value = loaded.version
+        self._log("multi_inference_log", served_spec, lambda: request, lambda: response)
+        return response
+
+    def _multi_inference_response(self, loaded, request, timeout_ms=0):
+        deadline = _deadline(timeout_ms)
+        response = inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
             signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
-            if signature in seen:
-                raise invalid(f"Duplicate evaluation of signature: {signature}")
-            seen.add(signature)
-            if task.method_name not in (tf.saved_model.CLASSIFY_METHOD_NAME, tf.saved_model.REGRESS_METHOD_NAME):
-                raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: "
-                                   f"{task.method_name}")
-        deadline = _deadline(timeout_ms)
-        name, version, label = self._spec_args(request.tasks[0].model_spec)
-        with self._observe(name, "MultiInference", entrypoint), self._servable(name, version, label) as loaded:
-            response = inference_pb2.MultiInferenceResponse()
-            for task in request.tasks:
-                signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
-                if signature not in loaded.signatures:
-                    raise invalid(f"Requested signature not found in model graph: {signature}")
-                result = response.results.add()
-                remaining_ms = _remaining_ms(deadline)  # the tasks share the request's deadline
-                if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
-                    _, classification = self._classification_result(loaded, signature, request.input, remaining_ms)
-                    result.classification_result.CopyFrom(classification)
-                else:
-                    _, regression = self._regression_result(loaded, signature, request.input, remaining_ms)
-                    result.regression_result.CopyFrom(regression)
-                self._echo(result.model_spec, name, loaded, signature)
-            return response
+            if signature not in loaded.signatures:
+                raise invalid(f"Requested signature not found in model graph: {signature}")
+            result = response.results.add()
+            remaining_ms = _remaining_ms(deadline)  # the tasks share the request's deadline
+            if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
+                _, classification = self._classification_result(loaded, signature, request.input, remaining_ms)
+                result.classification_result.CopyFrom(classification)
+            else:
+                _, regression = self._regression_result(loaded, signature, request.input, remaining_ms)
+                result.regression_result.CopyFrom(regression)
+            self._echo(result.model_spec, task.model_spec.name, loaded, signature)
+        return response
 
     # ------------------------------------------------------------------------------------ metadata / status
     def metadata(self, request):
@@ -388,20 +409,29 @@ class InferenceService:
             status.status.error_message = record.error_message
         return response
 
-    def reload_config(self, request):
-
+    def apply_config(self, config, *, startup: bool = False) -> None:
+        """ServerCore::ReloadConfig: the startup config, each change of --model_config_file, and the reload RPC. The
+        request logger follows the models' logging_config once the models are applied (upstream's order)."""
         try:
-            validate_model_server_config(request.config)
-            self.manager.apply_config(request.config)
+            validate_model_server_config(config)
         except ConfigError as error:
             raise invalid(str(error)) from None
+        self.manager.apply_config(config, startup=startup)
+        if self.request_logger is not None:
+            self.request_logger.update(config)
+
+    def reload_config(self, request):
+        self.apply_config(request.config)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0
         return response
 
     # ---------------------------------------------------------------------------------------------- warmup
     def warmup_request(self, loaded: VersionLifecycle, log_entry) -> None:
-        """Runs one PredictionLog record from assets.extra/tf_serving_warmup_requests against `loaded`."""
+        """Runs one PredictionLog record from assets.extra/tf_serving_warmup_requests against `loaded`, as TF Serving's
+        RunWarmupRequest: the request's model name and version are not looked at, its signature is; the response is
+        dropped. A record without a log_type does nothing; session_run and predict_streamed logs are UNIMPLEMENTED,
+        named by their number in the oneof."""
         kind = log_entry.WhichOneof("log_type")
         if kind == "predict_log":
             request = log_entry.predict_log.request
@@ -414,15 +444,31 @@ class InferenceService:
             request = log_entry.regress_log.request
             self._regression_result(loaded, request.model_spec.signature_name, request.input)
         elif kind == "multi_inference_log":
-            for task in log_entry.multi_inference_log.request.tasks:
-                if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
-                    self._classification_result(loaded, task.model_spec.signature_name,
-                                               log_entry.multi_inference_log.request.input)
-                else:
-                    self._regression_result(loaded, task.model_spec.signature_name,
-                                           log_entry.multi_inference_log.request.input)
-        else:
-            raise invalid(f"Unsupported log_type for warmup: {kind}")
+            _check_multi_inference(log_entry.multi_inference_log.request)
+            self._multi_inference_response(loaded, log_entry.multi_inference_log.request)
+        elif kind is not None:
+            number = log_entry.DESCRIPTOR.fields_by_name[kind].number
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}")
+
+
+def _check_multi_inference(request) -> None:
+    """multi_inference.cc's checks of a MultiInferenceRequest before any model runs, in its order and words."""
+    if not request.tasks:
+        raise invalid("Empty MultiInferenceRequest")
+    names = {task.model_spec.name for task in request.tasks}
+    if "" in names:
+        raise invalid("Found ModelSpec with an empty model name.")
+    if len(names) > 1:
+        raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+    seen = set()
+    for task in request.tasks:
+        signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
+        if signature in seen:
+            raise invalid(f"Duplicate evaluation of signature: {signature}")
+        seen.add(signature)
+        if task.method_name not in (tf.saved_model.CLASSIFY_METHOD_NAME, tf.saved_model.REGRESS_METHOD_NAME):
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: "
+                               f"{task.method_name}")
 
 
 def _shape_text(array: np.ndarray) -> str:

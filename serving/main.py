@@ -106,6 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("load_retry_interval_micros", int, "wait between load retries")
     flag("saved_model_tags", str, "comma-separated MetaGraph tags to load")
     flag("enable_model_warmup", bool, "replay assets.extra/tf_serving_warmup_requests before serving a version")
+    flag("num_request_iterations_for_warmup", int, "times each warmup record is replayed; used only if > 0")
     flag("allow_version_labels_for_unavailable_models", bool, "allow new labels on versions not yet loaded")
     flag("enable_signature_method_name_check", bool, "Classify/Regress require the matching method_name")
     flag("tensorflow_intra_op_parallelism", int, "TF intra-op threads; 0 = auto")
@@ -121,6 +122,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
          "images, tf.Examples); 0 = unlimited")
     flag("max_implied_tensor_elements", int, "our addition: most elements a TensorProto may declare beyond the "
          "values it carries")
+    flag("request_log_max_file_bytes", int, "our addition (request logging, a model's logging_config): start a new "
+         "TFRecord file beyond this size")
+    flag("request_log_max_files", int, "our addition: newest request log files kept per filename_prefix; older ones "
+         "are deleted")
+    flag("request_log_max_queue_bytes", int, "our addition: request log records waiting for the writer; beyond this "
+         "they are dropped (request_log_dropped_count), never delaying a request")
     # tensorflow_model_server flags this server does not implement: parsed so that the refusal can name them.
     for name in UNIMPLEMENTED_FLAGS:
         parser.add_argument(f"--{name}", nargs="?", const="true", default=None, help=argparse.SUPPRESS)

@@ -24,7 +24,7 @@ import time
 import grpc
 import tensorflow as tf
 
-from serving.errors import ConfigError, ServingError, invalid, not_found
+from serving.errors import ServingError, invalid, not_found
 from serving.saved_model_version import SavedModelVersion
 from serving.servable import VersionLifecycle
 from serving.versions import version_directories
@@ -125,11 +125,14 @@ class ModelManager:
     def apply_config(self, config, *, startup: bool = False) -> None:
         """Makes `config` (a ModelServerConfig) the served set; blocks until new models are AVAILABLE.
 
-        Raises ConfigError (bad config, or labels on unavailable versions) or ServingError (models that failed).
+        The labels are checked first, as TF Serving's ServerCore::ReloadConfig does (UpdateModelVersionLabelMap before
+        AddModelsViaModelConfigList): a config whose labels fail changes nothing, not even the versions it adds.
+        Raises ServingError: FAILED_PRECONDITION (labels), UNKNOWN (models that did not become available).
         """
         with self._config_lock:
             wanted = {c.name: c for c in config.model_config_list.config}
             with self._lock:
+                labels = self._checked_labels(wanted)
                 for name, model in self.models.items():
                     if name not in wanted:
                         model.configured = False
@@ -142,6 +145,7 @@ class ModelManager:
                         new_models.append(model)
                     else:
                         model.config = model_config
+                    model.labels = labels[name]
             for model in list(self.models.values()):
                 if not model.configured:
                     self._unload_all(model)
@@ -152,18 +156,26 @@ class ModelManager:
             if failures:
                 raise ServingError(grpc.StatusCode.UNKNOWN, f"{len(failures)} servable(s) did not become available: "
                                    + ", ".join(failures))
-            for name, model_config in wanted.items():
-                self._assign_labels(self.models[name], model_config)
 
-    def _assign_labels(self, model: ServedModel, model_config) -> None:
-        labels = dict(model_config.version_labels)
-        for label, version in labels.items():
-            record = model.versions.get(version)
-            if (record is None or record.state != AVAILABLE) and not (
-                    self.allow_labels_for_unavailable and label not in model.labels):
-                raise ConfigError(f"Request to assign label to version {version} of model {model.name}, which is "
-                                  "not currently available for inference")
-        model.labels = labels
+    def _checked_labels(self, wanted: dict) -> dict[str, dict[str, int]]:
+        """{model: {label: version}} of the new config by TF Serving's rule (server_core.cc
+        UpdateModelVersionLabelMap), checked against the versions serving now: a label may point only at an AVAILABLE
+        version; with --allow_version_labels_for_unavailable_models also at another one, but only if the label is new
+        or keeps its version (moving a label to a version not loaded yet fails either way)."""
+        labels = {}
+        for name, model_config in wanted.items():
+            model = self.models.get(name)
+            served = model if model is not None and model.configured else None
+            for label, version in model_config.version_labels.items():
+                record = served.versions.get(version) if served is not None else None
+                current = served.labels.get(label, version) if served is not None else version
+                allowed = self.allow_labels_for_unavailable and current == version
+                if not allowed and (record is None or record.state != AVAILABLE):
+                    raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                                       f"Request to assign label to version {version} of model {name}, which is not "
+                                       "currently available for inference")
+            labels[name] = dict(model_config.version_labels)
+        return labels
 
     def _wait_for_models(self, models, startup: bool) -> list[str]:
         """Waits until each model serves, or its versions settled without any serving; returns the failures."""

@@ -28,18 +28,29 @@ class Metrics:
         self._lock = threading.Lock()
         self.request_count: dict[tuple, int] = collections.defaultdict(int)
         self.request_latency: dict[tuple, _Histogram] = {}
+        self.request_log_count: dict[tuple, int] = collections.defaultdict(int)
+        self.request_log_dropped: dict[str, int] = collections.defaultdict(int)
         self.batch_sizes = _Histogram(BATCH_SIZE_BUCKETS)
         self.queuing_latency = _Histogram(LATENCY_BUCKETS_US)
 
-    def observe_request(self, model_name: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
+    def observe_request(self, model_name: str, api: str, entrypoint: str, status: str, version: str,
+                        seconds: float) -> None:
+        """`version`: the version that answered ("" if none was resolved), a label TF Serving's metrics lack."""
         with self._lock:
-            self.request_count[(model_name, status)] += 1
+            self.request_count[(model_name, status, version)] += 1
             if status == "OK":
-                key = (model_name, api, entrypoint)
+                key = (model_name, api, entrypoint, version)
                 histogram = self.request_latency.get(key)
                 if histogram is None:
                     histogram = self.request_latency[key] = _Histogram(LATENCY_BUCKETS_US)
                 histogram.observe(seconds * 1e6)
+
+    def record_request_log(self, model_name: str, status_code: str) -> None:
+        """A record offered to the request log: written (OK), dropped for a full queue (RESOURCE_EXHAUSTED), ..."""
+        with self._lock:
+            self.request_log_count[(model_name, status_code)] += 1
+            if status_code == "RESOURCE_EXHAUSTED":
+                self.request_log_dropped[model_name] += 1
 
     def record_batch(self, padded: int, queuing_us: float) -> None:
         with self._lock:
@@ -50,12 +61,22 @@ class Metrics:
         lines = []
         with self._lock:
             lines.append("# TYPE :tensorflow:serving:request_count counter")
-            for (model, status), value in sorted(self.request_count.items()):
-                lines.append(f':tensorflow:serving:request_count{{model_name="{model}",status="{status}"}} {value}')
+            # TF Serving's labels first, in its order; `version` is appended, so scrapers that know only the others
+            # still find theirs.
+            for (model, status, version), value in sorted(self.request_count.items()):
+                lines.append(f':tensorflow:serving:request_count{{model_name="{model}",status="{status}",'
+                             f'version="{version}"}} {value}')
             lines.append("# TYPE :tensorflow:serving:request_latency histogram")
-            for (model, api, entrypoint), hist in sorted(self.request_latency.items()):
-                labels = f'model_name="{model}",API="{api}",entrypoint="{entrypoint}"'
+            for (model, api, entrypoint, version), hist in sorted(self.request_latency.items()):
+                labels = f'model_name="{model}",API="{api}",entrypoint="{entrypoint}",version="{version}"'
                 lines.extend(_histogram_lines(":tensorflow:serving:request_latency", labels, hist))
+            lines.append("# TYPE :tensorflow:serving:request_log_count counter")
+            for (model, status_code), value in sorted(self.request_log_count.items()):
+                lines.append(f':tensorflow:serving:request_log_count{{model_name="{model}",'
+                             f'status_code="{status_code}"}} {value}')
+            lines.append("# TYPE :tensorflow:serving:request_log_dropped_count counter")  # ours: the queue was full
+            for model, value in sorted(self.request_log_dropped.items()):
+                lines.append(f':tensorflow:serving:request_log_dropped_count{{model_name="{model}"}} {value}')
             lines.append("# TYPE :tensorflow:serving:batching_session:processed_batch_size histogram")
             lines.extend(_histogram_lines(":tensorflow:serving:batching_session:processed_batch_size", "",
                                           self.batch_sizes))

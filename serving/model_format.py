@@ -27,7 +27,8 @@ SAVED_MODEL_FILE = "saved_model.pb"
 SAVED_MODEL_FILES = (SAVED_MODEL_FILE, "saved_model.pbtxt")
 LABELS_ASSET = "assets/labels.txt"      # the class list, one per line: line index == score column
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # PredictionLog TFRecords replayed before serving
-WARMUP_MAX_RECORDS = 1000               # TF Serving reads at most this many (saved_model_warmup_util.cc)
+WARMUP_MAX_RECORDS = 1000               # a hard limit: with more records the version fails to load (TF Serving's
+                                        # saved_model_warmup_util.cc kMaxNumRecords)
 TFLITE_FILE = "model.tflite"            # TF Serving's --prefer_tflite_model convention
 
 # Beside the versions in a model base path, for a staged rollout (image_retrain/rollout.py): the TF Serving model config

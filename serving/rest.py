@@ -334,6 +334,7 @@ class RestApi:
                 model_spec, lambda signatures: json_tensor.predict_inputs_from_json(
                     request, _input_dtypes(signatures, model_spec.signature_name))[0],
                 entrypoint=REST, timeout_ms=timeout_ms)
+            self.inference.log_rest_predict(model_spec, prediction)
             # predict_inputs_from_json accepted exactly one of "instances" (row format) and "inputs" (columnar).
             return json_tensor.predict_response_json(prediction.outputs, row_format="instances" in request)
         if verb == "classify":

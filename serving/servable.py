@@ -4,18 +4,24 @@ warmup records. serving/saved_model_version.py (a TF session) and serving/litert
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 
+import grpc
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving.errors import invalid
+from serving.errors import ServingError, invalid
 from serving.model_format import WARMUP_FILE, WARMUP_MAX_RECORDS
 from serving.tensors import NUMPY_BY_DTYPE, base_dtype, dtype_name
+
+log = logging.getLogger(__name__)
 
 
 class VersionLifecycle:
@@ -61,19 +67,40 @@ class VersionLifecycle:
     def _close(self) -> None:
         raise NotImplementedError
 
-    def warmup(self, run_request) -> int:
-        """Replays assets.extra/tf_serving_warmup_requests (PredictionLog TFRecords) through `run_request`."""
+    def warmup(self, run_request, iterations: int = 1) -> int:
+        """Replays assets.extra/tf_serving_warmup_requests (PredictionLog TFRecords) through `run_request`, as TF
+        Serving's RunSavedModelWarmup does: in file order, each record `iterations` times back to back; any error
+        fails the version's load. A missing file is fine; more than WARMUP_MAX_RECORDS records is an error (raised
+        after the 1001st has run, as upstream). Returns the number of records."""
         path = os.path.join(self.path, WARMUP_FILE)
         if not tf.io.gfile.exists(path):
+            log.info("No warmup data file found at %s", path)
             return 0
+        started = time.monotonic()
         count = 0
-        for record in tf.compat.v1.io.tf_record_iterator(path):
-            log_entry = prediction_log_pb2.PredictionLog.FromString(record)
-            run_request(self, log_entry)
+        for record in _records(path):
+            try:
+                log_entry = prediction_log_pb2.PredictionLog.FromString(record)
+            except message.DecodeError:
+                raise invalid(f"Failed to parse warmup record: {record.decode('utf-8', 'backslashreplace')} "
+                              f"from {path}") from None
+            for _ in range(max(1, iterations)):
+                run_request(self, log_entry)
             count += 1
-            if count >= WARMUP_MAX_RECORDS:
-                break
+            if count > WARMUP_MAX_RECORDS:
+                raise invalid(f"Number of warmup records exceeds the maximum ({WARMUP_MAX_RECORDS}) at {path}")
+        log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d. Elapsed time "
+                 "(microseconds): %d.", path, count, (time.monotonic() - started) * 1e6)
         return count
+
+
+def _records(path: str):
+    """The TFRecords of `path`; a file that is not TFRecord is TF Serving's DATA_LOSS."""
+    try:
+        yield from tf.compat.v1.io.tf_record_iterator(path)
+    except tf.errors.DataLossError as error:
+        raise ServingError(grpc.StatusCode.DATA_LOSS,
+                           f"{error.message}. Please verify your warmup data is in TFRecord format.") from None
 
 
 def convert_input(array: np.ndarray, dtype: int, index: int) -> np.ndarray:

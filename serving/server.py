@@ -15,7 +15,7 @@ import threading
 
 from serving import config as config_files
 from serving.batching import BatchingOptions, BatchScheduler
-from serving.errors import ConfigError
+from serving.errors import ConfigError, ServingError
 from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class ServerOptions:
     load_retry_interval_micros: int = 60_000_000
     saved_model_tags: str = "serve"
     enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 1  # each warmup record runs this many times; < 1 counts as 1
     allow_version_labels_for_unavailable_models: bool = False
     enable_signature_method_name_check: bool = False
     tensorflow_intra_op_parallelism: int = 0
@@ -66,6 +67,11 @@ class ServerOptions:
     # Elements a TensorProto may declare beyond the values it carries (TF fills them in): a [12000, 12000] shape with
     # one value would otherwise cost 549 MB.
     max_implied_tensor_elements: int = 1 << 20
+    # Request logging (a model config's logging_config, serving/request_logger.py): per filename_prefix, files rotate
+    # at this size and the newest N are kept; records wait for the writer in a queue of at most this many bytes.
+    request_log_max_file_bytes: int = 64 << 20
+    request_log_max_files: int = 10
+    request_log_max_queue_bytes: int = 64 << 20
 
 
 class ModelServer:
@@ -73,7 +79,7 @@ class ModelServer:
         self.options = options
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
-        self.manager = self.inference = self.metrics = self.batcher = None
+        self.manager = self.inference = self.metrics = self.batcher = self.request_logger = None
         self._grpc_server = self._rest_server = None
         self._config_thread = None
         self._stopped = threading.Event()  # stop requested: no new work
@@ -116,6 +122,9 @@ class ModelServer:
             self._ssl_config = config_files.read_ssl_config(o.ssl_config_file)
         if o.max_request_batch_size < 0 or o.max_implied_tensor_elements < 0:
             raise ConfigError("--max_request_batch_size and --max_implied_tensor_elements must be >= 0")
+        if min(o.request_log_max_file_bytes, o.request_log_max_files, o.request_log_max_queue_bytes) < 1:
+            raise ConfigError("--request_log_max_file_bytes, --request_log_max_files and --request_log_max_queue_bytes "
+                              "must be >= 1")
         prometheus_path = None
         if o.monitoring_config_file:
             monitoring = config_files.read_monitoring_config(o.monitoring_config_file)
@@ -129,6 +138,7 @@ class ModelServer:
         # the flags are checked; ServerOptions is imported before that.
         from serving.inference import InferenceService  # noqa: PLC0415 - see above
         from serving.manager import ModelManager  # noqa: PLC0415 - see above
+        from serving.request_logger import RequestLogger  # noqa: PLC0415 - see above
         from serving.version_loader import load_version  # noqa: PLC0415 - see above
 
         o = self.options
@@ -136,21 +146,26 @@ class ModelServer:
         self.metrics = Metrics()
         if batching is not None:
             self.batcher = BatchScheduler(batching, self.metrics)
+        tags = tuple(t.strip() for t in o.saved_model_tags.split(",") if t.strip())
         self.manager = ModelManager(
             poll_seconds=o.file_system_poll_wait_seconds, load_retries=max(0, o.max_num_load_retries),
-            load_retry_interval_s=o.load_retry_interval_micros / 1e6,
-            tags=tuple(t.strip() for t in o.saved_model_tags.split(",") if t.strip()),
+            load_retry_interval_s=o.load_retry_interval_micros / 1e6, tags=tags,
             allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
             session_config=self._session_config(),
             version_loader=functools.partial(load_version, prefer_tflite_model=o.prefer_tflite_model,
                                              tflite_interpreters=o.num_tflite_interpreters_per_pool))
+        self.request_logger = RequestLogger(saved_model_tags=tags, metrics=self.metrics,
+                                            max_file_bytes=o.request_log_max_file_bytes,
+                                            max_files=o.request_log_max_files,
+                                            max_queue_bytes=o.request_log_max_queue_bytes)
         self.inference = InferenceService(self.manager, max_request_batch_size=o.max_request_batch_size,
                                 max_implied_tensor_elements=o.max_implied_tensor_elements, batcher=self.batcher,
-                                metrics=self.metrics, enable_method_name_check=o.enable_signature_method_name_check)
+                                metrics=self.metrics, request_logger=self.request_logger,
+                                enable_method_name_check=o.enable_signature_method_name_check)
         if o.enable_model_warmup:
             self.manager.warmup = self._warmup
         try:
-            self.manager.apply_config(self._model_config, startup=True)
+            self.inference.apply_config(self._model_config, startup=True)
         except Exception:
             self._shutdown_internals()
             raise
@@ -173,10 +188,7 @@ class ModelServer:
                                       inter_op_parallelism_threads=o.tensorflow_inter_op_parallelism)
 
     def _warmup(self, loaded):
-        count = loaded.warmup(self.inference.warmup_request)
-        if count:
-            log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
-                     loaded.path, count)
+        loaded.warmup(self.inference.warmup_request, self.options.num_request_iterations_for_warmup)
 
     def _start_grpc(self):
         from serving.grpc_service import build_server  # noqa: PLC0415 - imports TensorFlow: see start()
@@ -233,19 +245,30 @@ class ModelServer:
         print(f"Exporting HTTP/REST API at:{host}:{self.rest_port} ...", flush=True)
 
     def _poll_config_file(self):
-        period = self.options.model_config_file_poll_wait_seconds
+        """Re-reads --model_config_file every --model_config_file_poll_wait_seconds; a changed one is applied, with
+        TF Serving's log lines when it cannot be (server.cc PollFilesystemAndReloadConfig): the running config stays,
+        and the file is tried again on each poll until it changes or applies."""
+        path, period = self.options.model_config_file, self.options.model_config_file_poll_wait_seconds
         while not self._stopped.wait(period):
             try:
-                with open(self.options.model_config_file, encoding="utf-8") as f:
+                with open(path, encoding="utf-8") as f:
                     text = f.read()
                 if text == self._config_text:
                     continue
-                config = config_files.read_model_server_config(self.options.model_config_file)
-                self.manager.apply_config(config)
-                self._config_text = text
-                log.info("Reloaded model config from %s", self.options.model_config_file)
-            except Exception as error:  # noqa: BLE001 -- a bad edit is logged; the running config stays
-                log.error("Failed to reload model config %s: %s", self.options.model_config_file, error)
+                config = config_files.parse_model_server_config(text, path)
+            except (OSError, ConfigError) as error:
+                log.error("Failed to read ModelServerConfig file: %s", error)
+                continue
+            try:
+                self.inference.apply_config(config)
+            except ServingError as error:
+                log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", error.message)
+                continue
+            except Exception:  # a bug: logged, and the poll goes on
+                log.exception("PollFilesystemAndReloadConfig failed to ReloadConfig")
+                continue
+            self._config_text = text
+            log.info("Reloaded model config from %s", path)
 
     def stop(self, grace_seconds: float | None = None) -> None:
         """Stops accepting requests, lets in-flight ones finish (up to the grace period), unloads models."""
@@ -266,6 +289,8 @@ class ModelServer:
     def _shutdown_internals(self):
         if self.batcher is not None:
             self.batcher.stop()
+        if self.request_logger is not None:
+            self.request_logger.close()
         if self.manager is not None:
             self.manager.stop()
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
+import urllib.request
 
 import portpicker
 import pytest
@@ -37,6 +39,19 @@ def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.05) -> bo
             return True
         time.sleep(interval_s)
     return False
+
+
+def prometheus_samples(rest_port: int, path: str = "/monitoring/prometheus/metrics") -> dict[tuple, float]:
+    """A server's Prometheus page as {(metric name, frozenset of its (label, value) pairs): value}."""
+    with urllib.request.urlopen(f"http://localhost:{rest_port}{path}", timeout=30) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            name, _, labels = series.partition("{")
+            samples[(name, frozenset(re.findall(r'(\w+)="([^"]*)"', labels)))] = float(value)
+    return samples
 
 
 def write(path, text: str) -> str:

@@ -6,6 +6,7 @@
 * image classifier: the contract the pipeline exports (`serving_default`: image_bytes -> scores/classes/label;
   `classify`: serialized tf.Example with `image_raw` -> classes/scores). Decodes with image_retrain/image_decoding.py,
   averages the colour of a tiny resize, and scores it with fixed weights, so a red image is "red", etc.
+* call counter: answers how many times it has run, so a test sees what warmup replayed.
 """
 from __future__ import annotations
 
@@ -200,4 +201,24 @@ def write_slow_model(export_dir: str) -> str:
 
     module = Slow()
     tf.saved_model.save(module, export_dir, signatures={"serving_default": module.spin})
+    return export_dir
+
+
+def write_call_counter_model(export_dir: str) -> str:
+    """`calls` = how many times the model has run so far, this run included (a variable each run adds 1 to): what
+    warmup replayed is visible to the first request."""
+    import tensorflow as tf
+
+    class CallCounter(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = tf.Variable(0.0, name="calls")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def count(self, x):
+            self.calls.assign_add(1.0)
+            return {"calls": tf.fill(tf.shape(x), self.calls.read_value())}
+
+    module = CallCounter()
+    tf.saved_model.save(module, export_dir, signatures={"serving_default": module.count})
     return export_dir

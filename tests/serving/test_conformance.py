@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import free_port, write
+from conftest import free_port, prometheus_samples, write
 from tensorflow.core.example import feature_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -45,9 +45,12 @@ model_config_list {{
 }}""")
     monitoring = write(tmp / "monitoring.config",
                        'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
+    # Labels in a startup config point at versions not loaded yet: tensorflow_model_server refuses them without
+    # --allow_version_labels_for_unavailable_models, and so do we (test_version_labels.py).
     server = ModelServer(ServerOptions(port=free_port(), rest_api_port=free_port(), model_config_file=config,
                                        monitoring_config_file=monitoring, rest_api_max_request_bytes=1 << 20,
-                                       rest_api_enable_cors_support=True))
+                                       rest_api_enable_cors_support=True,
+                                       allow_version_labels_for_unavailable_models=True))
     server.start()
     yield server
     server.stop(grace_seconds=2)
@@ -333,7 +336,31 @@ def test_rest_cors_preflight_404_and_prometheus(server, stubs):
     status, text, headers = rest(server, "/monitoring/prometheus/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert "# TYPE :tensorflow:serving:request_count counter" in text
-    assert ':tensorflow:serving:request_count{model_name="default",status="OK"}' in text
+    assert ':tensorflow:serving:request_count{model_name="default",status="OK",version="123"}' in text
     for api, entrypoint in (("predict", "REST"), ("classify", "REST"), ("Predict", "GRPC")):
         assert (f':tensorflow:serving:request_latency_count{{model_name="default",API="{api}",'
-                f'entrypoint="{entrypoint}"}}') in text
+                f'entrypoint="{entrypoint}",version="123"}}') in text
+
+
+def test_prometheus_counts_requests_under_the_version_that_answered(server, stubs):
+    before = prometheus_samples(server.rest_port)
+    predict = stubs[0].Predict
+    predict(x_request("two", label="canary"), timeout=30)
+    predict(x_request("two", label="stable"), timeout=30)
+    assert rest(server, "/v1/models/two/labels/canary:predict", {"instances": [2.0]})[0] == 200
+    for label in ("canary", "stable"):  # resolved, then refused: counted under the version
+        assert grpc_error(predict, x_request("two", label=label, output_filter=("z",)))[0] == \
+            grpc.StatusCode.INVALID_ARGUMENT
+    assert grpc_error(predict, x_request("two", label="beta"))[0] == grpc.StatusCode.INVALID_ARGUMENT  # no version
+    after = prometheus_samples(server.rest_port)
+
+    def added(name, **labels):
+        key = (f":tensorflow:serving:{name}", frozenset(labels.items()))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert [added("request_count", model_name="two", status=status, version=version)
+            for status, version in (("OK", "124"), ("OK", "123"), ("INVALID_ARGUMENT", "124"),
+                                    ("INVALID_ARGUMENT", "123"), ("INVALID_ARGUMENT", ""))] == [2, 1, 1, 1, 1]
+    assert [added("request_latency_count", model_name="two", API=api, entrypoint=entrypoint, version=version)
+            for api, entrypoint, version in (("Predict", "GRPC", "124"), ("predict", "REST", "124"),
+                                             ("Predict", "GRPC", "123"))] == [1, 1, 1]  # successes only
