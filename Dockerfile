@@ -32,5 +32,12 @@ RUN python -m pip install --no-cache-dir -c requirements.lock . \
       --data-dir /models/images --embedding-cache-dir /models/embedding_cache \
  && PYTHONPATH=/opt/image-retrain image-retrain kfp check-imports /tmp/check.yaml && rm /tmp/check.yaml
 
+# TF Serving's TensorFlow (the release pipelines/configs.py declares), in a venv of its own: the load-and-query check
+# before every push (components/serving_validator) loads each candidate with it, as that TF Serving would (~1.5 GB).
+RUN release=$(sed -n 's/^TF_SERVING_RELEASE = "\([0-9.]*\)".*/\1/p' pipelines/configs.py) \
+ && python -m venv /opt/serving-tf/$release \
+ && /opt/serving-tf/$release/bin/python -m pip install --no-cache-dir "tensorflow-cpu==$release"
+
 ENV PYTHONPATH=/opt/image-retrain \
-    IMAGE_RETRAIN_MODELS_DIR=/opt/image-retrain/models
+    IMAGE_RETRAIN_MODELS_DIR=/opt/image-retrain/models \
+    IMAGE_RETRAIN_SERVING_TF_DIR=/opt/serving-tf

@@ -94,12 +94,33 @@ class Pending(Exception):
 # -- the file
 
 
+def plain_config(model_name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
+    """The config a server starts with before any rollout: TF Serving's `latest` policy, no labels."""
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(name=model_name, base_path=base_path, model_platform="tensorflow")
+    return config
+
+
 def read(base_path: str, name: str = ROLLOUT_CONFIG_FILE) -> Rollout | None:
+    """The rollout in force; None when there is none yet: no config file, or a plain one (`plain_config`)."""
     path = join(base_path, name)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:
-        return Rollout.from_config(text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig()))
+        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    if model.model_version_policy.WhichOneof("policy_choice") != "specific":
+        return None
+    return Rollout.from_config(config)
+
+
+def write_plain(model_name: str, base_path: str) -> None:
+    """The plain config, unless a config file exists (servers need one before they start)."""
+    path = join(base_path, ROLLOUT_CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        tf.io.gfile.makedirs(base_path)
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(text_format.MessageToString(plain_config(model_name, base_path)))
 
 
 def write(rollout: Rollout, name: str = ROLLOUT_CONFIG_FILE) -> None:

@@ -3,13 +3,16 @@
   image-retrain promote  --model-base-path /srv/models/flowers --server http://localhost:8501 [--if-healthy]
   image-retrain rollback --model-base-path /srv/models/flowers --server http://localhost:8501 [--to VERSION]
   image-retrain rollout status|advance --model-base-path /srv/models/flowers [--server URL]
+  image-retrain rollout init --model-base-path gs://BUCKET/models/flowers --model-name flowers
 
 The rollout is the model config file a `--rollout canary` push keeps beside the versions (image_retrain/rollout.py);
 servers started with `--model_config_file=<base path>/model_server.config --model_config_file_poll_wait_seconds=N`
 follow it. promote: the canary becomes stable (`--if-healthy`: only if its error rate and latency on the servers'
 own metrics are no worse than stable's). rollback: a canary out is withdrawn; else stable goes back to the version
 before it (or `--to`). A label moves onto a version only once every `--server` (REST base URL; repeatable) reports it
-AVAILABLE, as TF Serving requires; `rollout advance` finishes a move a push without `--serving-url` left pending.
+AVAILABLE, as TF Serving requires; `rollout advance` finishes a move a push without `--serving-url` left pending;
+`rollout init` writes the plain config a server needs before the first canary push (the manifests' init container does
+this on a volume).
 """
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     command = parser.prog.rsplit(" ", 1)[-1]  # one module for the three commands: pipelines/cli.py SUBCOMMANDS
     if command == "rollout":
-        parser.add_argument("action", choices=("status", "advance"),
-                            help="status: labels and versions; advance: write the pending step once it may be.")
+        parser.add_argument("action", choices=("status", "advance", "init"),
+                            help="status: labels and versions; advance: write the pending step once it may be; init: "
+                                 "the plain config a server needs before any rollout, unless one exists.")
+        parser.add_argument("--model-name", help="init: the served model's name.")
     parser.add_argument("--model-base-path", required=True, help="The model's base path (SERVING_DIR/MODEL_NAME).")
     parser.add_argument("--server", action="append", default=[], metavar="URL",
                         help="REST base URL of a server that follows the rollout (repeatable): label moves wait for "
@@ -43,11 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from image_retrain import canary_health, rollout
     from serving import versions
-    from serving.model_format import ROLLOUT_NEXT_FILE
+    from serving.model_format import ROLLOUT_CONFIG_FILE, ROLLOUT_NEXT_FILE
 
     base_path = args.model_base_path.rstrip("/")
     wait = rollout.servers_waiter(args.server, args.timeout) if args.server else None
     try:
+        if args.command == "rollout" and args.action == "init":
+            if not args.model_name:
+                raise ValueError("rollout init needs --model-name")
+            rollout.write_plain(args.model_name, base_path)
+            print(f"{base_path}/{ROLLOUT_CONFIG_FILE}: start servers with --model_config_file pointing at it")
+            return 0
         current = rollout.read(base_path)
         if current is None:
             raise ValueError(f"no rollout under {base_path}: push with --rollout canary first")

@@ -151,6 +151,15 @@ class Clients:
         raise AssertionError(f"{label} still answered by {set(recent)} after {timeout_s} s, not {version}")
 
 
+def answers_label_requests(rest_url: str, timeout_s: float) -> None:
+    body = {"instances": [{"image_bytes": {"b64": base64.b64encode(solid_image_bytes((1, 2, 3))).decode()}}]}
+    deadline = time.monotonic() + timeout_s
+    while not all(requests.post(f"{rest_url}/v1/models/{MODEL}/labels/{label}:predict", json=body, timeout=30).ok
+                  for label in ("stable", "canary")):
+        assert time.monotonic() < deadline, "the labels did not come into force"
+        time.sleep(0.1)
+
+
 def _push(model_dir: str, base: str, server_url: str) -> int:
     _, version = publish(model_dir, base)
     stage(base, int(version), "canary", MODEL, [server_url])
@@ -162,15 +171,17 @@ def test_canary_promote_and_rollback_under_load_fail_no_request(tmp_path, capsys
     base = str(tmp_path / "models" / MODEL)
     good = write_image_classifier(str(tmp_path / "good"))
     first = int(publish(good, base)[1])
-    rollout.write(rollout.Rollout(MODEL, base, (first,)))  # what the manifests' init container writes: no labels yet
+    assert cli(["rollout", "init", "--model-base-path", base, "--model-name", MODEL]) == 0  # as the manifests' init
+    assert rollout.read(base) is None  # a plain config: the newest version, no labels yet
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n')
     with open(tmp_path / "server.log", "wb") as log, model_server(
             f"--model_config_file={base}/{ROLLOUT_CONFIG_FILE}", f"--model_config_file_poll_wait_seconds={POLL_S}",
             "--allow_version_labels_for_unavailable_models", f"--monitoring_config_file={monitoring}",
             stdout=log, stderr=log) as server:
-        # The first labels go on once the server reports the version loaded.
+        # The first labels go on once the server reports the version loaded; clients use them once they answer.
         assert stage(base, first, "canary", MODEL, [server.rest_url]).startswith("shapes: stable")
+        answers_label_requests(server.rest_url, timeout_s=2 * POLL_S + 1)
         with Clients(server.grpc_address, server.rest_url, solid_image_bytes((200, 30, 30))) as clients:
             clients.wait_for("canary", first, 30)
             second = _push(good, base, server.rest_url)
