@@ -82,6 +82,10 @@ def serialized_examples(input_proto) -> np.ndarray:
     return array
 
 
+# The deadline a warmup record runs under on the session path of requests with deadlines (see warmup_request).
+WARMUP_DEADLINE_MS = 600_000
+
+
 def _deadline(timeout_ms: int) -> float | None:
     return time.monotonic() + timeout_ms / 1000 if timeout_ms and timeout_ms > 0 else None
 
@@ -431,24 +435,31 @@ class InferenceService:
         """Runs one PredictionLog record from assets.extra/tf_serving_warmup_requests against `loaded`, as TF Serving's
         RunWarmupRequest: the request's model name and version are not looked at, its signature is; the response is
         dropped. A record without a log_type does nothing; session_run and predict_streamed logs are UNIMPLEMENTED,
-        named by their number in the oneof."""
+        named by their number in the oneof.
+
+        Each record runs once on each path a request takes through a TF session: a cached callable when it has no
+        deadline, TF_SessionRun with RunOptions.timeout_in_ms when it has one (every REST request; gRPC calls with a
+        deadline). Each path builds its own executor on first use (~0.4 s of graph optimisation for the classifier),
+        so warming only one would leave the other's first request slow."""
         kind = log_entry.WhichOneof("log_type")
-        if kind == "predict_log":
-            request = log_entry.predict_log.request
-            inputs = {alias: self._to_numpy(proto) for alias, proto in request.inputs.items()}
-            self._predict_arrays(loaded, request.model_spec.signature_name, inputs, list(request.output_filter))
-        elif kind == "classify_log":
-            request = log_entry.classify_log.request
-            self._classification_result(loaded, request.model_spec.signature_name, request.input)
-        elif kind == "regress_log":
-            request = log_entry.regress_log.request
-            self._regression_result(loaded, request.model_spec.signature_name, request.input)
-        elif kind == "multi_inference_log":
-            _check_multi_inference(log_entry.multi_inference_log.request)
-            self._multi_inference_response(loaded, log_entry.multi_inference_log.request)
-        elif kind is not None:
+        if kind not in (None, "predict_log", "classify_log", "regress_log", "multi_inference_log"):
             number = log_entry.DESCRIPTOR.fields_by_name[kind].number
             raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}")
+        for timeout_ms in (0, WARMUP_DEADLINE_MS):
+            if kind == "predict_log":
+                request = log_entry.predict_log.request
+                inputs = {alias: self._to_numpy(proto) for alias, proto in request.inputs.items()}
+                self._predict_arrays(loaded, request.model_spec.signature_name, inputs, list(request.output_filter),
+                                     timeout_ms)
+            elif kind == "classify_log":
+                request = log_entry.classify_log.request
+                self._classification_result(loaded, request.model_spec.signature_name, request.input, timeout_ms)
+            elif kind == "regress_log":
+                request = log_entry.regress_log.request
+                self._regression_result(loaded, request.model_spec.signature_name, request.input, timeout_ms)
+            elif kind == "multi_inference_log":
+                _check_multi_inference(log_entry.multi_inference_log.request)
+                self._multi_inference_response(loaded, log_entry.multi_inference_log.request, timeout_ms)
 
 
 def _check_multi_inference(request) -> None:

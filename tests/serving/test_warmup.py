@@ -130,8 +130,9 @@ def test_a_failing_warmup_is_retried_like_any_load_failure_and_fails_startup(mod
     assert [m.split(" failed ")[1].split(")")[0] for m in attempts] == ["(attempt 1", "(attempt 2"], attempts
 
 
-@pytest.mark.parametrize("flags,replays", [({}, 3), ({"num_request_iterations_for_warmup": 4}, 12),
-                                           ({"num_request_iterations_for_warmup": 0}, 3),
+# Each replay runs on both session paths requests take (with and without a deadline: inference.warmup_request).
+@pytest.mark.parametrize("flags,replays", [({}, 3 * 2), ({"num_request_iterations_for_warmup": 4}, 12 * 2),
+                                           ({"num_request_iterations_for_warmup": 0}, 3 * 2),
                                            ({"enable_model_warmup": False}, 0)])
 def test_each_record_runs_num_request_iterations_for_warmup_times(tmp_path, make_server, caplog, flags, replays):
     caplog.set_level(logging.INFO, logger="serving.servable")
