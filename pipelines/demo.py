@@ -5,7 +5,8 @@
 3. Starts the model server (`python -m serving`, tensorflow_model_server flags) on the pushed model.
 4. Prints one gRPC and one REST prediction for held-out digits, then stops the server.
 
-A second run on unchanged data computes no embeddings and evaluates against the previous blessed model.
+A second run on unchanged data stops after listing the images and serves the model pushed before (`RUN_ARGS=--force`
+runs the pipeline anyway: no embedding is computed again, and it evaluates against the blessed model).
 """
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="output")
     parser.add_argument("--no-serve", action="store_true", help="Stop after the pipeline.")
+    parser.add_argument("--force", action="store_true", help="Run the pipeline even when the digits and settings "
+                                                             "are those of the last run.")
     parser.add_argument("--verbose", action="store_true", help="Also show TensorFlow/TFX/Beam warnings and start-up "
                                                                "lines and Keras' per-epoch lines.")
     args = parser.parse_args(argv)
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     count = write_digits(data_dir)
     print(f"digits data set: {count} PNG files in {data_dir}", flush=True)
     options = RunOptions(data_dir=data_dir, model_name=MODEL_NAME, output_dir=args.output_dir,
-                         accuracy_threshold=ACCURACY_TARGET)
+                         accuracy_threshold=ACCURACY_TARGET, force=args.force)
     if not args.verbose:
         console.quiet_keras()
     started = time.time()
@@ -91,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(result.serving_model_dir):
         print("no model has been pushed yet (never blessed): nothing to serve", file=sys.stderr)
         return 1
-    serve_and_predict(result.serving_model_dir, held_out_images(options, result.run_id, count=2))
+    # A run that found nothing new ran no pipeline: the held-out images are the last run's.
+    serve_and_predict(result.serving_model_dir, held_out_images(options, result.run_id or None, count=2))
     return 0
 
 
-def held_out_images(options, run_id: str, count: int) -> list[tuple[str, bytes]]:
+def held_out_images(options, run_id: str | None, count: int) -> list[tuple[str, bytes]]:
     """The first images of the run's test split (never trained on): (path relative to the data dir, bytes)."""
     import tensorflow as tf
     from tfx.types import artifact_utils, standard_component_specs

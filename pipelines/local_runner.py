@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+from components.image_example_gen import snapshot
 from image_retrain import contract
 from image_retrain.paths import absolute, is_uri, join
 from pipelines import console
@@ -29,6 +30,17 @@ class RunOptions(PipelineOptions):
     pipeline_root: str | None = None  # default OUTPUT_DIR/tfx_pipeline_output; may be a gs:// URI
     # After a push, also export the pushed version for apps (pipelines/mobile_export.py) into OUTPUT_DIR/mobile.
     mobile_formats: tuple[str, ...] = ()
+    force: bool = False  # run even when neither the images nor the settings changed since the last run
+
+    @property
+    def snapshot_path(self) -> str:
+        """The data the last run trained on, and its settings (components/image_example_gen/snapshot.py)."""
+        return self.path("tfx_metadata", self.pipeline_name, "data_snapshot.json")
+
+    def settings_key(self) -> str:
+        """Every setting that decides what a run does, as one string (a run's outcome depends on them and the data)."""
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("force", "mobile_formats")}
+        return json.dumps(settings, sort_keys=True, default=str)
 
     def path(self, *parts: str) -> str:
         return os.path.abspath(os.path.join(self.output_dir, *parts))
@@ -77,9 +89,18 @@ class RunResult:
     serving_model_dir: str
     run_id: str  # the pipeline_run context in ML Metadata
     mobile_exports: list[str] = dataclasses.field(default_factory=list)
+    data_changes: str | None = None  # since the last run; None: the first run
+    nothing_changed: bool = False  # so nothing ran: same images, same settings as the last run
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def unchanged(cls, options: RunOptions) -> RunResult:
+        return cls(blessed=False, pushed=False, pushed_version=None, pushed_path=None, accuracy=None,
+                   baseline_accuracy=None, served_as_trained=False, serving_check=None, report_path=None,
+                   embeddings_computed=0, embeddings_cached=0, rejects=0, serving_model_dir=options.serving_model_dir,
+                   run_id="", data_changes="no change", nothing_changed=True)
 
 
 # The components whose outputs make up a run's result (their ids in the pipeline, see pipelines/pipeline.py).
@@ -167,6 +188,25 @@ def collect_result(options: RunOptions, metadata_path: str, run_id: str | None =
 
 
 def run_pipeline(options: RunOptions) -> RunResult:
+    """One run; it stops after listing the images, before TFX starts, when they and the settings are the last
+    run's (unless `options.force`)."""
+    options.validate()
+    files = snapshot.take(absolute(options.data_dir) if options.data_dir else None,
+                          absolute(options.manifest) if options.manifest else None)
+    previous = snapshot.load(options.snapshot_path)
+    change = snapshot.changes(previous[1], files) if previous else None
+    if change is not None and change.count == 0 and previous[0] == options.settings_key() and not options.force:
+        return RunResult.unchanged(options)
+    result = collect_result(options, options.metadata_path, run_tfx_pipeline(options))
+    result.data_changes = change.describe() if change is not None else None
+    snapshot.save(options.snapshot_path, files, options.settings_key())
+    if result.pushed and options.mobile_formats:
+        result.mobile_exports = export_for_apps(result.pushed_path, options)
+    return result
+
+
+def run_tfx_pipeline(options: RunOptions) -> str:
+    """create_pipeline(options) on TFX's LocalDagRunner; returns the run's id."""
     from tfx import v1 as tfx
     from tfx.dsl.compiler import compiler
     from tfx.dsl.compiler import constants as compiler_constants
@@ -174,18 +214,13 @@ def run_pipeline(options: RunOptions) -> RunResult:
 
     from pipelines.pipeline import create_pipeline
 
-    options.validate()
-    pipeline = create_pipeline(options)
     # LocalDagRunner names a run by the time it starts; the same name, chosen here, finds this run's outputs.
     run_id = datetime.datetime.now().isoformat()
-    pipeline_ir = compiler.Compiler().compile(pipeline)
+    pipeline_ir = compiler.Compiler().compile(create_pipeline(options))
     runtime_parameter_utils.substitute_runtime_parameter(
         pipeline_ir, {compiler_constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
     tfx.orchestration.LocalDagRunner().run_with_ir(pipeline_ir)
-    result = collect_result(options, options.metadata_path, run_id)
-    if result.pushed and options.mobile_formats:
-        result.mobile_exports = export_for_apps(result.pushed_path, options)
-    return result
+    return run_id
 
 
 def export_for_apps(version_dir: str, options: RunOptions) -> list[str]:
@@ -214,6 +249,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mobile-export", action="append", dest="mobile_formats", choices=["tflite", "coreml"],
                         default=None, help="After a push, also write the model for apps to OUTPUT_DIR/mobile "
                                            "(repeatable; see `image-retrain export`).")
+    parser.add_argument("--force", action="store_true", help="Run even when neither the images nor the settings "
+                                                             "changed since the last run (which otherwise stops "
+                                                             "after listing them).")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
     parser.add_argument("--verbose", action="store_true", help="Also show TensorFlow/TFX/Beam warnings and start-up "
                                                                "lines and Keras' per-epoch lines (hidden by default).")
@@ -221,10 +259,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     return RunOptions(**pipeline_options.from_args(args), output_dir=args.output_dir, pipeline_root=args.pipeline_root,
-                      mobile_formats=tuple(getattr(args, "mobile_formats", None) or ()))
+                      mobile_formats=tuple(getattr(args, "mobile_formats", None) or ()),
+                      force=getattr(args, "force", False))
 
 
 def format_result(result: RunResult) -> str:
+    if result.nothing_changed:
+        return ("nothing to do: the images and the settings are those of the last run (nothing trained or pushed; "
+                "--force runs anyway)")
+
     def pct(value):
         return "n/a" if value is None else f"{value:.4f}"
 
@@ -234,6 +277,8 @@ def format_result(result: RunResult) -> str:
         f"served as trained:  {result.served_as_trained}" + (f" ({result.serving_check})" if result.serving_check
                                                                else ""),
         f"pushed:             {result.pushed_path or 'no (not blessed)'}",
+        f"data:               {result.data_changes or 'first run'}" + (" since the last run" if result.data_changes
+                                                                         else ""),
         f"embeddings:         {result.embeddings_computed} computed, {result.embeddings_cached} from cache",
         f"rejected images:    {result.rejects}",
         f"report:             {result.report_path}",

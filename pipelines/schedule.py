@@ -125,8 +125,9 @@ class ScheduledRetraining:
     """The job the scheduler fires: lock, run, log; never raises (so the schedule survives failures)."""
 
     def __init__(self, run_once: Callable[[], object], lock_path: str, max_runs: int | None = None,
-                 on_limit: Callable[[], None] | None = None):
+                 on_limit: Callable[[], None] | None = None, hold: Callable[[], str | None] | None = None):
         self.run_once = run_once
+        self.hold = hold  # -> why this slot does not run (e.g. too few new images), or None
         self.lock_path = lock_path
         self.max_runs = max_runs
         self.on_limit = on_limit
@@ -140,6 +141,11 @@ class ScheduledRetraining:
             if not acquired:
                 self.skipped += 1
                 log.warning("skipped: a previous run still holds %s", self.lock_path)
+                return
+            reason = self.hold() if self.hold is not None else None
+            if reason:
+                self.skipped += 1
+                log.info("not run: %s", reason)
                 return
             with self._guard:
                 self.attempts += 1
@@ -164,10 +170,31 @@ class ScheduledRetraining:
 def _summary(result) -> str:
     if result is None or not hasattr(result, "blessed"):
         return str(result)
+    if result.nothing_changed:
+        return "the images and settings are the last run's: nothing trained or pushed"
     pushed = f"pushed version {result.pushed_version}" if result.pushed else "not pushed"
     accuracy = "n/a" if result.accuracy is None else f"{result.accuracy:.4f}"
     return (f"blessed={result.blessed}, {pushed}, accuracy={accuracy}, "
             f"embeddings computed={result.embeddings_computed} cached={result.embeddings_cached}")
+
+
+def too_few_changes(options, minimum: int) -> Callable[[], str | None]:
+    """A `hold` for --when-new: the slot waits while fewer than `minimum` images are new, changed, relabelled or
+    deleted since the last run (the first run always goes)."""
+    from components.image_example_gen import snapshot
+    from image_retrain.paths import absolute
+
+    def hold() -> str | None:
+        previous = snapshot.load(options.snapshot_path)
+        if previous is None:
+            return None
+        change = snapshot.changes(previous[1], snapshot.take(absolute(options.data_dir) if options.data_dir else None,
+                                                             absolute(options.manifest) if options.manifest else None))
+        if change.count >= minimum:
+            return None
+        return f"{change.describe()} since the last run, fewer than --when-new {minimum}"
+
+    return hold
 
 
 def run_schedule(trigger, job: ScheduledRetraining, run_now: bool = False) -> None:
@@ -199,6 +226,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-now", action="store_true", help="Also run once right away.")
     parser.add_argument("--max-runs", type=int, help="Stop after this many runs (default: run forever).")
     parser.add_argument("--lock-file", help="Lock preventing overlapping runs (default: OUTPUT_DIR/schedule.lock).")
+    parser.add_argument("--when-new", type=int, default=0, metavar="N",
+                        help="Run a slot only once at least N images are new, changed, relabelled or deleted since "
+                             "the last run (default 0: every slot; a run with no change at all stops after the "
+                             "listing anyway, unless --force).")
     local_runner.add_arguments(parser)
 
 
@@ -210,6 +241,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.max_runs is not None and args.max_runs < 1:
             raise ValueError("--max-runs must be at least 1")
+        if args.when_new < 0:
+            raise ValueError("--when-new must be 0 or more")
         trigger = parse_cron(args.cron, timezone=args.timezone)
         options = local_runner.options_from_args(args)
     except ValueError as error:
@@ -219,6 +252,7 @@ def main(args: argparse.Namespace) -> int:
         run_once=lambda: run_pipeline_in_child(options),
         lock_path=args.lock_file or options.path("schedule.lock"),
         max_runs=args.max_runs,
+        hold=too_few_changes(options, args.when_new) if args.when_new > 0 else None,
     )
     try:
         run_schedule(trigger, job, run_now=args.run_now)

@@ -36,12 +36,12 @@ upload(resolve_handle("efficientnet_lite0"), sys.argv[2] + "/modules/efficientne
 """
 
 
-def _run(env: dict, output_dir: str) -> dict:
+def _run(env: dict, output_dir: str, *flags: str) -> dict:
     command = [sys.executable, "-m", "pipelines.cli", "run", "--json", "--model-name", MODEL,
                "--data-dir", f"{GS}/images", "--module", f"{GS}/modules/efficientnet_lite0",
                "--pipeline-root", f"{GS}/pipeline_root", "--embedding-cache-dir", f"{GS}/embedding_cache",
                "--serving-dir", f"{GS}/serving", "--output-dir", output_dir, "--epochs", "10",
-               "--fine-tune-variables", "0"]
+               "--fine-tune-variables", "0", *flags]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     start = 0 if result.stdout.startswith("{") else result.stdout.index("\n{") + 1  # --json: the result, last
@@ -65,8 +65,10 @@ def test_pipeline_and_model_server_with_every_path_on_gcs(tmp_path):
         assert not (tmp_path / "output" / "tfx_pipeline_output").exists(), "artifacts must go to the bucket"
         assert not (tmp_path / "output" / "embedding_cache").exists()
 
-        # Unchanged images on a cache in the bucket: nothing embedded again.
-        second = _run(env, str(tmp_path / "output"))
+        # Unchanged images in the bucket: the run stops after listing them (their object stats); forced, it embeds
+        # nothing again from the cache in the bucket.
+        assert _run(env, str(tmp_path / "output"))["nothing_changed"]
+        second = _run(env, str(tmp_path / "output"), "--force")
         assert second["embeddings_computed"] == 0 and second["embeddings_cached"] == count, second
 
         latest = second["pushed_path"] if second["pushed"] else first["pushed_path"]

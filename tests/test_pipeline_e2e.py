@@ -1,10 +1,12 @@
 """The real pipeline end to end on a small generated image set (LocalDagRunner, SQLite MLMD, builtin module)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,7 @@ print(json.dumps({"predicted": labels, "classes": [c.decode() for c in out["clas
 
 
 def test_pipeline_trains_blesses_pushes_and_reuses_embeddings(tmp_path):
-    from pipelines.local_runner import RunOptions, run_pipeline
+    from pipelines.local_runner import RunOptions, format_result, run_pipeline
 
     data = tmp_path / "data"
     make_shapes_dataset(data, n_per_class=20, seed=0)
@@ -69,12 +71,19 @@ def test_pipeline_trains_blesses_pushes_and_reuses_embeddings(tmp_path):
     accuracy = sum(p == t for p, (_, t) in zip(output["predicted"], items)) / len(items)
     assert accuracy >= 0.9, output
 
-    # Unchanged data: no embedding is computed again, and the new model is compared with the blessed one.
-    second = run_pipeline(options)
+    # Unchanged data and settings: the run stops after listing the images, in seconds, training and pushing nothing.
+    started = time.monotonic()
+    unchanged = run_pipeline(options)
+    assert unchanged.nothing_changed and not unchanged.pushed and time.monotonic() - started < 20
+    assert format_result(unchanged).startswith("nothing to do: the images and the settings are those of the last run")
+
+    # --force runs anyway: no embedding is computed again, and the new model is compared with the blessed one.
+    second = run_pipeline(dataclasses.replace(options, force=True))
     assert second.embeddings_computed == 0 and second.embeddings_cached == 60
-    assert second.baseline_accuracy is not None
+    assert second.baseline_accuracy is not None and second.data_changes == "no change"
 
     # Three new images: exactly three embeddings computed.
     make_shapes_dataset(data, n_per_class=1, seed=7, start_index=100)
     third = run_pipeline(options)
+    assert third.data_changes == "3 new"
     assert third.embeddings_computed == 3 and third.embeddings_cached == 60
