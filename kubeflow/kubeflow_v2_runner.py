@@ -203,8 +203,10 @@ _FUNCTION_PARAMETERS = ("run_fn", "tuner_fn", "preprocessing_fn", "stats_options
 def class_paths(package_path: str) -> list[str]:
     """Every Python path a compiled package makes the image import: the step command's module, each executor class,
     each module function (run_fn), and each artifact type TFX's entrypoint resolves from a schema title (first-party
-    titles through TFX's table)."""
+    titles through TFX's table, KFP's through the project's entrypoint)."""
     from tfx.orchestration.kubeflow.v2 import compiler_utils
+
+    from image_retrain import artifact_types
 
     with open(package_path) as f:
         spec = next(yaml.safe_load_all(f))
@@ -220,12 +222,13 @@ def class_paths(package_path: str) -> list[str]:
         for name, parameter in task.get("inputs", {}).get("parameters", {}).items():
             if name in _FUNCTION_PARAMETERS:
                 paths.add(parameter["runtimeValue"]["constant"])
+    class_path_by_title = {**compiler_utils.TITLE_TO_CLASS_PATH, **artifact_types.CLASS_PATH_BY_KFP_TITLE}
     for component in spec["components"].values():
         for definitions in (component.get("inputDefinitions", {}), component.get("outputDefinitions", {})):
             for artifact in definitions.get("artifacts", {}).values():
                 artifact_type = artifact["artifactType"]
                 title = artifact_type.get("schemaTitle") or yaml.safe_load(artifact_type["instanceSchema"])["title"]
-                paths.add(compiler_utils.TITLE_TO_CLASS_PATH.get(title, title))
+                paths.add(class_path_by_title.get(title, title))
     return sorted(paths)
 
 

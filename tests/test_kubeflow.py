@@ -315,11 +315,15 @@ def test_every_class_path_the_package_names_imports_and_the_dockerfile_checks_th
     path, _, _ = compiled
     paths = check_imports(path)
     assert {"kubeflow.container_entrypoint", "image_retrain.ModelReport", "pipelines.models.trainer.run_fn",
-            "components.image_embedder.executor.Executor", "tfx.types.standard_artifacts.Examples"} <= set(paths)
-    # From outside the checkout too (the way a pod's working directory is not the project).
+            "components.image_embedder.executor.Executor", "tfx.types.standard_artifacts.Examples",
+            "image_retrain.artifact_types.Metrics", "image_retrain.artifact_types.ClassificationMetrics",
+            "image_retrain.artifact_types.HTML", "image_retrain.artifact_types.Markdown"} <= set(paths)
+    assert not any(path.startswith("system.") for path in paths)  # KFP's titles, mapped by the entrypoint
+    # From outside the checkout too (the way a pod's working directory is not the project; the image puts the
+    # project on PYTHONPATH, as here).
     result = subprocess.run([sys.executable, "-c", "import sys; from kubeflow.kubeflow_v2_runner import "
                              "check_imports; check_imports(sys.argv[1])", path], cwd=tmp_path,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root})
     assert result.returncode == 0, result.stderr[-2000:]
     with open(os.path.join(root, ".dockerignore")) as f:
         ignored = {line.strip().strip("/") for line in f if line.strip() and not line.startswith("#")}
