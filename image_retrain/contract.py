@@ -30,6 +30,7 @@ METRICS_KEY = "metrics"                      # ModelReport, for the KFP UI: scal
 CONFUSION_MATRIX_KEY = "confusion_matrix"    # ModelReport, for the KFP UI: system.ClassificationMetrics
 REPORT_HTML_KEY = "report_html"              # ModelReport, for the KFP UI: the page (system.HTML)
 REPORT_SUMMARY_KEY = "summary"               # ModelReport, for the KFP UI: the report without pictures (Markdown)
+FINGERPRINT_KEY = "fingerprint"              # InputFingerprint: what ImageExampleGen would read, as one string
 
 # Files beside the splits of an ingested Examples artifact; ImageEmbedder copies them into the embedded one.
 LABELS_FILE = "labels.txt"                       # label vocabulary, one per line, sorted: line index == LABEL_KEY
@@ -48,6 +49,7 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 MISCLASSIFIED_DIR = "misclassified"
 
 # TFMA metric names: the eval config's SparseCategoricalAccuracy (blessing) and ExampleCount.
+ACCURACY_METRIC_CLASS = "SparseCategoricalAccuracy"
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 EXAMPLE_COUNT_METRIC = "example_count"
 
@@ -79,6 +81,10 @@ INFRA_REASON_PROPERTY = "reason"
 PUSHED_PROPERTY = "pushed"
 PUSHED_VERSION_PROPERTY = "pushed_version"
 PUSHED_DESTINATION_PROPERTY = "pushed_destination"
+
+# The Trainer hyperparameters a Kubeflow run may set at submit time (HyperparameterTrainer's exec properties), with
+# their types: TFX's RuntimeParameter carries int, float and str only.
+RUN_HYPERPARAMETERS = {"epochs": int, "fine_tune_epochs": int, "learning_rate": float, "fine_tune_learning_rate": float}
 
 # Defaults the components and the pipeline settings (pipelines/configs.py) share.
 DEFAULT_MODULE_HANDLE = "efficientnet_lite0"  # the builtin image module (image_retrain/image_module/builtin.py)
