@@ -25,7 +25,12 @@ SPLIT_NAMES = (TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT)
 
 # Output keys of our components (TFX's standard_component_specs names its own: EXAMPLES_KEY, MODEL_KEY, ...).
 EMBEDDED_EXAMPLES_KEY = "embedded_examples"  # ImageEmbedder
-REPORT_KEY = "report"                        # ModelReport
+REPORT_KEY = "report"                        # ModelReport: the report's folder
+METRICS_KEY = "metrics"                      # ModelReport, for the KFP UI: scalar metrics (system.Metrics)
+CONFUSION_MATRIX_KEY = "confusion_matrix"    # ModelReport, for the KFP UI: system.ClassificationMetrics
+REPORT_HTML_KEY = "report_html"              # ModelReport, for the KFP UI: the page (system.HTML)
+REPORT_SUMMARY_KEY = "summary"               # ModelReport, for the KFP UI: the report without pictures (Markdown)
+FINGERPRINT_KEY = "fingerprint"              # InputFingerprint: what ImageExampleGen would read, as one string
 
 # Files beside the splits of an ingested Examples artifact; ImageEmbedder copies them into the embedded one.
 LABELS_FILE = "labels.txt"                       # label vocabulary, one per line, sorted: line index == LABEL_KEY
@@ -44,6 +49,7 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 MISCLASSIFIED_DIR = "misclassified"
 
 # TFMA metric names: the eval config's SparseCategoricalAccuracy (blessing) and ExampleCount.
+ACCURACY_METRIC_CLASS = "SparseCategoricalAccuracy"
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 EXAMPLE_COUNT_METRIC = "example_count"
 
@@ -57,11 +63,15 @@ EMBEDDINGS_CACHED_PROPERTY = "embeddings_cached"
 EMBEDDING_FAILURES_PROPERTY = "embedding_failures"
 MODULE_HANDLE_PROPERTY = "module_handle"
 BASELINE_SKIPPED_PROPERTY = "baseline_skipped_reason"  # ModelEvaluation, when the baseline's classes differ
-# ModelReport: the candidate's and the baseline's accuracy (absent when unknown) and the verdict (0/1); the same
-# names are keys of its REPORT_METRICS_FILE (full precision; MLMD's SQLite store keeps 6 significant digits).
+# ModelReport's metrics output: the candidate's and the baseline's accuracy (absent when unknown), the test examples
+# and the verdict (0/1); the same names are keys of its REPORT_METRICS_FILE (full precision; MLMD's SQLite store keeps
+# 6 significant digits).
 ACCURACY_PROPERTY = "accuracy"
 BASELINE_ACCURACY_PROPERTY = "baseline_accuracy"
+EXAMPLE_COUNT_PROPERTY = "example_count"
 BLESSED_PROPERTY = "blessed"
+# ModelReport's confusion_matrix output, in the layout of the KFP UI's confusion-matrix viewer.
+CONFUSION_MATRIX_PROPERTY = "confusionMatrix"
 # InfraBlessing of the load-and-query check (components/serving_validator): TFX InfraValidator's `blessed` (0/1, what
 # the Pusher gates on) and the one-line reason when it is 0.
 INFRA_BLESSED_PROPERTY = "blessed"
@@ -71,6 +81,10 @@ INFRA_REASON_PROPERTY = "reason"
 PUSHED_PROPERTY = "pushed"
 PUSHED_VERSION_PROPERTY = "pushed_version"
 PUSHED_DESTINATION_PROPERTY = "pushed_destination"
+
+# The Trainer hyperparameters a Kubeflow run may set at submit time (HyperparameterTrainer's exec properties), with
+# their types: TFX's RuntimeParameter carries int, float and str only.
+RUN_HYPERPARAMETERS = {"epochs": int, "fine_tune_epochs": int, "learning_rate": float, "fine_tune_learning_rate": float}
 
 # Defaults the components and the pipeline settings (pipelines/configs.py) share.
 DEFAULT_MODULE_HANDLE = "efficientnet_lite0"  # the builtin image module (image_retrain/image_module/builtin.py)

@@ -4,19 +4,24 @@
                             --pvc image-retrain-models:/models --serving-dir /models --data-dir /models/images \
                             [every `image-retrain run` pipeline option: --epochs, --split-ratios, --beam-arg, ...]
   image-retrain kfp schedule --cron "0 0 3 * * *" [--host URL] [--experiment NAME] [--package pipeline.yaml]
-  image-retrain kfp run [--host URL] [--experiment NAME] [--package pipeline.yaml]
+                             [--param KEY=VALUE ...]
+  image-retrain kfp run [--host URL] [--experiment NAME] [--package pipeline.yaml] [--param KEY=VALUE ...]
 
 KFP's cron has 6 fields, seconds first (robfig/cron): "0 0 3 * * *" is every day at 03:00:00. Recurring runs are
 created with max_concurrency=1 and no catch-up, so a slow run is never overlapped and missed slots are not backfilled.
+`--param` sets one of the package's run parameters (its root input parameters: data_dir or manifest, split_ratios,
+epochs, ..., accuracy_threshold); the others keep their compiled values (the package's defaults).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import math
 import re
 import sys
 
+from pipelines.options import bool_flag
 from pipelines.schedule import parse_cron
 
 DEFAULT_EXPERIMENT = "image-retrain"
@@ -69,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                     "(default: %(default)s).")
         sub.add_argument("--pipeline-root", help="Override the package's defaultPipelineRoot.")
         sub.add_argument("--service-account", help="Kubernetes service account for the run's pods.")
+        sub.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="A run parameter of the package (repeatable); the rest keep their compiled values.")
 
     schedule = actions.add_parser("schedule", help="Create a recurring run (cron) and print its id.")
     schedule.add_argument("--cron", required=True, help='6-field cron, seconds first, e.g. "0 0 3 * * *".')
@@ -123,6 +130,54 @@ def compile_options_from_args(args: argparse.Namespace):
     )
 
 
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError("JSON has no NaN or infinity")
+    return number
+
+
+# A root input parameter's type -> how its --param value is read (the JSON type the API server wants).
+_PARAMETER_PARSERS = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": _finite_float, "BOOLEAN": bool_flag, "STRING": str}
+
+
+def run_arguments(texts: list[str], root_parameters: dict) -> dict:
+    """`--param KEY=VALUE` flags as kfp.Client's run arguments, typed by the package's root input parameters
+    (`{name: {"parameterType": ...}}`): the API server refuses names the pipeline does not declare and a value of
+    another JSON type, a string for a number say (apiserver/template/v2_template.go validatePipelineJobInputs)."""
+    arguments = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param expects KEY=VALUE, got {text!r}")
+        if name not in root_parameters:
+            raise ValueError(f"--param {name}: the package has no such run parameter; it has "
+                             f"{', '.join(sorted(root_parameters)) or 'none'}")
+        kind = root_parameters[name].get("parameterType")
+        parse = _PARAMETER_PARSERS.get(kind)
+        if parse is None:
+            raise ValueError(f"--param {name}: a {kind} parameter cannot be given on the command line")
+        try:
+            arguments[name] = parse(value)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise ValueError(f"--param {name}={value!r}: the package declares it {kind}") from None
+    return arguments
+
+
+def _package_root_parameters(path: str) -> dict:
+    from google.protobuf import json_format
+    from kfp.client import client as kfp_client
+
+    spec = kfp_client._extract_pipeline_yaml(path).pipeline_spec  # what create_run / create_recurring_run send
+    return json_format.MessageToDict(spec).get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+
+
+def _uploaded_root_parameters(client, pipeline_id: str, version_id: str) -> dict:
+    spec = client.get_pipeline_version(pipeline_id, version_id).pipeline_spec or {}
+    spec = spec.get("pipeline_spec", spec)  # a version uploaded with a platform spec keeps both documents
+    return spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+
+
 def validate_schedule_args(args: argparse.Namespace) -> None:
     """Everything `kfp schedule` can check before talking to a KFP endpoint."""
     args.cron = validate_kfp_cron(args.cron)
@@ -173,7 +228,11 @@ def main(args: argparse.Namespace) -> int:
             return 0
         if args.kfp_action == "schedule":
             validate_schedule_args(args)
+            arguments = None if args.pipeline_id else run_arguments(args.param, _package_root_parameters(args.package))
             client = _client(args)
+            if arguments is None:
+                arguments = run_arguments(args.param, _uploaded_root_parameters(client, args.pipeline_id,
+                                                                                 args.version_id))
             experiment_id = _experiment_id(client, args.experiment, args.namespace)
             recurring = client.create_recurring_run(
                 experiment_id=experiment_id,
@@ -184,16 +243,18 @@ def main(args: argparse.Namespace) -> int:
                 pipeline_package_path=None if args.pipeline_id else args.package,
                 pipeline_id=args.pipeline_id,
                 version_id=args.version_id,
+                params=arguments,
                 pipeline_root=args.pipeline_root,
                 service_account=args.service_account,
             )
             print(recurring.recurring_run_id)
             return 0
         _check_package(args.package)
+        arguments = run_arguments(args.param, _package_root_parameters(args.package))
         client = _client(args)
         with contextlib.redirect_stdout(sys.stderr):
             result = client.create_run_from_pipeline_package(
-                args.package, arguments={}, run_name=args.run_name, experiment_name=args.experiment,
+                args.package, arguments=arguments, run_name=args.run_name, experiment_name=args.experiment,
                 namespace=args.namespace, pipeline_root=args.pipeline_root, service_account=args.service_account)
         print(result.run_id)
         return 0

@@ -17,8 +17,13 @@ metadata/client.go). This module adapts the launcher's ExecutorInput, then runs 
     the launcher's copies live in this pod only, so its workers open the artifacts where they are; they must be
     `gs://` (which TensorFlow and Beam open themselves) and stay unmapped. The launcher then finds no local output to
     upload, which it allows ("We allow components to not produce output files", uploadOutputArtifacts).
+  - KFP's own schema titles (`system.Metrics`, `system.HTML`, ... : what the KFP UI renders) name no Python class,
+    and TFX imports a title as a class path (kubeflow_v2_entrypoint_utils._retrieve_class_path): such artifacts get
+    the project's class (image_retrain/artifact_types.py) as their type. The launcher records every output under the
+    type of its own executor input, whatever the executor reports (launcher_v2.go mergeRuntimeArtifacts).
   - Metadata values that are null are dropped from the executor output: the launcher refuses them
-    (metadata.StructValueToMLMDValue), TFX writes them for unset properties.
+    (metadata.StructValueToMLMDValue), TFX writes them for unset properties. So is the `tfx_version` TFX tags every
+    output with, on system.Metrics outputs: the KFP UI shows every custom property of those as a metric.
 
 IMAGE_RETRAIN_KFP_LOCAL_ROOT (default `/`) moves the local mount points; only an emulation of the launcher outside a
 pod (tests/kfp_backend.py) sets it.
@@ -41,6 +46,8 @@ LOCAL_ROOT_ENV = "IMAGE_RETRAIN_KFP_LOCAL_ROOT"
 LOCAL_MOUNTS = {"gs://": "gcs", "minio://": "minio", "s3://": "s3"}
 # What a step's workers on a Beam cluster open directly (TensorFlow and Beam both have a gs:// filesystem).
 CLUSTER_READABLE_SCHEMES = ("gs://",)
+# outputs_utils.tag_output_artifacts_with_version's custom property.
+TFX_VERSION_PROPERTY = "tfx_version"
 
 
 def local_path_for_uri(uri: str, local_root: str = "/") -> str | None:
@@ -51,10 +58,17 @@ def local_path_for_uri(uri: str, local_root: str = "/") -> str | None:
 
 
 def adapt_executor_input(executor_input: dict, inputs_spec: dict | None, local_root: str = "/",
-                         beam_on_a_cluster: bool = False) -> tuple[dict, dict[str, str]]:
-    """The launcher's ExecutorInput (protojson dict) as TFX's runner reads it, and local path -> remote URI."""
+                         beam_on_a_cluster: bool = False, class_path_by_title: dict[str, str] | None = None
+                         ) -> tuple[dict, dict[str, str]]:
+    """The launcher's ExecutorInput (protojson dict) as TFX's runner reads it, and local path -> remote URI.
+    `class_path_by_title`: the TFX artifact class of each schema title that names none (KFP's system.* titles)."""
     adapted = json.loads(json.dumps(executor_input))
     remote_by_local: dict[str, str] = {}
+
+    def retype(artifact: dict) -> None:
+        class_path = (class_path_by_title or {}).get(_schema_title(artifact.get("type", {})))
+        if class_path:
+            artifact["type"] = {"schemaTitle": class_path}
 
     def localize(artifact: dict) -> None:
         uri = artifact.get("uri", "")
@@ -77,6 +91,7 @@ def adapt_executor_input(executor_input: dict, inputs_spec: dict | None, local_r
                 if declared is None:
                     raise ValueError(f"input artifact {name!r} has no type and the inputs spec does not declare it")
                 artifact["type"] = declared
+            retype(artifact)
             localize(artifact)
             # Object stores keep no empty folders, so an empty input artifact arrives as nothing at all.
             if artifact["uri"] in remote_by_local:
@@ -86,6 +101,7 @@ def adapt_executor_input(executor_input: dict, inputs_spec: dict | None, local_r
     outputs.pop(EXECUTOR_LOGS_OUTPUT, None)
     for artifact_list in outputs.values():
         for artifact in artifact_list.get("artifacts", []):
+            retype(artifact)
             localize(artifact)
     return adapted, remote_by_local
 
@@ -97,14 +113,24 @@ def _schema_title(artifact_type: dict) -> str:
     return schema.get("title", "") if isinstance(schema, dict) else ""
 
 
-def restore_remote_uris(executor_output: dict, remote_by_local: dict[str, str]) -> dict:
-    """Reports remote URIs (the launcher merges them into its records) and drops null metadata values."""
-    for artifact_list in (executor_output.get("artifacts") or {}).values():
+def outputs_of_type(executor_input: dict, title: str) -> set[str]:
+    """The names of the launcher's outputs whose schema title is `title`."""
+    outputs = executor_input.get("outputs", {}).get("artifacts") or {}
+    return {name for name, artifact_list in outputs.items()
+            if any(_schema_title(artifact.get("type", {})) == title for artifact in artifact_list.get("artifacts", []))}
+
+
+def restore_remote_uris(executor_output: dict, remote_by_local: dict[str, str], metrics_outputs: set[str] = frozenset()
+                        ) -> dict:
+    """Reports remote URIs (the launcher merges them into its records) and drops null metadata values, and TFX's
+    version tag from `metrics_outputs` (system.Metrics: the UI would list it as a metric)."""
+    for name, artifact_list in (executor_output.get("artifacts") or {}).items():
         for artifact in artifact_list.get("artifacts", []):
             artifact["uri"] = remote_by_local.get(artifact.get("uri", ""), artifact.get("uri", ""))
             metadata = artifact.get("metadata")
             if metadata:
-                artifact["metadata"] = {key: value for key, value in metadata.items() if value is not None}
+                artifact["metadata"] = {key: value for key, value in metadata.items() if value is not None
+                                        and not (name in metrics_outputs and key == TFX_VERSION_PROPERTY)}
     return executor_output
 
 
@@ -119,11 +145,14 @@ def _parse_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor  # noqa: PLC0415 - kfp compile imports this module for its constants before TF loads
 
+    from image_retrain import artifact_types  # noqa: PLC0415 - TFX's, as above
+
     args, beam_args = _parse_flags(sys.argv[1:] if argv is None else argv)
     inputs_spec = json.loads(args.json_serialized_inputs_spec_args) if args.json_serialized_inputs_spec_args else None
+    launcher_input = json.loads(args.json_serialized_invocation_args)
     executor_input, remote_by_local = adapt_executor_input(
-        json.loads(args.json_serialized_invocation_args), inputs_spec, os.environ.get(LOCAL_ROOT_ENV, "/"),
-        beam_on_a_cluster=runs_on_a_cluster(beam_args))
+        launcher_input, inputs_spec, os.environ.get(LOCAL_ROOT_ENV, "/"),
+        beam_on_a_cluster=runs_on_a_cluster(beam_args), class_path_by_title=artifact_types.CLASS_PATH_BY_KFP_TITLE)
     args.json_serialized_invocation_args = json.dumps(executor_input)
     kubeflow_v2_run_executor._run_executor(args, beam_args)
 
@@ -131,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(output_file) as f:
         executor_output = json.load(f)
     with open(output_file, "w") as f:
-        json.dump(restore_remote_uris(executor_output, remote_by_local), f)
+        json.dump(restore_remote_uris(executor_output, remote_by_local,
+                                      outputs_of_type(launcher_input, artifact_types.Metrics.TYPE_NAME)), f)
     return 0
 
 

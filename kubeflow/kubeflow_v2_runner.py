@@ -8,6 +8,14 @@ the only one the open-source KFP backend accepts. On top of what TFX writes, thi
   - builds the pipeline with the served-model baseline (open-source KFP has no TFX resolver executors) with the
     candidate as the first run's baseline (the KFP launcher always records declared outputs): CompileOptions' defaults;
   - sets `defaultPipelineRoot`, which TFX leaves to the Vertex runtimeConfig that a .yaml package drops;
+  - compiles what create_pipeline lets a run change (`run_parameter`) to TFX RuntimeParameters, the package's root
+    input parameters, and writes their compiled values as `defaultValue`, which TFX never writes (without one the API
+    server refuses every run that does not set them: apiserver/template/v2_template.go validatePipelineJobInputs);
+  - names the producer of a task output parameter by its task name: TFX writes `<component id>_task`, and the
+    driver looks tasks up by name (driver/resolve.go resolveUpstreamParameters, "producer task, ..., not in tasks");
+  - compiles InputFingerprint uncached, whatever --enable-cache says: it is what puts the images' state into the
+    ingestion's cache key, so it must look every time (driver/cache.go getFingerPrintsAndID honours each task's
+    `cachingOptions.enableCache`; TFX sets it on every task or none);
   - appends a kfp-kubernetes platform document mounting PersistentVolumeClaims into every step (`--pvc`), e.g. the
     claim TF Serving reads the model base path from, so the Pusher writes where the server polls.
   - makes distributed Beam runners run the project's image on their workers (pipelines/beam_args.py, `--image`);
@@ -20,7 +28,7 @@ import dataclasses
 import importlib
 import os
 import re
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import yaml
 
@@ -29,6 +37,9 @@ from kubeflow.container_entrypoint import CLUSTER_READABLE_SCHEMES
 from pipelines import configs
 from pipelines.beam_args import beam_runner, runs_on_a_cluster
 from pipelines.options import PipelineOptions
+
+if TYPE_CHECKING:
+    from tfx.orchestration.pipeline import Pipeline
 
 DEFAULT_IMAGE = configs.IMAGE
 DEFAULT_OUTPUT = "pipeline.yaml"
@@ -91,6 +102,11 @@ class CompileOptions(PipelineOptions):
     @property
     def worker_image(self) -> str:
         return self.image
+
+    def run_parameter(self, name: str, value: int | float | str):
+        from tfx.orchestration import data_types
+
+        return data_types.RuntimeParameter(name=name, ptype=type(value), default=value)
 
     def validate(self) -> None:
         super().validate()
@@ -177,16 +193,19 @@ def compile_pipeline(options: CompileOptions) -> str:
         output_filename=os.path.basename(output),
     )
     runner.run(pipeline)
-    _finish_package(output, options)
+    _finish_package(output, options, pipeline)
     return output
 
 
-def _finish_package(path: str, options: CompileOptions) -> None:
+def _finish_package(path: str, options: CompileOptions, pipeline: Pipeline) -> None:
     with open(path) as f:
         text = f.read()
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
     pipeline_spec = yaml.safe_load(text)
     pipeline_spec["defaultPipelineRoot"] = options.pipeline_root
+    _write_run_parameter_defaults(pipeline_spec, pipeline)
+    _name_parameter_producers_by_task(pipeline_spec)
+    _uncache_the_input_fingerprint(pipeline_spec, pipeline)
     documents = [pipeline_spec]
     if options.pvcs:
         executors = {label: {"pvcMount": [m.to_executor_config() for m in options.pvcs]}
@@ -197,14 +216,44 @@ def _finish_package(path: str, options: CompileOptions) -> None:
         yaml.safe_dump_all(documents, f, sort_keys=True)
 
 
+def _write_run_parameter_defaults(pipeline_spec: dict, pipeline: Pipeline) -> None:
+    from tfx.orchestration import data_types
+
+    root_parameters = pipeline_spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    for component in pipeline.components:
+        for value in component.exec_properties.values():
+            if isinstance(value, data_types.RuntimeParameter):
+                root_parameters[value.name]["defaultValue"] = value.default
+
+
+def _name_parameter_producers_by_task(pipeline_spec: dict) -> None:
+    tasks = pipeline_spec["root"]["dag"]["tasks"]
+    for task in tasks.values():
+        for parameter in task.get("inputs", {}).get("parameters", {}).values():
+            producer = parameter.get("taskOutputParameter", {})
+            if producer.get("producerTask", "").removesuffix("_task") in tasks:
+                producer["producerTask"] = producer["producerTask"].removesuffix("_task")
+
+
+def _uncache_the_input_fingerprint(pipeline_spec: dict, pipeline: Pipeline) -> None:
+    from components.input_fingerprint.component import InputFingerprint
+
+    for component in pipeline.components:
+        if isinstance(component, InputFingerprint):
+            # Unset, enableCache is false (pipeline_spec.proto CachingOptions).
+            pipeline_spec["root"]["dag"]["tasks"][component.id].pop("cachingOptions", None)
+
+
 _FUNCTION_PARAMETERS = ("run_fn", "tuner_fn", "preprocessing_fn", "stats_options_updater_fn")
 
 
 def class_paths(package_path: str) -> list[str]:
     """Every Python path a compiled package makes the image import: the step command's module, each executor class,
     each module function (run_fn), and each artifact type TFX's entrypoint resolves from a schema title (first-party
-    titles through TFX's table)."""
+    titles through TFX's table, KFP's through the project's entrypoint)."""
     from tfx.orchestration.kubeflow.v2 import compiler_utils
+
+    from image_retrain import artifact_types
 
     with open(package_path) as f:
         spec = next(yaml.safe_load_all(f))
@@ -220,12 +269,13 @@ def class_paths(package_path: str) -> list[str]:
         for name, parameter in task.get("inputs", {}).get("parameters", {}).items():
             if name in _FUNCTION_PARAMETERS:
                 paths.add(parameter["runtimeValue"]["constant"])
+    class_path_by_title = {**compiler_utils.TITLE_TO_CLASS_PATH, **artifact_types.CLASS_PATH_BY_KFP_TITLE}
     for component in spec["components"].values():
         for definitions in (component.get("inputDefinitions", {}), component.get("outputDefinitions", {})):
             for artifact in definitions.get("artifacts", {}).values():
                 artifact_type = artifact["artifactType"]
                 title = artifact_type.get("schemaTitle") or yaml.safe_load(artifact_type["instanceSchema"])["title"]
-                paths.add(compiler_utils.TITLE_TO_CLASS_PATH.get(title, title))
+                paths.add(class_path_by_title.get(title, title))
     return sorted(paths)
 
 

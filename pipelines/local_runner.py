@@ -162,19 +162,20 @@ def collect_result(options: RunOptions, metadata_path: str, run_id: str | None =
 
     pushed = output(PUSH_NODE, standard_component_specs.PUSHED_MODEL_KEY)
     report = output(REPORT_NODE, contract.REPORT_KEY)
+    scalars = output(REPORT_NODE, contract.METRICS_KEY)
     embedded = output(EMBED_NODE, contract.EMBEDDED_EXAMPLES_KEY)
     ingested = output(INGEST_NODE, standard_component_specs.EXAMPLES_KEY)
     validated = output(VALIDATE_NODE, standard_component_specs.BLESSING_KEY)
     was_pushed = bool(int_property(pushed, contract.PUSHED_PROPERTY))
     return RunResult(
-        blessed=bool(int_property(report, contract.BLESSED_PROPERTY)),
+        blessed=bool(int_property(scalars, contract.BLESSED_PROPERTY)),
         pushed=was_pushed,
         pushed_version=pushed.get_string_custom_property(contract.PUSHED_VERSION_PROPERTY)
         if was_pushed else None,
         pushed_path=pushed.get_string_custom_property(contract.PUSHED_DESTINATION_PROPERTY)
         if was_pushed else None,
-        accuracy=float_property(report, contract.ACCURACY_PROPERTY),
-        baseline_accuracy=float_property(report, contract.BASELINE_ACCURACY_PROPERTY),
+        accuracy=float_property(scalars, contract.ACCURACY_PROPERTY),
+        baseline_accuracy=float_property(scalars, contract.BASELINE_ACCURACY_PROPERTY),
         served_as_trained=bool(int_property(validated, contract.INFRA_BLESSED_PROPERTY)),
         serving_check=(validated.get_string_custom_property(contract.INFRA_REASON_PROPERTY) or None)
         if validated is not None else None,

@@ -109,6 +109,11 @@ class PipelineOptions:
         """ML Metadata's connection, or None where the orchestrator provides it."""
         return None
 
+    def run_parameter(self, name: str, value: int | float | str):
+        """A setting a run may change (create_pipeline names them): the value itself here; a runner whose runs take
+        values at submit time returns a TFX RuntimeParameter `name` defaulting to it (CompileOptions)."""
+        return value
+
 
 def bool_flag(text: str) -> bool:
     """An argparse type for true/false flags (1/0, yes/no)."""

@@ -1,13 +1,18 @@
 """`create_pipeline()`: the one component list that runs locally (LocalDagRunner) and on Kubeflow (KubeflowV2DagRunner).
 
-ingest (ImageExampleGen) -> StatisticsGen -> SchemaGen -> ExampleValidator
+fingerprint the input (InputFingerprint: what ingestion would read, for the orchestrator's cache key)
+-> ingest (ImageExampleGen) -> StatisticsGen -> SchemaGen -> ExampleValidator
        -> ImageEmbedder (pretrained module, cached embeddings) -> [Tuner (KerasTuner), with --tune]
        -> Trainer (Keras head, optionally fine-tuned module; raw-bytes serving export)
        -> baseline (latest blessed model, or the version currently served)
        -> Evaluator (TFMA, blessing; the baseline is dropped when it was trained on other classes)
-       -> ModelReport (HTML/PNG)
+       -> ModelReport (HTML/PNG, and the Kubeflow UI's metrics, confusion matrix, HTML and Markdown artifacts)
        -> ServingValidator (the serving stack loads and answers it: TF Serving's op registry and TensorFlow, our server)
        -> AtomicPusher (blessed and validated models only, new version under the serving base path; canary rollout)
+
+What a run may change without rebuilding the pipeline goes through `options.run_parameter` (data location, split
+ratios, contract.RUN_HYPERPARAMETERS, accuracy threshold): plain values for local runs, Kubeflow run parameters in a
+compiled package.
 """
 from __future__ import annotations
 
@@ -15,8 +20,10 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.atomic_pusher.component import AtomicPusher
+from components.hyperparameter_trainer.component import HyperparameterTrainer
 from components.image_embedder.component import ImageEmbedder
 from components.image_example_gen.component import ImageExampleGen
+from components.input_fingerprint.component import InputFingerprint
 from components.model_report.component import ModelReport
 from components.served_model_baseline.component import ServedModelBaseline
 from components.serving_validator.component import ServingValidator
@@ -32,7 +39,7 @@ def eval_config(accuracy_threshold: float, baseline_tolerance: float = configs.B
     """Blessing: accuracy >= threshold, and >= baseline - tolerance when a baseline exists. The confusion matrix is
     what the report derives per-class precision and recall from (the class count is only known after ingestion)."""
     accuracy = tfma.MetricConfig(
-        class_name="SparseCategoricalAccuracy",  # reported as contract.ACCURACY_METRIC
+        class_name=contract.ACCURACY_METRIC_CLASS,  # reported as contract.ACCURACY_METRIC
         threshold=tfma.MetricThreshold(
             value_threshold=tfma.GenericValueThreshold(lower_bound={"value": accuracy_threshold}),
             change_threshold=tfma.GenericChangeThreshold(
@@ -54,9 +61,14 @@ def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
     """The pipeline `options` describe, for whichever runner built them (options.py: RunOptions, CompileOptions)."""
     components = []
 
-    example_gen = ImageExampleGen(input_base=absolute(options.data_dir) if options.data_dir else None,
-                                  manifest=absolute(options.manifest) if options.manifest else None,
-                                  split_ratios=tuple(options.split_ratios))
+    data_dir = options.run_parameter("data_dir", absolute(options.data_dir)) if options.data_dir else None
+    manifest = options.run_parameter("manifest", absolute(options.manifest)) if options.manifest else None
+    fingerprint = InputFingerprint(input_base=data_dir, manifest=manifest)
+    components.append(fingerprint)
+    example_gen = ImageExampleGen(
+        input_base=data_dir, manifest=manifest,
+        split_ratios=options.run_parameter("split_ratios", ",".join(map(str, options.split_ratios))),
+        listing_fingerprint=fingerprint.outputs[contract.FINGERPRINT_KEY].future()[0].value)
     components.append(example_gen)
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
@@ -86,14 +98,20 @@ def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
         )
         components.append(tuner)
         tuned = tuner.outputs["best_hyperparameters"]
-    trainer = tfx.components.Trainer(
+    run_hyperparameters = {
+        name: options.run_parameter(name, kind(options.hyperparameters.get(name, configs.HYPERPARAMETERS[name])))
+        for name, kind in contract.RUN_HYPERPARAMETERS.items()
+        # What the Tuner searches is its to choose unless set: a value here would always win over its choice.
+        if not (options.tune and name in configs.TUNER_SEARCH_SPACE and name not in options.hyperparameters)}
+    trainer = HyperparameterTrainer(
         run_fn=configs.RUN_FN,
         examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
         hyperparameters=tuned,
         train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL_SPLIT]),
         custom_config=training_config,
-    )
+        hyperparameter_values=run_hyperparameters,
+    ).with_id("Trainer")  # the standard component's id: same task and MLMD names as a stock Trainer
     components.append(trainer)
 
     if options.resolved_baseline == "latest_blessed":
@@ -118,6 +136,7 @@ def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
         eval_config=eval_config(options.accuracy_threshold),
+        accuracy_threshold=options.run_parameter("accuracy_threshold", float(options.accuracy_threshold)),
     ).with_id("Evaluator")  # the standard component's id: same task and MLMD names as a stock Evaluator
     components.append(evaluator)
 

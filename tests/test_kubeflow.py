@@ -11,7 +11,8 @@ import threading
 
 import pytest
 import yaml
-from kfp_backend import BackendError, upload
+from google.protobuf import json_format, struct_pb2
+from kfp_backend import BackendError, upload, validate_pipeline_job_inputs
 
 IMAGE = "registry.invalid/image-retrain:test"
 PIPELINE_ROOT = "gs://test-bucket/image-retrain"
@@ -143,7 +144,10 @@ class _FakeKfpApi(http.server.BaseHTTPRequestHandler):
             # The real server builds its template from the spec with NewV2SpecTemplate: same checks here.
             documents = [body["pipeline_spec"]["pipeline_spec"], body["pipeline_spec"].get("platform_spec")]
             try:
-                upload(yaml.safe_dump_all([d for d in documents if d]))
+                spec, _ = upload(yaml.safe_dump_all([d for d in documents if d]))
+                parameters = (body.get("runtime_config") or {}).get("parameters") or {}
+                validate_pipeline_job_inputs(spec, {name: json_format.ParseDict(value, struct_pb2.Value())
+                                                    for name, value in parameters.items()})
             except BackendError as error:
                 return self._refuse(str(error))
             return self._reply({**body, "recurring_run_id": "rr-456", "run_id": "run-789"})
@@ -175,6 +179,49 @@ def test_kfp_schedule_creates_a_recurring_run_and_prints_its_id(compiled, capsys
     assert job["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
     assert int(job["max_concurrency"]) == 1 and job["no_catchup"] is True and job["mode"] == "ENABLE"
     assert job["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "image-retrain-flowers"
+
+
+def _serve_fake_api():
+    _FakeKfpApi.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfpApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_kfp_run_and_schedule_send_typed_run_parameters(compiled, capsys, tmp_path, monkeypatch):
+    """`--param KEY=VALUE` becomes kfp.Client's arguments / params, typed by the package's root inputs: the API server
+    refuses a string for a NUMBER parameter and names the pipeline does not declare (v2_template.go
+    validatePipelineJobInputs, which the fake server applies)."""
+    from pipelines.cli import main
+
+    path, _, _ = compiled
+    monkeypatch.setenv("HOME", str(tmp_path))
+    server = _serve_fake_api()
+    host = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert main(["kfp", "run", "--host", host, "--package", path, "--param", "epochs=3",
+                     "--param", "accuracy_threshold=0.5", "--param", "data_dir=gs://other-bucket/images"]) == 0
+        assert capsys.readouterr().out.strip().splitlines()[-1] == "run-789"
+        assert main(["kfp", "schedule", "--cron", "0 0 3 * * *", "--host", host, "--package", path,
+                     "--param", "fine_tune_learning_rate=0.01"]) == 0
+        assert main(["kfp", "run", "--host", host, "--package", path]) == 0
+    finally:
+        server.shutdown()
+    runs = [body for method, url, body in _FakeKfpApi.requests if method == "POST" and url.endswith("/runs")]
+    parameters = runs[0]["runtime_config"]["parameters"]
+    assert parameters == {"epochs": 3, "accuracy_threshold": 0.5, "data_dir": "gs://other-bucket/images"}
+    assert type(parameters["epochs"]) is int and type(parameters["accuracy_threshold"]) is float
+    assert not runs[1]["runtime_config"].get("parameters")  # nothing given: the package's defaults
+    [job] = [body for method, url, body in _FakeKfpApi.requests if method == "POST" and url.endswith("/recurringruns")]
+    assert job["runtime_config"]["parameters"] == {"fine_tune_learning_rate": 0.01}
+
+    for flag, message in (("epochs=three", "epochs='three': the package declares it NUMBER_INTEGER"),
+                          ("epochs=2.5", "declares it NUMBER_INTEGER"),
+                          ("accuracy_threshold=nan", "declares it NUMBER_DOUBLE"),
+                          ("model_name=x", "no such run parameter; it has accuracy_threshold, data_dir, epochs"),
+                          ("epochs", "expects KEY=VALUE")):
+        assert main(["kfp", "run", "--host", "http://127.0.0.1:9", "--package", path, "--param", flag]) == 2
+        assert message in capsys.readouterr().err, flag
 
 
 def test_kfp_schedule_reports_what_the_api_server_refuses(compiled, capsys, tmp_path, monkeypatch):
@@ -315,11 +362,15 @@ def test_every_class_path_the_package_names_imports_and_the_dockerfile_checks_th
     path, _, _ = compiled
     paths = check_imports(path)
     assert {"kubeflow.container_entrypoint", "image_retrain.ModelReport", "pipelines.models.trainer.run_fn",
-            "components.image_embedder.executor.Executor", "tfx.types.standard_artifacts.Examples"} <= set(paths)
-    # From outside the checkout too (the way a pod's working directory is not the project).
+            "components.image_embedder.executor.Executor", "tfx.types.standard_artifacts.Examples",
+            "image_retrain.artifact_types.Metrics", "image_retrain.artifact_types.ClassificationMetrics",
+            "image_retrain.artifact_types.HTML", "image_retrain.artifact_types.Markdown"} <= set(paths)
+    assert not any(path.startswith("system.") for path in paths)  # KFP's titles, mapped by the entrypoint
+    # From outside the checkout too (the way a pod's working directory is not the project; the image puts the
+    # project on PYTHONPATH, as here).
     result = subprocess.run([sys.executable, "-c", "import sys; from kubeflow.kubeflow_v2_runner import "
                              "check_imports; check_imports(sys.argv[1])", path], cwd=tmp_path,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root})
     assert result.returncode == 0, result.stderr[-2000:]
     with open(os.path.join(root, ".dockerignore")) as f:
         ignored = {line.strip().strip("/") for line in f if line.strip() and not line.startswith("#")}
@@ -351,21 +402,125 @@ def test_kfp_compile_flags_reach_the_trainer_evaluator_and_example_gen(tmp_path)
     assert main(["kfp", "compile", "--pipeline-root", PIPELINE_ROOT, "--serving-dir", "/models", "--pvc",
                  "image-retrain-models:/models", "--data-dir", "/models/images", "--output", str(output),
                  "--epochs", "7", "--dropout", "0.3", "--split-ratios", "6,2,2", "--accuracy-threshold", "0.9",
-                 "--beam-arg=--direct_num_workers=2"]) == 0
+                 "--beam-arg=--direct_num_workers=2", "--enable-cache"]) == 0
     spec = next(yaml.safe_load_all(output.read_text()))
     tasks = spec["root"]["dag"]["tasks"]
 
     def constant(task, name):
         return tasks[task]["inputs"]["parameters"][name]["runtimeValue"]["constant"]
 
+    def run_parameter(task, name):
+        """The root input parameter a task input is bound to, and its default (what a run without it gets)."""
+        root_name = tasks[task]["inputs"]["parameters"][name]["componentInputParameter"]
+        return spec["root"]["inputDefinitions"]["parameters"][root_name]["defaultValue"]
+
     assert json.loads(constant("Trainer", "custom_config"))["hyperparameters"] == {"epochs": 7, "dropout": 0.3}
+    assert run_parameter("Trainer", "epochs") == 7
+    assert run_parameter("Evaluator", "accuracy_threshold") == 0.9
     [accuracy] = [m for m in json.loads(constant("Evaluator", "eval_config"))["metrics_specs"][0]["metrics"]
                   if "threshold" in m]
     assert accuracy["threshold"]["value_threshold"]["lower_bound"] == 0.9
+    assert run_parameter("ImageExampleGen", "split_ratios") == "6,2,2"
     splits = json.loads(constant("ImageExampleGen", "output_config"))["split_config"]["splits"]
     assert [s["hash_buckets"] for s in splits] == [6, 2, 2]
     executors = spec["deploymentSpec"]["executors"].values()
     assert all(e["container"]["args"][-1] == "--direct_num_workers=2" for e in executors)
+    # --enable-cache: every task may be reused (driver/cache.go getFingerPrintsAndID reads each task's
+    # cachingOptions.enableCache), except the fingerprint that tells the ingestion whether the images changed.
+    assert {name for name, task in tasks.items() if task.get("cachingOptions", {}).get("enableCache")} == \
+        set(tasks) - {"InputFingerprint"}
+
+
+def test_run_parameters_are_root_inputs_with_the_compiled_values_as_defaults(compiled):
+    """TFX compiles a RuntimeParameter to a root input without `defaultValue` (compiler_utils.build_parameter_type_spec)
+    and the API server refuses a run that leaves out a parameter with neither value nor default (v2_template.go
+    validatePipelineJobInputs): the runner writes the defaults. The fingerprint's value reaches the ingestion through a
+    task output parameter whose producer the driver looks up by task name (resolve.go resolveUpstreamParameters)."""
+    from pipelines import configs
+
+    path, options, pipeline = compiled
+    with open(path) as f:
+        spec = next(yaml.safe_load_all(f))
+    root = spec["root"]["inputDefinitions"]["parameters"]
+    hyperparameters = configs.HYPERPARAMETERS
+    assert root == {
+        "data_dir": {"parameterType": "STRING", "defaultValue": "gs://test-bucket/images"},
+        "split_ratios": {"parameterType": "STRING", "defaultValue": "8,1,1"},
+        "epochs": {"parameterType": "NUMBER_INTEGER", "defaultValue": hyperparameters["epochs"]},
+        "fine_tune_epochs": {"parameterType": "NUMBER_INTEGER", "defaultValue": hyperparameters["fine_tune_epochs"]},
+        "learning_rate": {"parameterType": "NUMBER_DOUBLE", "defaultValue": hyperparameters["learning_rate"]},
+        "fine_tune_learning_rate": {"parameterType": "NUMBER_DOUBLE",
+                                    "defaultValue": hyperparameters["fine_tune_learning_rate"]},
+        "accuracy_threshold": {"parameterType": "NUMBER_DOUBLE", "defaultValue": configs.EVAL_ACCURACY_THRESHOLD},
+    }
+    tasks = spec["root"]["dag"]["tasks"]
+    bound = {(task, name): parameter["componentInputParameter"] for task, body in tasks.items()
+             for name, parameter in body.get("inputs", {}).get("parameters", {}).items()
+             if "componentInputParameter" in parameter}
+    assert bound == {("InputFingerprint", "input_base"): "data_dir", ("ImageExampleGen", "input_base"): "data_dir",
+                     ("ImageExampleGen", "split_ratios"): "split_ratios", ("Trainer", "epochs"): "epochs",
+                     ("Trainer", "fine_tune_epochs"): "fine_tune_epochs", ("Trainer", "learning_rate"): "learning_rate",
+                     ("Trainer", "fine_tune_learning_rate"): "fine_tune_learning_rate",
+                     ("Evaluator", "accuracy_threshold"): "accuracy_threshold"}
+    fingerprint = tasks["ImageExampleGen"]["inputs"]["parameters"]["listing_fingerprint"]["taskOutputParameter"]
+    assert fingerprint == {"producerTask": "InputFingerprint", "outputParameterKey": "fingerprint"}
+    producer = spec["components"][tasks["InputFingerprint"]["componentRef"]["name"]]
+    assert producer["outputDefinitions"]["parameters"]["fingerprint"] == {"parameterType": "STRING"}
+    assert tasks["ImageExampleGen"]["dependentTasks"] == ["InputFingerprint"]
+
+
+def test_only_the_kubeflow_package_takes_run_parameters_a_local_run_gets_plain_values(tmp_path):
+    from tfx.orchestration.data_types import RuntimeParameter
+
+    from pipelines.local_runner import RunOptions
+    from pipelines.pipeline import create_pipeline
+
+    options = RunOptions(data_dir=str(tmp_path), output_dir=str(tmp_path / "out"), accuracy_threshold=0.7,
+                         hyperparameters={"epochs": 3})
+    pipeline = create_pipeline(options)
+    values = {(c.id, name): value for c in pipeline.components for name, value in c.exec_properties.items()}
+    assert not [key for key, value in values.items() if isinstance(value, RuntimeParameter)]
+    assert values[("Trainer", "epochs")] == 3 and values[("Evaluator", "accuracy_threshold")] == 0.7
+    assert values[("ImageExampleGen", "input_base")] == str(tmp_path)
+    assert values[("ImageExampleGen", "split_ratios")] == "8,1,1"
+
+
+def test_the_entrypoint_gives_kfp_system_types_a_class_and_keeps_tfx_version_off_scalar_metrics(tmp_path):
+    """TFX imports an artifact's schema title as a class path (kubeflow_v2_entrypoint_utils._retrieve_class_path), and
+    `system.Metrics` names no module; the KFP UI lists every custom property of a system.Metrics artifact as a metric
+    (frontend/src/components/viewers/MetricsVisualizations.tsx ScalarMetricsSection)."""
+    from tfx.utils import import_utils
+
+    from image_retrain import artifact_types
+    from kubeflow.container_entrypoint import adapt_executor_input, outputs_of_type, restore_remote_uris
+
+    def artifact(title: str, uri: str) -> dict:
+        return {"artifacts": [{"name": uri, "uri": uri, "type": {"instanceSchema": f"title: {title}\ntype: object\n"}}]}
+
+    launcher_input = {"inputs": {"artifacts": {"examples": artifact("tfx.Examples", "minio://b/x")}},
+                      "outputs": {"artifacts": {"metrics": artifact("system.Metrics", "minio://b/m"),
+                                                "page": artifact("system.HTML", "minio://b/h"),
+                                                "report": artifact("image_retrain.ModelReport", "minio://b/r")},
+                                  "outputFile": str(tmp_path / "out.json")}}
+    adapted, remote_by_local = adapt_executor_input(launcher_input, None, str(tmp_path),
+                                                    class_path_by_title=artifact_types.CLASS_PATH_BY_KFP_TITLE)
+    outputs = adapted["outputs"]["artifacts"]
+    for name, kind in (("metrics", artifact_types.Metrics), ("page", artifact_types.HTML)):
+        class_path = outputs[name]["artifacts"][0]["type"]["schemaTitle"]
+        assert import_utils.import_class_by_path(class_path).TYPE_NAME == kind.TYPE_NAME
+    assert outputs["report"]["artifacts"][0]["type"] == launcher_input["outputs"]["artifacts"]["report"][
+        "artifacts"][0]["type"]
+    assert adapted["inputs"]["artifacts"]["examples"]["artifacts"][0]["type"]["instanceSchema"].startswith(
+        "title: tfx.Examples")
+
+    assert outputs_of_type(launcher_input, "system.Metrics") == {"metrics"}
+    executor_output = {"artifacts": {
+        "metrics": {"artifacts": [{"uri": str(tmp_path / "minio/b/m"),
+                                   "metadata": {"accuracy": 0.9, "tfx_version": "1.21.0", "absent": None}}]},
+        "page": {"artifacts": [{"uri": str(tmp_path / "minio/b/h"), "metadata": {"tfx_version": "1.21.0"}}]}}}
+    restored = restore_remote_uris(executor_output, remote_by_local, {"metrics"})["artifacts"]
+    assert restored["metrics"]["artifacts"][0] == {"uri": "minio://b/m", "metadata": {"accuracy": 0.9}}
+    assert restored["page"]["artifacts"][0] == {"uri": "minio://b/h", "metadata": {"tfx_version": "1.21.0"}}
 
 
 def test_kfp_package_with_tuning_feeds_the_tuners_best_hyperparameters_to_the_trainer(tmp_path):
@@ -382,4 +537,7 @@ def test_kfp_package_with_tuning_feeds_the_tuners_best_hyperparameters_to_the_tr
     assert tuner_config["tuner_trials"] == 3 and tuner_config["hyperparameters"] == {"dropout": 0.3}
     hyperparameters = tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"]
     assert hyperparameters == {"producerTask": "Tuner", "outputArtifactKey": "best_hyperparameters"}
+    # What the Tuner searches and was not set is the Tuner's to choose, not a run parameter that would override it.
+    assert {"learning_rate", "fine_tune_learning_rate"}.isdisjoint(spec["root"]["inputDefinitions"]["parameters"])
+    assert {"epochs", "fine_tune_epochs"} <= set(spec["root"]["inputDefinitions"]["parameters"])
     assert "pipelines.models.tuner.tuner_fn" in check_imports(str(output))

@@ -8,6 +8,7 @@ pipeline's eval config. The pure functions are tested on small hand-made inputs 
 """
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -144,13 +145,16 @@ def _evaluate(root, examples, model, threshold: float, baseline=None):
 
 
 def _run_report(root, examples, model, evaluation, blessing, **exec_properties):
-    from image_retrain.artifact_types import ModelReport
+    """Every output of the report (output key -> artifact): the folder and the KFP UI's types."""
+    from components.model_report.component import OUTPUT_TYPES
 
-    report = _artifact(ModelReport, root / "ModelReport" / "report" / "7")
+    outputs = {key: _artifact(kind, root / "ModelReport" / key / "7") for key, kind in OUTPUT_TYPES.items()}
+    for artifact in outputs.values():
+        os.makedirs(artifact.uri, exist_ok=True)  # as TFX's local orchestrator does (outputs_utils.make_output_dirs)
     report_executor.Executor().Do(
         {"examples": [examples], "model": [model], "evaluation": [evaluation], "blessing": [blessing]},
-        {contract.REPORT_KEY: [report]}, {"split": "test", **exec_properties})
-    return report
+        {key: [artifact] for key, artifact in outputs.items()}, {"split": "test", **exec_properties})
+    return outputs
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +193,8 @@ def test_the_loaders_read_genuine_tfma_output(run):
 
 def test_the_report_of_a_run_without_baseline(run, tmp_path):
     report_dir = tmp_path / "reports"
-    report = _run_report(run.root, run.examples, run.model, run.evaluation, run.blessing, report_dir=str(report_dir))
+    outputs = _run_report(run.root, run.examples, run.model, run.evaluation, run.blessing, report_dir=str(report_dir))
+    report = outputs[contract.REPORT_KEY]
     assert run.blessing.get_int_custom_property("blessed") == 1  # 0.75 >= 0.7, nothing to compare with
 
     summary = json.loads(_read(report, contract.REPORT_METRICS_FILE))
@@ -246,12 +251,28 @@ def test_the_report_of_a_run_without_baseline(run, tmp_path):
     assert "<tr><td>4-unseen</td><td>0</td><td>n/a</td><td>n/a</td></tr>" in page
     assert "<h2>Misclassified (2 of 8)</h2>" in page
     assert "<small>1-red/blue &lt;&amp;&gt; one.png</small>" in page and "blue <&> one" not in page
-    assert f"src='{wrong['3-blue/g.png']['thumbnail']}'" in page
-    assert f'<img src="{contract.CONFUSION_MATRIX_FILE}"' in page
+    # Self-contained: the pictures inline, so the page shows the same anywhere (KFP's sandboxed viewer included).
+    thumbnail = _read(report, wrong['3-blue/g.png']['thumbnail'], "rb")
+    assert f"src='data:image/png;base64,{base64.b64encode(thumbnail).decode()}'" in page
+    figure_bytes = _read(report, contract.CONFUSION_MATRIX_FILE, "rb")
+    assert f'<img src="data:image/png;base64,{base64.b64encode(figure_bytes).decode()}"' in page
 
-    assert report.get_float_custom_property("accuracy") == pytest.approx(ACCURACY)
-    assert report.get_int_custom_property("blessed") == 1
-    assert not report.has_custom_property("baseline_accuracy")  # absent, not 0.0
+    # The KFP UI's artifacts: scalar metrics, the confusion matrix in its viewer's layout, the page and a summary,
+    # each HTML/Markdown artifact a single file at its URI.
+    metrics = outputs[contract.METRICS_KEY]
+    assert metrics.get_float_custom_property("accuracy") == pytest.approx(ACCURACY)
+    assert metrics.get_int_custom_property("blessed") == 1
+    assert metrics.get_int_custom_property("example_count") == len(TEST_IMAGES)
+    assert not metrics.has_custom_property("baseline_accuracy")  # absent, not 0.0
+    assert outputs[contract.CONFUSION_MATRIX_KEY].get_json_value_custom_property("confusionMatrix") == {
+        "annotationSpecs": [{"displayName": label} for label in LABELS],
+        "rows": [{"row": row} for row in CONFUSION]}
+    with open(outputs[contract.REPORT_HTML_KEY].uri) as f:
+        assert f.read() == page
+    with open(outputs[contract.REPORT_SUMMARY_KEY].uri) as f:
+        summary_text = f.read()
+    assert summary_text.startswith("# Model report: test split\n") and "| 1-red | 3 | 1.0000 | 0.6667 |" in summary_text
+    assert "Misclassified: 2 of 8" in summary_text and "![" not in summary_text
 
     # report_dir: a copy of the whole folder, named after the run (<execution id's parent>-<execution id>).
     [copy] = os.listdir(report_dir)
@@ -262,8 +283,9 @@ def test_the_report_of_a_run_without_baseline(run, tmp_path):
 
 
 def test_max_misclassified_limits_the_list_but_not_the_count(run):
-    report = _run_report(run.root / "limited", run.examples, run.model, run.evaluation, run.blessing,
-                         max_misclassified=1)
+    outputs = _run_report(run.root / "limited", run.examples, run.model, run.evaluation, run.blessing,
+                          max_misclassified=1)
+    report = outputs[contract.REPORT_KEY]
     summary = json.loads(_read(report, contract.REPORT_METRICS_FILE))
     assert len(summary["misclassified"]) == 1 and summary["misclassified"][0]["path"] in MISCLASSIFIED
     assert summary["misclassified_count"] == 2  # from TFMA's confusion matrix
@@ -280,14 +302,15 @@ def test_the_report_against_a_baseline_that_is_not_beaten_enough(run, tmp_path):
     assert blessing.get_int_custom_property("blessed") == 0
     assert set(report_executor.load_metrics(evaluation.uri)) == {"candidate", "baseline"}
 
-    report = _run_report(tmp_path, run.examples, run.model, evaluation, blessing)
+    outputs = _run_report(tmp_path, run.examples, run.model, evaluation, blessing)
+    report = outputs[contract.REPORT_KEY]
     summary = json.loads(_read(report, contract.REPORT_METRICS_FILE))
     assert summary["blessed"] is False and summary["threshold"] == pytest.approx(0.9)
     assert summary["accuracy"] == pytest.approx(ACCURACY)
     assert summary["baseline_accuracy"] == pytest.approx(ACCURACY)  # the same model
     assert summary["confusion_matrix"] == CONFUSION  # the candidate's, not the sum of both models'
-    assert report.get_float_custom_property("baseline_accuracy") == pytest.approx(ACCURACY)
-    assert report.get_int_custom_property("blessed") == 0
+    assert outputs[contract.METRICS_KEY].get_float_custom_property("baseline_accuracy") == pytest.approx(ACCURACY)
+    assert outputs[contract.METRICS_KEY].get_int_custom_property("blessed") == 0
     assert "- baseline accuracy: 0.7500" in _read(report, contract.REPORT_MARKDOWN_FILE)
     assert "<h1>Model report (test split): NOT blessed</h1>" in _read(report, contract.REPORT_HTML_FILE)
     assert not (tmp_path / "reports").exists()  # no report_dir: nothing copied
@@ -297,10 +320,12 @@ def test_the_report_notes_a_baseline_the_evaluator_dropped(run, tmp_path):
     """A served model trained on other classes cannot be compared: the Evaluator drops it and says why."""
     baseline = _write_model(tmp_path / "served", labels=["1-red", "3-blue"])
     evaluation, blessing = _evaluate(tmp_path, run.examples, run.model, threshold=0.7, baseline=baseline)
-    report = _run_report(tmp_path, run.examples, run.model, evaluation, blessing)
+    outputs = _run_report(tmp_path, run.examples, run.model, evaluation, blessing)
+    report = outputs[contract.REPORT_KEY]
     summary = json.loads(_read(report, contract.REPORT_METRICS_FILE))
     assert "added ['2-green', '4-unseen'], removed []" in summary["baseline_note"]
-    assert summary["baseline_accuracy"] is None and not report.has_custom_property("baseline_accuracy")
+    assert summary["baseline_accuracy"] is None
+    assert not outputs[contract.METRICS_KEY].has_custom_property("baseline_accuracy")
     assert summary["blessed"] is True and summary["accuracy"] == pytest.approx(ACCURACY)
     assert f"- note: {summary['baseline_note']}" in _read(report, contract.REPORT_MARKDOWN_FILE)
     assert "<p><i>class list changed (added [&#x27;2-green&#x27;, &#x27;4-unseen&#x27;]" in _read(
@@ -324,7 +349,8 @@ def test_an_evaluation_without_a_value_threshold_reports_the_threshold_as_unknow
         f.write(json_format.MessageToJson(eval_run))
     assert report_executor.accuracy_threshold(evaluation.uri) is None
 
-    report = _run_report(tmp_path, run.examples, run.model, evaluation, run.blessing)
+    outputs = _run_report(tmp_path, run.examples, run.model, evaluation, run.blessing)
+    report = outputs[contract.REPORT_KEY]
     assert json.loads(_read(report, contract.REPORT_METRICS_FILE))["threshold"] is None
     assert "- threshold: n/a\n" in _read(report, contract.REPORT_MARKDOWN_FILE)
     assert "; threshold n/a.</p>" in _read(report, contract.REPORT_HTML_FILE)
@@ -360,8 +386,12 @@ def _summary(**overrides) -> dict:
     return summary
 
 
+# The pictures _summary's report names, as render_html inlines them.
+IMAGES = {"misclassified/000.png": b"\x89PNG thumbnail", contract.CONFUSION_MATRIX_FILE: b"\x89PNG figure"}
+
+
 def test_render_html_escapes_labels_and_paths():
-    page = report_executor.render_html(_summary(baseline_note="baseline <old> & dropped"))
+    page = report_executor.render_html(_summary(baseline_note="baseline <old> & dropped"), IMAGES)
     assert "<h1>Model report (test split): NOT blessed</h1>" in page
     assert "Accuracy <b>0.5000</b> on 4 examples;\nbaseline 0.6250; threshold 0.6." in page
     assert "<tr><td>cats &amp; &lt;dogs&gt;</td><td>3</td><td>0.5000</td><td>0.3333</td></tr>" in page
@@ -374,13 +404,14 @@ def test_render_html_escapes_labels_and_paths():
     assert "<h2>Misclassified (2 of 4)</h2><figure>" in page
     # A quote in a path cannot end the attribute it is written into.
     quoted = report_executor.render_html(_summary(misclassified=[dict(_summary()["misclassified"][0],
-                                                                     path="it's.png")]))
+                                                                     path="it's.png")]), IMAGES)
     assert "alt='it&#x27;s.png'" in quoted
+    assert f"<img src='data:image/png;base64,{base64.b64encode(IMAGES['misclassified/000.png']).decode()}'" in page
 
 
 def test_render_html_without_mistakes_or_numbers():
     page = report_executor.render_html(_summary(blessed=True, accuracy=None, baseline_accuracy=None, threshold=None,
-                                                misclassified=[], misclassified_count=0))
+                                                misclassified=[], misclassified_count=0), IMAGES)
     assert "<h1>Model report (test split): blessed</h1>" in page
     assert "Accuracy <b>n/a</b> on 4 examples;\nbaseline n/a; threshold n/a." in page
     assert "<h2>Misclassified (0 of 4)</h2><p>none</p>" in page
@@ -399,3 +430,20 @@ def test_render_markdown():
             "![](misclassified/000.png)\n") in text
     plain = report_executor.render_markdown(_summary(baseline_accuracy=None, threshold=None))
     assert "- baseline accuracy: n/a\n- threshold: n/a\n" in plain and "note:" not in plain
+
+
+def test_the_markdown_summary_is_the_report_without_pictures():
+    summary = _summary(baseline_note="class list changed")
+    text = report_executor.render_markdown_summary(summary)
+    head = report_executor.render_markdown(summary).split("\n\n![confusion matrix]")[0]
+    assert text == head + "\n\nMisclassified: 2 of 4 (shown in the HTML report).\n"
+
+
+def test_the_confusion_matrix_in_the_kfp_viewer_s_layout():
+    """frontend/src/components/viewers/MetricsVisualizations.tsx validateConfusionMatrix: a displayName per class,
+    a row per true class, square (the KFP SDK's ClassificationMetrics.log_confusion_matrix writes the same)."""
+    matrix = np.array([[3, 1], [0, 4]], dtype=np.int64)
+    value = report_executor.confusion_matrix_property(matrix, ["cat", "dog"])
+    assert value == {"annotationSpecs": [{"displayName": "cat"}, {"displayName": "dog"}],
+                     "rows": [{"row": [3, 1]}, {"row": [0, 4]}]}
+    json.dumps(value)  # plain ints, not numpy's

@@ -42,6 +42,11 @@ LAYOUT_MANIFEST = "manifest"
 MIN_SIDE_KEY = "min_image_side"
 MAX_PIXELS_KEY = "max_image_pixels"
 
+# ImageExampleGen's own exec properties, beside FileBasedExampleGen's (component.py: ImageExampleGenSpec).
+MANIFEST_KEY = "manifest"                        # manifest layout: the CSV read
+SPLIT_RATIOS_KEY = "split_ratios"                # "train,eval,test": the hash buckets of output_config's splits
+LISTING_FINGERPRINT_KEY = "listing_fingerprint"  # InputFingerprint's answer: only read by an orchestrator's cache
+
 # Injected into exec_properties by Do() so the Beam graph can write its reports into the output artifact.
 _EXAMPLES_URI_KEY = "_image_examples_uri"
 _METRICS_NAMESPACE = "image_example_gen"
@@ -79,15 +84,24 @@ class IngestionSettings(NamedTuple):
         )
 
 
-def list_candidates(exec_properties: dict[str, Any], split_pattern: str, split_names: list[str]
-                    ) -> sources.Listing:
-    """Folder layout: the classes are the folders under input_base (split_pattern '*' only feeds the driver's
-    fingerprint). Manifest layout: split_pattern is the manifest's file name inside input_base."""
-    settings = IngestionSettings.from_exec_properties(exec_properties)
-    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-    if settings.layout == LAYOUT_MANIFEST:
-        return sources.read_manifest(sources.resolve_manifest_path(input_base, split_pattern), split_names)
-    return sources.list_folder_per_class(input_base)
+def parse_split_ratios(text: str) -> tuple[int, ...]:
+    """'8,1,1' -> (8, 1, 1): one positive integer weight per split of contract.SPLIT_NAMES."""
+    try:
+        ratios = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        ratios = ()
+    if len(ratios) != len(contract.SPLIT_NAMES) or min(ratios) < 1:
+        raise ValueError(f"split_ratios must be {len(contract.SPLIT_NAMES)} positive integers for "
+                         f"{contract.SPLIT_NAMES}, e.g. '8,1,1'; got {text!r}.")
+    return ratios
+
+
+def list_candidates(exec_properties: dict[str, Any], split_names: list[str]) -> sources.Listing:
+    """Folder layout: the classes are the folders under input_base. Manifest layout: the manifest's rows (input_base
+    and the input split's pattern, its folder and file name, only feed TFX's driver fingerprint)."""
+    if IngestionSettings.from_exec_properties(exec_properties).layout == LAYOUT_MANIFEST:
+        return sources.read_manifest(exec_properties[MANIFEST_KEY], split_names)
+    return sources.list_folder_per_class(exec_properties[standard_component_specs.INPUT_BASE_KEY])
 
 
 class ValidateImageFn(beam.DoFn):
@@ -184,10 +198,10 @@ class IngestionOutputs(NamedTuple):
     vocabulary: beam.PCollection  # one element: sorted list of label names
 
 
-def build_ingestion(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str,
+def build_ingestion(pipeline: beam.Pipeline, exec_properties: dict[str, Any],
                     split_names: list[str]) -> IngestionOutputs:
     settings = IngestionSettings.from_exec_properties(exec_properties)
-    listing = list_candidates(exec_properties, split_pattern, split_names)
+    listing = list_candidates(exec_properties, split_names)
     _fail_early_if_too_few_classes(listing)
     log.info("Image ingestion: %d candidate files in %d class(es) %s; %d hidden entries skipped.",
                  len(listing.candidates), len(listing.files_per_label), sorted(listing.files_per_label),
@@ -307,7 +321,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         for split in output_config.split_config.splits:
             buckets.append((buckets[-1] if buckets else 0) + split.hash_buckets)
 
-        outputs = build_ingestion(pipeline, exec_properties, input_config.splits[0].pattern, split_names)
+        outputs = build_ingestion(pipeline, exec_properties, split_names)
         partitions = outputs.examples_with_split | "SplitData" >> beam.Partition(
             _partition, len(buckets), split_names, buckets, output_config.split_config)
         result = {}
@@ -326,6 +340,13 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         exec_properties = dict(exec_properties)
         exec_properties[_EXAMPLES_URI_KEY] = examples.uri
+        # The run's split ratios (a Kubeflow run parameter) into the output_config everything downstream reads.
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+        for split, ratio in zip(output_config.split_config.splits,
+                                parse_split_ratios(exec_properties[SPLIT_RATIOS_KEY]), strict=True):
+            split.hash_buckets = ratio
+        exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY] = proto_utils.proto_to_json(output_config)
         super().Do(input_dict, output_dict, exec_properties)
 
         summary = ingestion_files.read_ingestion_summary(examples.uri)

@@ -1,4 +1,5 @@
-"""ModelReport: a human-readable report of one run (metrics, confusion matrix PNG, misclassified test images)."""
+"""ModelReport: a human-readable report of one run (metrics, confusion matrix PNG, misclassified test images), and the
+same results as the Kubeflow Pipelines types its UI renders (image_retrain/artifact_types.py)."""
 from __future__ import annotations
 
 from tfx import types
@@ -7,8 +8,25 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.model_report import executor
-from image_retrain.artifact_types import ModelReport as ModelReportArtifact
-from image_retrain.contract import DEFAULT_MAX_MISCLASSIFIED, REPORT_KEY, TEST_SPLIT
+from image_retrain import artifact_types
+from image_retrain.contract import (
+    CONFUSION_MATRIX_KEY,
+    DEFAULT_MAX_MISCLASSIFIED,
+    METRICS_KEY,
+    REPORT_HTML_KEY,
+    REPORT_KEY,
+    REPORT_SUMMARY_KEY,
+    TEST_SPLIT,
+)
+
+# Output key -> type. The KFP UI names each output after its key (the launcher's display_name).
+OUTPUT_TYPES = {
+    REPORT_KEY: artifact_types.ModelReport,             # the report's folder (what a local run points to)
+    METRICS_KEY: artifact_types.Metrics,                # accuracy, baseline accuracy, example count, blessed
+    CONFUSION_MATRIX_KEY: artifact_types.ClassificationMetrics,
+    REPORT_HTML_KEY: artifact_types.HTML,               # the report page, images inline
+    REPORT_SUMMARY_KEY: artifact_types.Markdown,        # the report without pictures
+}
 
 
 class ModelReportSpec(types.ComponentSpec):
@@ -24,7 +42,7 @@ class ModelReportSpec(types.ComponentSpec):
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
         "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
     }
-    OUTPUTS = {REPORT_KEY: ChannelParameter(type=ModelReportArtifact)}
+    OUTPUTS = {key: ChannelParameter(type=kind) for key, kind in OUTPUT_TYPES.items()}
 
 
 class ModelReport(base_component.BaseComponent):
@@ -37,4 +55,4 @@ class ModelReport(base_component.BaseComponent):
         super().__init__(spec=ModelReportSpec(
             examples=examples, model=model, evaluation=evaluation, blessing=blessing, split=split,
             report_dir=report_dir or "", max_misclassified=max_misclassified,
-            **{REPORT_KEY: types.Channel(type=ModelReportArtifact)}))
+            **{key: types.Channel(type=kind) for key, kind in OUTPUT_TYPES.items()}))

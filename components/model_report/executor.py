@@ -2,10 +2,12 @@
 
 Accuracy and the confusion matrix come from TFMA (per-class precision and recall are derived from that matrix); the
 misclassified images come from running the exported serving signature on the raw test images, exactly as a client
-would see them.
+would see them. Besides the report's folder, the same results go out as the Kubeflow Pipelines types its UI renders:
+scalar metrics, the confusion matrix, the page (images inline) and a Markdown summary.
 """
 from __future__ import annotations
 
+import base64
 import functools
 import html
 import io
@@ -149,7 +151,7 @@ def _threshold(summary: dict) -> str:
     return "n/a" if threshold is None else str(threshold)
 
 
-def render_markdown(summary: dict) -> str:
+def _summary_lines(summary: dict) -> list[str]:
     lines = [f"# Model report: {summary['split']} split", "",
              f"- blessed: **{summary['blessed']}**",
              f"- accuracy: **{_fmt(summary['accuracy'])}** on {summary['example_count']} examples",
@@ -161,6 +163,11 @@ def render_markdown(summary: dict) -> str:
              "| class | support | precision | recall |", "|---|---|---|---|"]
     lines += [f"| {row['label']} | {row['support']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} |"
               for row in summary["per_class"]]
+    return lines
+
+
+def render_markdown(summary: dict) -> str:
+    lines = _summary_lines(summary)
     lines += ["", f"![confusion matrix]({contract.CONFUSION_MATRIX_FILE})", "",
               f"## Misclassified ({summary['misclassified_count']} of {summary['example_count']})", ""]
     lines += [f"- `{m['path']}`: true **{m['true']}**, predicted **{m['predicted']}** ({m['score']:.2f}) "
@@ -168,11 +175,25 @@ def render_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(summary: dict) -> str:
+def render_markdown_summary(summary: dict) -> str:
+    """The report without its pictures: KFP's Markdown viewer has no files beside the one it shows."""
+    lines = _summary_lines(summary)
+    lines += ["", f"Misclassified: {summary['misclassified_count']} of {summary['example_count']} (shown in the HTML "
+                  "report)."]
+    return "\n".join(lines) + "\n"
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def render_html(summary: dict, images: dict[str, bytes]) -> str:
+    """A self-contained page: `images` (report-relative file name -> PNG bytes) inline as data: URIs, so it shows the
+    same wherever it is opened, KFP's sandboxed viewer included (frontend/src/components/viewers/HTMLViewer.tsx)."""
     esc = html.escape
     rows = "".join(f"<tr><td>{esc(r['label'])}</td><td>{r['support']}</td><td>{_fmt(r['precision'])}</td>"
                    f"<td>{_fmt(r['recall'])}</td></tr>" for r in summary["per_class"])
-    wrong = "".join(f"<figure><img src='{esc(m['thumbnail'])}' alt='{esc(m['path'])}'><figcaption>"
+    wrong = "".join(f"<figure><img src='{_data_uri(images[m['thumbnail']])}' alt='{esc(m['path'])}'><figcaption>"
                     f"true <b>{esc(m['true'])}</b><br>predicted <b>{esc(m['predicted'])}</b> ({m['score']:.2f})"
                     f"<br><small>{esc(m['path'])}</small></figcaption></figure>" for m in summary["misclassified"])
     verdict = "blessed" if summary["blessed"] else "NOT blessed"
@@ -186,10 +207,27 @@ figure{{display:inline-block;margin:.5em;text-align:center;font-size:.85em}} img
 baseline {_fmt(summary['baseline_accuracy'])}; threshold {_threshold(summary)}.</p>
 {f"<p><i>{esc(summary['baseline_note'])}</i></p>" if summary.get('baseline_note') else ''}
 <h2>Per class</h2><table><tr><th>class</th><th>support</th><th>precision</th><th>recall</th></tr>{rows}</table>
-<h2>Confusion matrix</h2><img src="{contract.CONFUSION_MATRIX_FILE}" alt="confusion matrix">
+<h2>Confusion matrix</h2><img src="{_data_uri(images[contract.CONFUSION_MATRIX_FILE])}" alt="confusion matrix">
 <h2>Misclassified ({summary['misclassified_count']} of {summary['example_count']})</h2>{wrong or '<p>none</p>'}
 </body></html>
 """
+
+
+def confusion_matrix_property(matrix: np.ndarray, labels: list[str]) -> dict:
+    """What KFP's confusion-matrix viewer reads (MetricsVisualizations.tsx validateConfusionMatrix): one display name
+    per class and one row per true class, square; the same layout as the KFP SDK's ClassificationMetrics."""
+    return {"annotationSpecs": [{"displayName": label} for label in labels],
+            "rows": [{"row": [int(count) for count in row]} for row in matrix]}
+
+
+def write_single_file(uri: str, text: str) -> None:
+    """Writes `text` as the artifact itself: KFP's UI reads the one object at an HTML or Markdown artifact's URI
+    (frontend/server/handlers/artifacts.ts). TFX's local orchestrator has made an empty folder there
+    (outputs_utils.make_output_dirs); the KFP launcher makes only its parent."""
+    if tf.io.gfile.isdir(uri):
+        tf.io.gfile.rmtree(uri)
+    with tf.io.gfile.GFile(uri, "w") as f:
+        f.write(text)
 
 
 def accuracy_threshold(evaluation_uri: str) -> float | None:
@@ -222,11 +260,15 @@ class Executor(base_executor.BaseExecutor):
         wrong, total = misclassified_examples(model_dir, _split_files(examples, split), limit)
 
         tf.io.gfile.makedirs(os.path.join(report.uri, contract.MISCLASSIFIED_DIR))
+        images = {}  # report-relative file name -> PNG bytes: the folder's pictures, inline in the page
         for number, item in enumerate(wrong):
             item["thumbnail"] = f"{contract.MISCLASSIFIED_DIR}/{number:03d}.png"
+            images[item["thumbnail"]] = _thumbnail_png(item.pop("image"))
             with tf.io.gfile.GFile(os.path.join(report.uri, item["thumbnail"]), "wb") as f:
-                f.write(_thumbnail_png(item.pop("image")))
+                f.write(images[item["thumbnail"]])
         plot_confusion_matrix(matrix, labels, os.path.join(report.uri, contract.CONFUSION_MATRIX_FILE))
+        with tf.io.gfile.GFile(os.path.join(report.uri, contract.CONFUSION_MATRIX_FILE), "rb") as f:
+            images[contract.CONFUSION_MATRIX_FILE] = f.read()
         summary = {
             "split": split,
             "blessed": bool(blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY)),
@@ -244,14 +286,24 @@ class Executor(base_executor.BaseExecutor):
         }
         files = {contract.REPORT_METRICS_FILE: json.dumps(summary, indent=2),
                  contract.REPORT_MARKDOWN_FILE: render_markdown(summary),
-                 contract.REPORT_HTML_FILE: render_html(summary)}
+                 contract.REPORT_HTML_FILE: render_html(summary, images)}
         for name, text in files.items():
             with tf.io.gfile.GFile(os.path.join(report.uri, name), "w") as f:
                 f.write(text)
+
+        scalars = artifact_utils.get_single_instance(output_dict[contract.METRICS_KEY])
         for name in (contract.ACCURACY_PROPERTY, contract.BASELINE_ACCURACY_PROPERTY):
             if summary[name] is not None:  # absent, not 0.0, when TFMA has no value (e.g. no baseline)
-                report.set_float_custom_property(name, summary[name])
-        report.set_int_custom_property(contract.BLESSED_PROPERTY, int(summary["blessed"]))
+                scalars.set_float_custom_property(name, summary[name])
+        scalars.set_int_custom_property(contract.EXAMPLE_COUNT_PROPERTY, summary["example_count"])
+        # 0/1: TFX's Kubeflow entrypoint cannot pass a bool custom property on (kubeflow_v2_entrypoint_utils).
+        scalars.set_int_custom_property(contract.BLESSED_PROPERTY, int(summary["blessed"]))
+        artifact_utils.get_single_instance(output_dict[contract.CONFUSION_MATRIX_KEY]).set_json_value_custom_property(
+            contract.CONFUSION_MATRIX_PROPERTY, confusion_matrix_property(matrix, labels))
+        write_single_file(artifact_utils.get_single_instance(output_dict[contract.REPORT_HTML_KEY]).uri,
+                          files[contract.REPORT_HTML_FILE])
+        write_single_file(artifact_utils.get_single_instance(output_dict[contract.REPORT_SUMMARY_KEY]).uri,
+                          render_markdown_summary(summary))
         if exec_properties.get("report_dir"):
             target = os.path.join(exec_properties["report_dir"], os.path.basename(os.path.dirname(report.uri))
                                   + "-" + os.path.basename(report.uri))
