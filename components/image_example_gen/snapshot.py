@@ -8,6 +8,7 @@ file is stat'ed, never read. Object stores report a length and a modification ti
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -19,6 +20,7 @@ from image_retrain.paths import is_uri
 @dataclasses.dataclass(frozen=True)
 class FileState:
     label: str
+    split: str  # a manifest's split column; '' = by the stable hash of the path
     size: int
     mtime_ns: int
 
@@ -27,7 +29,7 @@ class FileState:
 class Changes:
     new: tuple[str, ...]
     changed: tuple[str, ...]     # same location, other bytes (size or modification time)
-    relabelled: tuple[str, ...]
+    relabelled: tuple[str, ...]  # another label, or another split named by the manifest
     deleted: tuple[str, ...]
 
     @property
@@ -45,8 +47,15 @@ def take(data_dir: str | None = None, manifest: str | None = None) -> dict[str, 
     """{location: FileState} of every image file the data source lists (rejected entries left out)."""
     listing = sources.list_folder_per_class(data_dir) if data_dir else sources.read_manifest(manifest,
                                                                                             list(SPLIT_NAMES))
-    return {candidate.location: FileState(candidate.label, *_stat(candidate.location))
+    return {candidate.location: FileState(candidate.label, candidate.split, *_stat(candidate.location))
             for candidate in listing.candidates}
+
+
+def fingerprint(files: dict[str, FileState]) -> str:
+    """One string that changes whenever a snapshot does (Kubeflow's cache key for ingestion: components/
+    input_fingerprint)."""
+    listed = json.dumps(sorted((location, *dataclasses.astuple(state)) for location, state in files.items()))
+    return f"{len(files)} files sha256:{hashlib.sha256(listed.encode()).hexdigest()}"
 
 
 def _stat(location: str) -> tuple[int, int]:
@@ -68,7 +77,8 @@ def changes(before: dict[str, FileState], after: dict[str, FileState]) -> Change
         new=tuple(sorted(after.keys() - before.keys())),
         changed=tuple(sorted(path for path in common if (before[path].size, before[path].mtime_ns)
                              != (after[path].size, after[path].mtime_ns))),
-        relabelled=tuple(sorted(path for path in common if before[path].label != after[path].label)),
+        relabelled=tuple(sorted(path for path in common if (before[path].label, before[path].split)
+                                != (after[path].label, after[path].split))),
         deleted=tuple(sorted(before.keys() - after.keys())))
 
 
