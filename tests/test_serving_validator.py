@@ -81,27 +81,26 @@ def test_an_op_newer_than_the_release_is_named(tmp_path):
     assert report["reason"] == f"it uses ops TensorFlow Serving {RELEASE} does not register: DecodeJxl"
 
 
-@pytest.mark.e2e
-def test_answers_unlike_the_trainer_s_are_refused_by_the_release_s_tensorflow(image_module, good_model, tmp_path):
+@pytest.fixture
+def mixed_up_model(image_module, good_model, tmp_path) -> str:
+    """The graph and the Trainer's recorded answers of one model, the weights of another: an export gone wrong."""
     model = tmp_path / "model"
     shutil.copytree(good_model, model)
     other = export(image_module, tmp_path / "other", seed=2)
-    # The graph and the Trainer's recorded answers of one model, the weights of another: an export gone wrong.
     shutil.rmtree(model / "variables")
     shutil.copytree(os.path.join(other, "variables"), model / "variables")
-    report = validate(str(model), "shapes", RELEASE, latency_requests=1)
+    return str(model)
+
+
+@pytest.mark.e2e
+def test_answers_unlike_the_trainer_s_are_refused_by_the_release_s_tensorflow(mixed_up_model):
+    report = validate(mixed_up_model, "shapes", RELEASE, latency_requests=1)
     assert report["reason"].startswith(f"TensorFlow {RELEASE}, warmup record 0 scores: differs by"), report
 
 
 @pytest.mark.e2e
-def test_answers_unlike_the_trainer_s_are_refused_by_our_server(image_module, good_model, tmp_path,
-                                                               no_release_environment):
-    model = tmp_path / "model"
-    shutil.copytree(good_model, model)
-    other = export(image_module, tmp_path / "other", seed=2)
-    shutil.rmtree(model / "variables")
-    shutil.copytree(os.path.join(other, "variables"), model / "variables")
-    report = validate(str(model), "shapes", RELEASE, latency_requests=1)
+def test_answers_unlike_the_trainer_s_are_refused_by_our_server(mixed_up_model, no_release_environment):
+    report = validate(mixed_up_model, "shapes", RELEASE, latency_requests=1)
     assert report["checks"]["release_tensorflow"].startswith(f"skipped: no TensorFlow {RELEASE} environment")
     assert report["reason"].startswith("gRPC Predict, warmup record 0 scores: differs by"), report
 
