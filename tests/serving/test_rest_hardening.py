@@ -235,19 +235,23 @@ def test_short_body_gets_408_and_is_closed(server):
     assert TIMEOUT_MS / 1000 - 0.2 < elapsed < TIMEOUT_MS / 1000 + SLACK_S
 
 
-def test_requests_wait_for_one_of_num_threads_workers(server):
-    """Both workers are held by stalled uploads: a valid request waits for one, then succeeds."""
-    stalled = [threading.Thread(target=exchange, args=(server.rest_port, _request(b"Content-Length: 100\r\n", b"{"),
-                                                         TIMEOUT_MS / 1000 + 5)) for _ in range(THREADS)]
+def test_stalled_uploads_hold_no_worker(server):
+    """Six times as many stalled uploads as workers: bodies are read before a worker is taken, so a valid request is
+    answered at once (before issue 25 it waited for the uploads to time out), and each upload gets its 408."""
+    outcomes = []
+    stalled = [threading.Thread(target=lambda: outcomes.append(exchange(
+        server.rest_port, _request(b"Content-Length: 100\r\n", b"{"), TIMEOUT_MS / 1000 + 5)))
+        for _ in range(6 * THREADS)]
     for thread in stalled:
         thread.start()
-    time.sleep(TIMEOUT_MS / 2000)
+    time.sleep(0.5)
     started = time.monotonic()
     assert_still_serving(server)
     waited = time.monotonic() - started
     for thread in stalled:
         thread.join()
-    assert waited > TIMEOUT_MS / 2000 - 0.5  # it was served only once the stalled uploads timed out
+    assert waited < SLACK_S
+    assert [responses[0][0] for responses, _, _ in outcomes] == [408] * len(stalled)
 
 
 # ----------------------------------------------------------------------------------------- bounded memory
