@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import matplotlib
@@ -90,7 +91,8 @@ def per_class_precision_recall(matrix: np.ndarray, labels: list[str]) -> list[di
 def plot_confusion_matrix(matrix: np.ndarray, labels: list[str], path: str) -> None:
     size = max(4.0, 0.45 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(matrix, display_labels=labels).plot(
+    # A `$` would start matplotlib mathtext: `$x^$` in a label failed the plot.
+    ConfusionMatrixDisplay(matrix, display_labels=[label.replace("$", r"\$") for label in labels]).plot(
         ax=axes, cmap="Blues", colorbar=False, xticks_rotation=60, values_format="d")
     axes.set_title("Confusion matrix (TFMA, test split)")
     figure.tight_layout()
@@ -149,6 +151,12 @@ def _threshold(summary: dict) -> str:
     return "n/a" if threshold is None else str(threshold)
 
 
+def _md(text: str) -> str:
+    """Text that Markdown shows as it is: every ASCII punctuation backslash-escaped (CommonMark allows it for all
+    of them, which covers `|` in tables, `<` starting HTML, `*`, `[`, ...), line breaks as spaces."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(text.splitlines()))
+
+
 def render_markdown(summary: dict) -> str:
     lines = [f"# Model report: {summary['split']} split", "",
              f"- blessed: **{summary['blessed']}**",
@@ -159,11 +167,11 @@ def render_markdown(summary: dict) -> str:
         lines.append(f"- note: {summary['baseline_note']}")
     lines += ["",
              "| class | support | precision | recall |", "|---|---|---|---|"]
-    lines += [f"| {row['label']} | {row['support']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} |"
+    lines += [f"| {_md(row['label'])} | {row['support']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} |"
               for row in summary["per_class"]]
     lines += ["", f"![confusion matrix]({contract.CONFUSION_MATRIX_FILE})", "",
               f"## Misclassified ({summary['misclassified_count']} of {summary['example_count']})", ""]
-    lines += [f"- `{m['path']}`: true **{m['true']}**, predicted **{m['predicted']}** ({m['score']:.2f}) "
+    lines += [f"- {_md(m['path'])}: true **{_md(m['true'])}**, predicted **{_md(m['predicted'])}** ({m['score']:.2f}) "
               f"![]({m['thumbnail']})" for m in summary["misclassified"]]
     return "\n".join(lines) + "\n"
 
