@@ -56,7 +56,8 @@ def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
 
     example_gen = ImageExampleGen(input_base=absolute(options.data_dir) if options.data_dir else None,
                                   manifest=absolute(options.manifest) if options.manifest else None,
-                                  split_ratios=tuple(options.split_ratios))
+                                  split_ratios=tuple(options.split_ratios),
+                                  allow_paths_outside_manifest=options.allow_paths_outside_manifest)
     components.append(example_gen)
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])

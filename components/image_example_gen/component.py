@@ -31,6 +31,8 @@ class ImageExampleGen(FileBasedExampleGen):
 
     split_ratios: positive integer weights of (train, eval, test); a file's split is a stable hash of its path.
     min_image_side / max_image_pixels: images with a side below / more pixels than these are rejected.
+    allow_paths_outside_manifest: read manifest rows whose paths lead out of the manifest's folder (rejected
+      otherwise).
 
     Besides the splits, the artifact holds contract.INGESTION_FILES: labels.txt, rejects.csv, ingestion_summary.json.
     Note on caching: the driver fingerprints the top-level entries (folder layout: the class folders' mtime and
@@ -42,7 +44,7 @@ class ImageExampleGen(FileBasedExampleGen):
 
     def __init__(self, input_base: str | os.PathLike | None = None, manifest: str | os.PathLike | None = None,
                  split_ratios: Sequence[int] = DEFAULT_SPLIT_RATIOS, min_image_side: int = DEFAULT_MIN_SIDE,
-                 max_image_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_image_pixels: int = DEFAULT_MAX_PIXELS, allow_paths_outside_manifest: bool = False):
         if (input_base is None) == (manifest is None):
             raise ValueError("ImageExampleGen needs exactly one of input_base (a folder-per-class image tree) or "
                              f"manifest (a CSV with path,label columns); got input_base={input_base!r}, "
@@ -75,7 +77,8 @@ class ImageExampleGen(FileBasedExampleGen):
 
         settings = struct_pb2.Struct()
         settings.update({executor.LAYOUT_KEY: layout, executor.MIN_SIDE_KEY: min_image_side,
-                         executor.MAX_PIXELS_KEY: max_image_pixels})
+                         executor.MAX_PIXELS_KEY: max_image_pixels,
+                         executor.ALLOW_OUTSIDE_MANIFEST_KEY: allow_paths_outside_manifest})
         custom_config = example_gen_pb2.CustomConfig()
         custom_config.custom_config.Pack(settings)
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(

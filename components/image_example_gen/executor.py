@@ -41,6 +41,7 @@ LAYOUT_FOLDERS = "folder_per_class"
 LAYOUT_MANIFEST = "manifest"
 MIN_SIDE_KEY = "min_image_side"
 MAX_PIXELS_KEY = "max_image_pixels"
+ALLOW_OUTSIDE_MANIFEST_KEY = "allow_paths_outside_manifest"
 
 # Injected into exec_properties by Do() so the Beam graph can write its reports into the output artifact.
 _EXAMPLES_URI_KEY = "_image_examples_uri"
@@ -59,6 +60,7 @@ class ValidImage(NamedTuple):
 class IngestionSettings(NamedTuple):
     layout: str
     limits: v.ValidationLimits
+    allow_paths_outside_manifest: bool = False
 
     @classmethod
     def from_exec_properties(cls, exec_properties: dict[str, Any]) -> "IngestionSettings":
@@ -76,6 +78,7 @@ class IngestionSettings(NamedTuple):
                 min_side=int(values.get(MIN_SIDE_KEY, v.DEFAULT_MIN_SIDE)),
                 max_pixels=int(values.get(MAX_PIXELS_KEY, v.DEFAULT_MAX_PIXELS)),
             ),
+            allow_paths_outside_manifest=bool(values.get(ALLOW_OUTSIDE_MANIFEST_KEY, False)),
         )
 
 
@@ -86,7 +89,8 @@ def list_candidates(exec_properties: dict[str, Any], split_pattern: str, split_n
     settings = IngestionSettings.from_exec_properties(exec_properties)
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     if settings.layout == LAYOUT_MANIFEST:
-        return sources.read_manifest(sources.resolve_manifest_path(input_base, split_pattern), split_names)
+        return sources.read_manifest(sources.resolve_manifest_path(input_base, split_pattern), split_names,
+                                     settings.allow_paths_outside_manifest)
     return sources.list_folder_per_class(input_base)
 
 
