@@ -128,8 +128,8 @@ class _JsonErrorRequestHandler(web_protocol.RequestHandler):
         super().connection_made(transport)
 
     def eof_received(self) -> bool:
-        if not (self._request_in_progress or self._messages):
-            return False  # nothing to answer: asyncio closes the connection
+        if self._waiter is not None and not self._waiter.done():
+            return False  # waiting for a request (none, or half a head): nothing to answer, asyncio closes
         self.close()  # no further request can come: close once this one is answered
         return True  # keeps the sending side open for the answer
 
