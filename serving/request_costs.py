@@ -22,6 +22,8 @@ RECEIVED_MESSAGE_COPIES = 2
 INPUT_COPIES = 3
 # One string element beyond its bytes: numpy's object slot (8), a Python bytes header (33), TF's tstring (24).
 STRING_ELEMENT_BYTES = 72
+# A decoded tensor's own objects whatever its size: the array, its shape, the lists on the way (measured 1.8 KB).
+TENSOR_BYTES = 4096
 # A decoded image: RGB uint8 plus its float32 conversion, both held at full size by the exported classifier's
 # decode_rgb + to_model_input (measured 15.6 bytes per pixel on 6000x6000 PNG and JPEG).
 DECODED_BYTES_PER_PIXEL = 16
@@ -63,10 +65,10 @@ def tensor_proto(proto, shape: list[int]) -> int:
         values = proto.string_val
         carried = sum(map(len, values))
         implied = max(0, elements - len(values)) * (len(values[-1]) if len(values) else 0)
-        return INPUT_COPIES * (carried + implied + STRING_ELEMENT_BYTES * max(elements, len(values)))
+        return TENSOR_BYTES + INPUT_COPIES * (carried + implied + STRING_ELEMENT_BYTES * max(elements, len(values)))
     numpy_type = NUMPY_BY_DTYPE.get(proto.dtype)
     itemsize = np.dtype(numpy_type).itemsize if numpy_type is not None else 16  # complex128, the widest other
-    return INPUT_COPIES * elements * itemsize
+    return TENSOR_BYTES + INPUT_COPIES * elements * itemsize
 
 
 def serialized_examples(context_bytes: int, example_bytes: list[int]) -> int:
