@@ -152,9 +152,19 @@ def _threshold(summary: dict) -> str:
 
 
 def _md(text: str) -> str:
-    """Text that Markdown shows as it is: every ASCII punctuation backslash-escaped (CommonMark allows it for all
-    of them, which covers `|` in tables, `<` starting HTML, `*`, `[`, ...), line breaks as spaces."""
-    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(text.splitlines()))
+    """Text that Markdown shows as it is, inside a line (a table cell, a list item): the characters that start
+    markup there backslash-escaped (`|` ends a cell, `<` starts HTML, `&` an entity, `[`/`!` a link or image,
+    `*`/`_`/`~`/`` ` `` emphasis or code), line breaks as spaces."""
+    return re.sub(r"([\\`*_\[\]<>|!~&])", r"\\\1", " ".join(text.splitlines()))
+
+
+def _md_code(text: str) -> str:
+    """A code span showing `text` as it is (Markdown interprets nothing inside one): fenced by more backticks than
+    it holds in a row (CommonMark), padded when it starts or ends with one, line breaks as spaces."""
+    text = " ".join(text.splitlines())
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    padding = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{padding}{text}{padding}{fence}"
 
 
 def render_markdown(summary: dict) -> str:
@@ -171,8 +181,8 @@ def render_markdown(summary: dict) -> str:
               for row in summary["per_class"]]
     lines += ["", f"![confusion matrix]({contract.CONFUSION_MATRIX_FILE})", "",
               f"## Misclassified ({summary['misclassified_count']} of {summary['example_count']})", ""]
-    lines += [f"- {_md(m['path'])}: true **{_md(m['true'])}**, predicted **{_md(m['predicted'])}** ({m['score']:.2f}) "
-              f"![]({m['thumbnail']})" for m in summary["misclassified"]]
+    lines += [f"- {_md_code(m['path'])}: true **{_md(m['true'])}**, predicted **{_md(m['predicted'])}** "
+              f"({m['score']:.2f}) ![]({m['thumbnail']})" for m in summary["misclassified"]]
     return "\n".join(lines) + "\n"
 
 
