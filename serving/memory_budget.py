@@ -4,7 +4,7 @@ against its own budget and the server's total.
     memory = budget.open()                  # one per request, on either front end
     memory.received(len(body))              # the request's own bytes, as they arrive
     memory.charge(cost, "decoded tensor x") # before each allocation the request's data implies
-    memory.close()                          # when the answer is sent (or the request fails)
+    memory.close()                          # once the request's work is done (answered or failed)
 
 A request's budget grows with its size: `floor + factor x its bytes`, capped at --max_request_memory_bytes, so a
 small request cannot cost gigabytes while a large one may cost in proportion. A charge beyond it is the client's
@@ -62,11 +62,6 @@ class MemoryBudget:
         self._lock = threading.Lock()
         self._in_use = 0
 
-    @property
-    def in_use(self) -> int:
-        with self._lock:
-            return self._in_use
-
     def open(self) -> RequestMemory:
         return RequestMemory(self)
 
@@ -89,14 +84,13 @@ class MemoryBudget:
 
 
 class RequestMemory:
-    """One request's share of the budget; close() (or the `with` block's end) gives it back."""
+    """One request's share of the budget; close() gives it back."""
 
     def __init__(self, budget: MemoryBudget):
         self._budget = budget
         self._lock = threading.Lock()  # REST charges on the event loop, then on a worker thread
         self.request_bytes = 0
         self.held = 0
-        self._closed = False  # close() twice (an error path and the `with` block) gives back once
 
     def received(self, nbytes: int) -> None:
         """The request's own bytes (body, message): they raise its budget as well as using it."""
@@ -122,17 +116,8 @@ class RequestMemory:
 
     def close(self) -> None:
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
             held, self.held = self.held, 0
         self._budget._give_back(held)
-
-    def __enter__(self) -> RequestMemory:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class _Unmetered(RequestMemory):
