@@ -159,7 +159,8 @@ class InferenceService:
     def _examples(self, input_proto, memory: RequestMemory) -> np.ndarray:
         """tensorflow.serving.Input -> string [N] of serialized tf.Examples, each `context + example` (bytes
         concatenate, i.e. proto-merge). The batch cap and the cost (the context copied N times, the images the
-        features hold) are checked before any of it is built."""
+        features hold) are checked before any of it is built (ByteSize encodes each example on its own: a passing
+        copy of one example at a time)."""
         kind = input_proto.WhichOneof("kind")
         if kind == "example_list_with_context":
             context, examples = input_proto.example_list_with_context.context, \
@@ -366,8 +367,8 @@ class InferenceService:
             raise invalid("Missing ModelSpec")
         name, version, label = self._spec_args(request.model_spec)
         with self._observed(name, version, label, api, entrypoint) as loaded:
-            examples_of = functools.cache(lambda: self._examples(request.input, memory))
-            signature_name, result = compute(loaded, request.model_spec.signature_name, examples_of, memory,
+            signature_name, result = compute(loaded, request.model_spec.signature_name,
+                                             lambda: self._examples(request.input, memory), memory,
                                              entrypoint == REST, timeout_ms)
             response = response_type(result=result)
             self._echo(response.model_spec, name, loaded, signature_name)
