@@ -1,12 +1,15 @@
-"""Hostile requests against two server processes side by side: the capped server (the image header check in the
-model, --max_request_batch_size, --max_implied_tensor_elements at their defaults) and the same classifier exported
-without the header check, served with both request caps off (what the server did before issue 11).
+"""Hostile requests: first the probe of issue 25 (benchmarks/hostile_probe.py: one case per way a request could cost
+far more than it sent or reach what it should not; "passes N of M") against a server from --server-repo (default this
+checkout; another checkout gives the figures before a change); then two server processes side by side: the capped
+server (the image header check in the model, --max_request_batch_size, --max_implied_tensor_elements at their
+defaults) and the same classifier exported without the header check, served with both request caps off (what the
+server did before issue 11).
 
 For each request: bytes sent, the server's peak RSS rise while it ran (VmHWM reset through /proc/<pid>/clear_refs),
 wall time and the answer. Then the cost of the header check itself on ordinary images (decode_rgb with and without
 it, in-process).
 
-    nice -n 5 .venv/bin/python benchmarks/bench_hostile.py
+    nice -n 5 .venv/bin/python benchmarks/bench_hostile.py [--probe-only] [--server-repo DIR]
 
 The uncapped column uses smaller bombs than the tests (PNG 10500^2, 200 images) so one run stays within a few GB on
 a shared machine; the capped server refuses them all from a few hundred bytes of header.
@@ -18,7 +21,6 @@ import base64
 import io
 import json
 import os
-import platform
 import struct
 import subprocess
 import sys
@@ -26,33 +28,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import zlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from benchmarks import hostile_probe, machine  # noqa: E402
+from benchmarks.hostile_probe import png_bomb  # noqa: E402
+
 UNLIMITED = 2**62
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} ({platform.python_version()})"
-
-
-def png_bomb(side: int) -> bytes:
-    row = b"\0" * (1 + (side + 7) // 8)
-    compressor = zlib.compressobj(9)
-    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
 
 
 def encoded(image_format: str, size=(16, 16), color=(230, 20, 20)) -> bytes:
@@ -136,12 +118,12 @@ def measure(pid: int, send) -> tuple[float, float, str]:
 
 
 def serve(model_dir: str, port: int, *flags: str) -> subprocess.Popen:
-    from serving.server import wait_for_port
+    from serving.process import wait_until_listening
 
     process = subprocess.Popen([sys.executable, "-m", "serving", f"--port={port + 1}", f"--rest_api_port={port}",
                                 "--bind_address=127.0.0.1", "--model_name=m", f"--model_base_path={model_dir}",
                                 *flags], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port("127.0.0.1", port, timeout_s=300)
+    wait_until_listening(process, port, timeout_s=300)
     return process
 
 
@@ -214,12 +196,19 @@ def main() -> int:
     parser.add_argument("--jpeg_side", type=int, default=13000)
     parser.add_argument("--images", type=int, default=200, help="images in the big-batch request")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--server-repo", default=REPO, help="checkout whose serving/ the probe's server runs")
+    parser.add_argument("--probe-only", action="store_true", help="only the issue-25 probe")
     args = parser.parse_args()
-    print(machine())
+    print(machine.describe())
     from serving.main import import_tensorflow_without_keras
 
     import_tensorflow_without_keras()
     work = tempfile.mkdtemp(prefix="bench_hostile_")
+    print(f"\nhostile probe (issue 25) against the server of {os.path.abspath(args.server_repo)}")
+    passed, total = hostile_probe.run(args.server_repo, work)
+    print(f"hostile probe: passes {passed} of {total}", flush=True)
+    if args.probe_only:
+        return 0
     write_classifier(os.path.join(work, "capped", "1"), max_pixels=100_000_000)
     write_classifier(os.path.join(work, "uncapped", "1"), max_pixels=UNLIMITED)
     ports = {"capped": 18601, "uncapped": 18611}  # REST; gRPC on the next port

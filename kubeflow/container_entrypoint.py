@@ -39,6 +39,7 @@ import sys
 import yaml
 
 from pipelines.beam_args import runs_on_a_cluster
+from serving.path_confinement import is_within
 
 EXECUTOR_LOGS_OUTPUT = "executor-logs"
 LOCAL_ROOT_ENV = "IMAGE_RETRAIN_KFP_LOCAL_ROOT"
@@ -51,9 +52,16 @@ TFX_VERSION_PROPERTY = "tfx_version"
 
 
 def local_path_for_uri(uri: str, local_root: str = "/") -> str | None:
+    """The launcher's local copy of an object-store `uri`, which must stay inside its mount: `gs:///etc` (an empty
+    bucket) would be /etc itself, `gs://b/../../etc` above it (ValueError)."""
     for scheme, mount in LOCAL_MOUNTS.items():
         if uri.startswith(scheme):
-            return os.path.join(local_root, mount, uri[len(scheme):])
+            mount_path = os.path.join(local_root, mount)
+            local = os.path.join(mount_path, uri[len(scheme):])
+            if uri[len(scheme):].startswith("/") or not is_within(local, mount_path):
+                raise ValueError(f"artifact URI {uri!r} does not name a bucket object: its local copy would lie "
+                                 f"outside {mount_path}")
+            return local
     return None
 
 

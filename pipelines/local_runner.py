@@ -22,6 +22,7 @@ from image_retrain.paths import absolute, is_uri, join
 from pipelines import console
 from pipelines import options as pipeline_options
 from pipelines.options import PipelineOptions
+from pipelines.run_lock import DEFAULT_LOCK_FILE, exclusive_lock
 
 
 @dataclasses.dataclass
@@ -193,7 +194,8 @@ def run_pipeline(options: RunOptions) -> RunResult:
     run's (unless `options.force`)."""
     options.validate()
     files = snapshot.take(absolute(options.data_dir) if options.data_dir else None,
-                          absolute(options.manifest) if options.manifest else None)
+                          absolute(options.manifest) if options.manifest else None,
+                          allow_paths_outside_manifest=options.allow_paths_outside_manifest)
     previous = snapshot.load(options.snapshot_path)
     change = snapshot.changes(previous[1], files) if previous else None
     if change is not None and change.count == 0 and previous[0] == options.settings_key() and not options.force:
@@ -253,6 +255,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="Run even when neither the images nor the settings "
                                                              "changed since the last run (which otherwise stops "
                                                              "after listing them).")
+    parser.add_argument("--lock-file", help="Lock that keeps runs on one output folder from overlapping, shared with "
+                                            f"`image-retrain schedule` (default: OUTPUT_DIR/{DEFAULT_LOCK_FILE}).")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
     parser.add_argument("--verbose", action="store_true", help="Also show TensorFlow/TFX/Beam warnings and start-up "
                                                                "lines and Keras' per-epoch lines (hidden by default).")
@@ -312,10 +316,16 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if not args.verbose:
         console.quiet_keras()
-    try:
-        result = run_pipeline(options)
-    except ValueError as error:  # bad data found by a component (e.g. fewer than two usable classes)
-        print(f"image-retrain run: the pipeline stopped: {error}", file=sys.stderr)
-        return 1
+    lock_path = args.lock_file or options.path(DEFAULT_LOCK_FILE)
+    with exclusive_lock(lock_path) as acquired:
+        if not acquired:  # two runs would push into, and record in, the same folders at once
+            print(f"image-retrain run: another run (a scheduled one?) holds {lock_path}; start this one once it "
+                  "has finished", file=sys.stderr)
+            return 1
+        try:
+            result = run_pipeline(options)
+        except ValueError as error:  # bad data found by a component (e.g. fewer than two usable classes)
+            print(f"image-retrain run: the pipeline stopped: {error}", file=sys.stderr)
+            return 1
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_result(result))
     return 0

@@ -22,6 +22,7 @@ ROLLOUTS = ("direct", "canary")
 class PipelineOptions:
     data_dir: str | None = None               # folder per class (a path, a bucket URI, or a path on a volume)
     manifest: str | None = None               # CSV path,label[,split]
+    allow_paths_outside_manifest: bool = False  # manifest rows may name files outside the manifest's folder
     module: str = configs.MODULE_HANDLE
     model_name: str = configs.MODEL_NAME
     pipeline_name: str | None = None          # default: image-retrain-<model-name>
@@ -130,6 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser, options_class: type[PipelineO
     source.add_argument("--data-dir", help="Images in folder-per-class layout: DIR/<label>/<image files>.")
     source.add_argument("--manifest", help="CSV with columns path,label[,split]; relative paths are resolved "
                                            "against the CSV's folder.")
+    parser.add_argument("--allow-paths-outside-manifest", action="store_true",
+                        help="Read manifest rows naming files outside the manifest's folder (absolute paths, ../, "
+                             "other buckets); by default they are rejected.")
     parser.add_argument("--module", default=configs.MODULE_HANDLE,
                         help="Image feature-vector module: TF Hub URL, SavedModel dir, or builtin name "
                              "(default: %(default)s).")
@@ -185,7 +189,8 @@ def _split_ratios(text: str) -> tuple[int, ...]:
 def from_args(args: argparse.Namespace) -> dict:
     """The PipelineOptions fields given on a command line built by `add_arguments`."""
     return dict(
-        data_dir=args.data_dir, manifest=args.manifest, module=args.module, model_name=args.model_name,
+        data_dir=args.data_dir, manifest=args.manifest, allow_paths_outside_manifest=args.allow_paths_outside_manifest,
+        module=args.module, model_name=args.model_name,
         pipeline_name=args.pipeline_name, serving_dir=args.serving_dir,
         embedding_cache_dir=args.embedding_cache_dir, accuracy_threshold=args.accuracy_threshold,
         baseline=args.baseline, split_ratios=_split_ratios(args.split_ratios),

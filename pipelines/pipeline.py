@@ -63,12 +63,14 @@ def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
 
     data_dir = options.run_parameter("data_dir", absolute(options.data_dir)) if options.data_dir else None
     manifest = options.run_parameter("manifest", absolute(options.manifest)) if options.manifest else None
-    fingerprint = InputFingerprint(input_base=data_dir, manifest=manifest)
+    fingerprint = InputFingerprint(input_base=data_dir, manifest=manifest,
+                                   allow_paths_outside_manifest=options.allow_paths_outside_manifest)
     components.append(fingerprint)
     example_gen = ImageExampleGen(
         input_base=data_dir, manifest=manifest,
         split_ratios=options.run_parameter("split_ratios", ",".join(map(str, options.split_ratios))),
-        listing_fingerprint=fingerprint.outputs[contract.FINGERPRINT_KEY].future()[0].value)
+        listing_fingerprint=fingerprint.outputs[contract.FINGERPRINT_KEY].future()[0].value,
+        allow_paths_outside_manifest=options.allow_paths_outside_manifest)
     components.append(example_gen)
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
-import fcntl
 import logging
 import multiprocessing
-import os
 import sys
 import threading
 import time
 from typing import Callable
+
+from pipelines.run_lock import DEFAULT_LOCK_FILE, exclusive_lock
 
 log = logging.getLogger("image_retrain.schedule")
 
@@ -88,26 +87,6 @@ def parse_cron(expression: str, timezone=None, last_weekday: int = 7):
         except ValueError as error:
             raise ValueError(f"cron {expression!r}: {name.replace('_', ' ')} {value!r}: {error}") from None
     return CronTrigger(**values, timezone=timezone)
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: str):
-    """Yields True while holding an exclusive, non-blocking flock on `path`, False if another holder has it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            yield True
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def run_pipeline_in_child(options):
@@ -189,7 +168,8 @@ def too_few_changes(options, minimum: int) -> Callable[[], str | None]:
         if previous is None:
             return None
         change = snapshot.changes(previous[1], snapshot.take(absolute(options.data_dir) if options.data_dir else None,
-                                                             absolute(options.manifest) if options.manifest else None))
+                                                             absolute(options.manifest) if options.manifest else None,
+                          allow_paths_outside_manifest=options.allow_paths_outside_manifest))
         if change.count >= minimum:
             return None
         return f"{change.describe()} since the last run, fewer than --when-new {minimum}"
@@ -225,12 +205,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timezone", help="Time zone of the cron expression (default: the machine's).")
     parser.add_argument("--run-now", action="store_true", help="Also run once right away.")
     parser.add_argument("--max-runs", type=int, help="Stop after this many runs (default: run forever).")
-    parser.add_argument("--lock-file", help="Lock preventing overlapping runs (default: OUTPUT_DIR/schedule.lock).")
     parser.add_argument("--when-new", type=int, default=0, metavar="N",
                         help="Run a slot only once at least N images are new, changed, relabelled or deleted since "
                              "the last run (default 0: every slot; a run with no change at all stops after the "
                              "listing anyway, unless --force).")
-    local_runner.add_arguments(parser)
+    local_runner.add_arguments(parser)  # --lock-file among them: `run` takes the same lock
 
 
 def main(args: argparse.Namespace) -> int:
@@ -250,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     job = ScheduledRetraining(
         run_once=lambda: run_pipeline_in_child(options),
-        lock_path=args.lock_file or options.path("schedule.lock"),
+        lock_path=args.lock_file or options.path(DEFAULT_LOCK_FILE),
         max_runs=args.max_runs,
         hold=too_few_changes(options, args.when_new) if args.when_new > 0 else None,
     )

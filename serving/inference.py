@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -21,15 +22,16 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
-    model_management_pb2,
     model_pb2,
     predict_pb2,
     regression_pb2,
 )
 
-from serving import tensors
+from serving import request_costs, tensors
 from serving.config import validate_model_server_config
 from serving.errors import ConfigError, ServingError, invalid
+from serving.memory_budget import UNMETERED, RequestMemory
+from serving.metrics import UNKNOWN_MODEL
 from serving.servable import VersionLifecycle
 
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
@@ -65,21 +67,9 @@ def _set(names) -> str:
     return "{" + ",".join(sorted(names)) + "}"
 
 
-def serialized_examples(input_proto) -> np.ndarray:
-    """tensorflow.serving.Input -> string [N]; context + example bytes concatenate, i.e. proto-merge."""
-    kind = input_proto.WhichOneof("kind")
-    if kind == "example_list":
-        values = [e.SerializeToString() for e in input_proto.example_list.examples]
-    elif kind == "example_list_with_context":
-        context = input_proto.example_list_with_context.context.SerializeToString()
-        values = [context + e.SerializeToString() for e in input_proto.example_list_with_context.examples]
-    else:
-        values = []
-    if not values:
-        raise invalid("Input is empty.")
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return array
+def _bytes_values(example) -> list[bytes]:
+    return [value for feature in example.features.feature.values() if feature.HasField("bytes_list")
+            for value in feature.bytes_list.value]
 
 
 # The deadline a warmup record runs under on the session path of requests with deadlines (see warmup_request).
@@ -107,7 +97,8 @@ class InferenceService:
     TensorFlowRegressor and the GetModelMetadata/GetModelStatus implementations.
 
     `max_request_batch_size` (0 = unlimited) and `max_implied_tensor_elements` bound one request's cost; their
-    defaults and meaning are in serving.server.ServerOptions."""
+    defaults and meaning are in serving.server.ServerOptions. Every inference call charges what it allocates to the
+    request's `memory` (serving/memory_budget.py) before allocating it."""
 
     def __init__(self, manager, *, max_request_batch_size: int, max_implied_tensor_elements: int, batcher=None,
                  metrics=None, request_logger=None, enable_method_name_check=False):
@@ -140,7 +131,7 @@ class InferenceService:
         """The servable of an inference request (as _servable), with the request counted in
         /tensorflow/serving/request_count and request_latency. The API label is the gRPC method name, or the URL verb
         for REST (`predict`), as TF Serving labels them; `version` is ours: the version that answered, empty when the
-        request failed before one was resolved."""
+        request failed before one was resolved. A name the server does not serve is counted as UNKNOWN_MODEL."""
         api = api if entrypoint == GRPC else api.lower()
         started = time.perf_counter()
         status, served = "OK", ""
@@ -156,15 +147,44 @@ class InferenceService:
             raise
         finally:
             if self.metrics is not None:
-                self.metrics.observe_request(name, api, entrypoint, status, served, time.perf_counter() - started)
+                counted = name if self.manager.is_configured(name) else UNKNOWN_MODEL
+                self.metrics.observe_request(counted, api, entrypoint, status, served, time.perf_counter() - started)
 
     def _check_batch_size(self, size: int) -> None:
         if self.max_request_batch_size and size > self.max_request_batch_size:
             raise invalid(f"Request batch size {size} is larger than the limit of {self.max_request_batch_size} "
                           "(--max_request_batch_size)")
 
-    def _to_numpy(self, proto) -> np.ndarray:
+    def _to_numpy(self, alias: str, proto, memory: RequestMemory) -> np.ndarray:
+        shape = tensors.checked_shape(proto, self.max_implied_tensor_elements)
+        memory.charge(request_costs.tensor_proto(proto, shape), f"decoding input {alias} of shape {shape}")
         return tensors.to_numpy(proto, self.max_implied_tensor_elements)
+
+    def _examples(self, input_proto, memory: RequestMemory) -> np.ndarray:
+        """tensorflow.serving.Input -> string [N] of serialized tf.Examples, each `context + example` (bytes
+        concatenate, i.e. proto-merge). The batch cap and the cost (the context copied N times, the images the
+        features hold) are checked before any of it is built (ByteSize encodes each example on its own: a passing
+        copy of one example at a time)."""
+        kind = input_proto.WhichOneof("kind")
+        if kind == "example_list_with_context":
+            context, examples = input_proto.example_list_with_context.context, \
+                input_proto.example_list_with_context.examples
+        else:
+            context, examples = None, input_proto.example_list.examples if kind == "example_list" else []
+        if not examples:
+            raise invalid("Input is empty.")
+        self._check_batch_size(len(examples))
+        context_bytes = context.SerializeToString() if context is not None else b""
+        memory.charge(request_costs.serialized_examples(len(context_bytes), [e.ByteSize() for e in examples]),
+                      f"{len(examples)} serialized tf.Examples with a context of {len(context_bytes)} bytes")
+        images = (_bytes_values(context) if context is not None else []) * len(examples)
+        for example in examples:
+            images += _bytes_values(example)
+        memory.charge(request_costs.decoded_images(images, self.max_request_batch_size),
+                      "decoding the images of the tf.Examples")
+        array = np.empty(len(examples), dtype=object)
+        array[:] = [context_bytes + e.SerializeToString() for e in examples]
+        return array
 
     def _run_signature(self, loaded: VersionLifecycle, signature_name: str, inputs: dict, output_keys,
                       timeout_ms: int = 0) -> dict:
@@ -180,7 +200,7 @@ class InferenceService:
 
     # --------------------------------------------------------------------------------------------- predict
     def _predict_arrays(self, loaded: VersionLifecycle, signature_name: str, inputs: dict[str, np.ndarray],
-                       output_filter=(), timeout_ms: int = 0) -> dict[str, np.ndarray]:
+                       memory: RequestMemory, output_filter=(), timeout_ms: int = 0) -> dict[str, np.ndarray]:
         signature_name = signature_name or DEFAULT_SIGNATURE
         signature = loaded.signatures.get(signature_name)
         if signature is None:
@@ -208,29 +228,37 @@ class InferenceService:
             output_keys = tuple(output_filter)
         else:
             output_keys = tuple(sorted(signature.outputs))
-        for array in inputs.values():
-            if array.ndim and array.dtype == np.object_:  # numeric inputs cost in proportion to their bytes
+        for alias, array in inputs.items():
+            if array.dtype != np.object_:  # numeric inputs cost in proportion to their bytes, charged on decoding
+                continue
+            if array.ndim:
                 self._check_batch_size(array.shape[0])
+            memory.charge(request_costs.decoded_images(array.reshape(-1), self.max_request_batch_size),
+                          f"decoding the images of input {alias}")
         return self._run_signature(loaded, signature_name, inputs, output_keys, timeout_ms)
 
     def predict_tensors(self, model_spec, inputs_of: Callable[[dict], dict[str, np.ndarray]], output_filter=(),
-                        *, entrypoint: str, timeout_ms: int = 0) -> Prediction:
+                        *, entrypoint: str, memory: RequestMemory, timeout_ms: int = 0) -> Prediction:
         """Predict on the version `model_spec` names. `inputs_of(signature_defs)` decodes the request's inputs once the
-        version is acquired: gRPC's TensorProtos need nothing from it, REST's JSON needs the signature's dtypes."""
+        version is acquired: gRPC's TensorProtos need nothing from it, REST's JSON needs the signature's dtypes. The
+        response the front end writes from the outputs is charged here."""
         name, version, label = self._spec_args(model_spec)
         with self._observed(name, version, label, "Predict", entrypoint) as loaded:
             inputs = inputs_of(loaded.signatures)
-            outputs = self._predict_arrays(loaded, model_spec.signature_name, inputs, output_filter, timeout_ms)
+            outputs = self._predict_arrays(loaded, model_spec.signature_name, inputs, memory, output_filter,
+                                           timeout_ms)
+            memory.charge(request_costs.outputs(outputs, as_json=entrypoint == REST), "writing the response")
             echo = model_pb2.ModelSpec()
             self._echo(echo, name, loaded, model_spec.signature_name)
             return Prediction(echo, loaded.signatures[echo.signature_name], inputs, outputs)
 
-    def predict(self, request, entrypoint=GRPC, timeout_ms: int = 0):
+    def predict(self, request, *, memory: RequestMemory, entrypoint=GRPC, timeout_ms: int = 0):
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         prediction = self.predict_tensors(
-            request.model_spec, lambda _: {alias: self._to_numpy(proto) for alias, proto in request.inputs.items()},
-            list(request.output_filter), entrypoint=entrypoint, timeout_ms=timeout_ms)
+            request.model_spec,
+            lambda _: {alias: self._to_numpy(alias, proto, memory) for alias, proto in request.inputs.items()},
+            list(request.output_filter), entrypoint=entrypoint, memory=memory, timeout_ms=timeout_ms)
         response = prediction.grpc_response()
         self._log("predict_log", prediction.model_spec, lambda: request, lambda: response)
         return response
@@ -268,16 +296,18 @@ class InferenceService:
                           f"got {tensors.dtype_name(input_info.dtype)}")
         return signature_name, signature, input_alias
 
-    def _classification_result(self, loaded, signature_name, input_proto, timeout_ms=0):
+    def _classification_result(self, loaded, signature_name, examples_of: Callable[[], np.ndarray],
+                               memory: RequestMemory, as_json: bool, timeout_ms=0):
+        """`examples_of()`: the request's serialized examples (built once per request, on first use)."""
         signature_name, signature, input_alias = self._checked_signature(
             loaded, signature_name, tf.saved_model.CLASSIFY_METHOD_NAME, "No signature was found with the name: ")
         output_keys = [k for k in (CLASSES, SCORES) if k in signature.outputs]
         if not output_keys:
             raise invalid('Expected classification signature outputs to contain at least one of "classes" and '
                           '"scores".')
-        examples = serialized_examples(input_proto)
-        self._check_batch_size(len(examples))
+        examples = examples_of()
         outputs = self._run_signature(loaded, signature_name, {input_alias: examples}, output_keys, timeout_ms)
+        memory.charge(request_costs.outputs(outputs, as_json), "writing the response")
         classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
         batch = len(examples)
         # classifier.cc PostProcessClassificationResult's checks, in its order and words.
@@ -308,15 +338,17 @@ class InferenceService:
                     entry.score = float(scores[i, j])
         return signature_name, result
 
-    def _regression_result(self, loaded, signature_name, input_proto, timeout_ms=0):
+    def _regression_result(self, loaded, signature_name, examples_of: Callable[[], np.ndarray],
+                           memory: RequestMemory, as_json: bool, timeout_ms=0):
         signature_name, signature, input_alias = self._checked_signature(
             loaded, signature_name, tf.saved_model.REGRESS_METHOD_NAME, "No signature was found with the name: ")
         if tf.saved_model.REGRESS_OUTPUTS not in signature.outputs:
             raise invalid('Expected regression signature outputs to contain "outputs".')
-        examples = serialized_examples(input_proto)
-        self._check_batch_size(len(examples))
-        values = self._run_signature(loaded, signature_name, {input_alias: examples}, [tf.saved_model.REGRESS_OUTPUTS],
-                                    timeout_ms)[tf.saved_model.REGRESS_OUTPUTS]
+        examples = examples_of()
+        outputs = self._run_signature(loaded, signature_name, {input_alias: examples}, [tf.saved_model.REGRESS_OUTPUTS],
+                                      timeout_ms)
+        memory.charge(request_costs.outputs(outputs, as_json), "writing the response")
+        values = outputs[tf.saved_model.REGRESS_OUTPUTS]
         batch = len(examples)
         # regressor.cc PostProcessRegressionResult's checks, in its order and words.
         if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
@@ -332,38 +364,42 @@ class InferenceService:
             result.regressions.add(value=value)
         return signature_name, result
 
-    def _single_result(self, request, api: str, compute, response_type, entrypoint: str, timeout_ms: int):
+    def _single_result(self, request, api: str, compute, response_type, entrypoint: str, memory: RequestMemory,
+                       timeout_ms: int):
         """Classify and Regress share everything but the result they compute and the response they fill."""
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         name, version, label = self._spec_args(request.model_spec)
         with self._observed(name, version, label, api, entrypoint) as loaded:
-            signature_name, result = compute(loaded, request.model_spec.signature_name, request.input, timeout_ms)
+            signature_name, result = compute(loaded, request.model_spec.signature_name,
+                                             lambda: self._examples(request.input, memory), memory,
+                                             entrypoint == REST, timeout_ms)
             response = response_type(result=result)
             self._echo(response.model_spec, name, loaded, signature_name)
         self._log(f"{api.lower()}_log", response.model_spec, lambda: request, lambda: response)  # classify_log, ...
         return response
 
-    def classify(self, request, entrypoint=GRPC, timeout_ms=0):
+    def classify(self, request, *, memory: RequestMemory, entrypoint=GRPC, timeout_ms=0):
         return self._single_result(request, "Classify", self._classification_result,
-                                   classification_pb2.ClassificationResponse, entrypoint, timeout_ms)
+                                   classification_pb2.ClassificationResponse, entrypoint, memory, timeout_ms)
 
-    def regress(self, request, entrypoint=GRPC, timeout_ms=0):
+    def regress(self, request, *, memory: RequestMemory, entrypoint=GRPC, timeout_ms=0):
         return self._single_result(request, "Regress", self._regression_result,
-                                   regression_pb2.RegressionResponse, entrypoint, timeout_ms)
+                                   regression_pb2.RegressionResponse, entrypoint, memory, timeout_ms)
 
-    def multi_inference(self, request, entrypoint=GRPC, timeout_ms=0):
+    def multi_inference(self, request, *, memory: RequestMemory, entrypoint=GRPC, timeout_ms=0):
         _check_multi_inference(request)
         name, version, label = self._spec_args(request.tasks[0].model_spec)
         with self._observed(name, version, label, "MultiInference", entrypoint) as loaded:
-            response = self._multi_inference_response(loaded, request, timeout_ms)
+            response = self._multi_inference_response(loaded, request, memory, timeout_ms)
             served_spec = model_pb2.ModelSpec(name=name)  # no one signature: each result names its own
             served_spec.version.value = loaded.version
         self._log("multi_inference_log", served_spec, lambda: request, lambda: response)
         return response
 
-    def _multi_inference_response(self, loaded, request, timeout_ms=0):
+    def _multi_inference_response(self, loaded, request, memory: RequestMemory, timeout_ms=0):
         deadline = _deadline(timeout_ms)
+        examples_of = functools.cache(lambda: self._examples(request.input, memory))  # shared by the tasks
         response = inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
             signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -372,10 +408,11 @@ class InferenceService:
             result = response.results.add()
             remaining_ms = _remaining_ms(deadline)  # the tasks share the request's deadline
             if task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
-                _, classification = self._classification_result(loaded, signature, request.input, remaining_ms)
+                _, classification = self._classification_result(loaded, signature, examples_of, memory, False,
+                                                                remaining_ms)
                 result.classification_result.CopyFrom(classification)
             else:
-                _, regression = self._regression_result(loaded, signature, request.input, remaining_ms)
+                _, regression = self._regression_result(loaded, signature, examples_of, memory, False, remaining_ms)
                 result.regression_result.CopyFrom(regression)
             self._echo(result.model_spec, task.model_spec.name, loaded, signature)
         return response
@@ -413,29 +450,28 @@ class InferenceService:
             status.status.error_message = record.error_message
         return response
 
-    def apply_config(self, config, *, startup: bool = False) -> None:
-        """ServerCore::ReloadConfig: the startup config, each change of --model_config_file, and the reload RPC. The
-        request logger follows the models' logging_config once the models are applied (upstream's order)."""
+    def apply_config(self, config, *, startup: bool = False, deadline: float | None = None,
+                     confine=lambda config: None) -> None:
+        """ServerCore::ReloadConfig: the startup config, each change of --model_config_file, and the reload RPC
+        (bounded by `deadline`, see ModelManager.apply_config; `confine(config)` refuses paths it may not use, once
+        the config is valid). The request logger follows the models' logging_config once the models are applied."""
         try:
             validate_model_server_config(config)
         except ConfigError as error:
             raise invalid(str(error)) from None
-        self.manager.apply_config(config, startup=startup)
-        if self.request_logger is not None:
-            self.request_logger.update(config)
+        confine(config)
 
-    def reload_config(self, request):
-        self.apply_config(request.config)
-        response = model_management_pb2.ReloadConfigResponse()
-        response.status.error_code = 0
-        return response
+        def on_applied():
+            if self.request_logger is not None:
+                self.request_logger.update(config)
+        self.manager.apply_config(config, startup=startup, deadline=deadline, on_applied=on_applied)
 
     # ---------------------------------------------------------------------------------------------- warmup
     def warmup_request(self, loaded: VersionLifecycle, log_entry) -> None:
         """Runs one PredictionLog record from assets.extra/tf_serving_warmup_requests against `loaded`, as TF Serving's
         RunWarmupRequest: the request's model name and version are not looked at, its signature is; the response is
         dropped. A record without a log_type does nothing; session_run and predict_streamed logs are UNIMPLEMENTED,
-        named by their number in the oneof.
+        named by their number in the oneof. The records are the model's own, like its graph: no memory budget.
 
         Each record runs once on each path a request takes through a TF session: a cached callable when it has no
         deadline, TF_SessionRun with RunOptions.timeout_in_ms when it has one (every REST request; gRPC calls with a
@@ -448,18 +484,17 @@ class InferenceService:
         for timeout_ms in (0, WARMUP_DEADLINE_MS):
             if kind == "predict_log":
                 request = log_entry.predict_log.request
-                inputs = {alias: self._to_numpy(proto) for alias, proto in request.inputs.items()}
-                self._predict_arrays(loaded, request.model_spec.signature_name, inputs, list(request.output_filter),
-                                     timeout_ms)
-            elif kind == "classify_log":
-                request = log_entry.classify_log.request
-                self._classification_result(loaded, request.model_spec.signature_name, request.input, timeout_ms)
-            elif kind == "regress_log":
-                request = log_entry.regress_log.request
-                self._regression_result(loaded, request.model_spec.signature_name, request.input, timeout_ms)
+                inputs = {alias: self._to_numpy(alias, proto, UNMETERED) for alias, proto in request.inputs.items()}
+                self._predict_arrays(loaded, request.model_spec.signature_name, inputs, UNMETERED,
+                                     list(request.output_filter), timeout_ms)
+            elif kind in ("classify_log", "regress_log"):
+                request = getattr(log_entry, kind).request
+                compute = self._classification_result if kind == "classify_log" else self._regression_result
+                compute(loaded, request.model_spec.signature_name, lambda: self._examples(request.input, UNMETERED),
+                        UNMETERED, False, timeout_ms)
             elif kind == "multi_inference_log":
                 _check_multi_inference(log_entry.multi_inference_log.request)
-                self._multi_inference_response(loaded, log_entry.multi_inference_log.request, timeout_ms)
+                self._multi_inference_response(loaded, log_entry.multi_inference_log.request, UNMETERED, timeout_ms)
 
 
 def _check_multi_inference(request) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import time
 
 import grpc
 import numpy as np
@@ -64,25 +65,39 @@ class LiteRTVersion(VersionLifecycle):
             self._interpreters.put(runners)
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray], output_keys, timeout_ms: int = 0):
-        """VersionLifecycle.run: inputs by signature alias -> {output alias: ndarray}."""
+        """VersionLifecycle.run: inputs by signature alias -> {output alias: ndarray}. A LiteRT invocation cannot be
+        cancelled, so `timeout_ms` (> 0) is checked between the steps and between the images: a late request stops
+        at the next one with DEADLINE_EXCEEDED."""
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
         signature = self.signatures[signature_name]
         feeds = {alias: convert_input(inputs[alias], signature.inputs[alias].dtype, i)
                  for i, alias in enumerate(sorted(inputs))}
         if self._steps is None:
-            return {key: value for key, value in self._invoke(signature_name, feeds).items() if key in output_keys}
+            return {key: value for key, value in self._invoke(signature_name, feeds, deadline).items()
+                    if key in output_keys}
         if signature_name not in self._steps:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"signature {signature_name} is not runnable")
         inputs_fn, outputs_fn = self._steps[signature_name]
         try:
             network_inputs = {k: v.numpy() for k, v in inputs_fn(**feeds).items()}
-            network_outputs = self._invoke_per_image(network_inputs)
+            network_outputs = self._invoke_per_image(network_inputs, deadline)
+            _check_deadline(deadline)
             outputs = outputs_fn({k: tf.constant(v) for k, v in network_outputs.items()})
         except tf.errors.OpError as error:
             raise ServingError.from_tf(error) from None
         return {key: np.asarray(outputs[key].numpy()) for key in output_keys}
 
-    def _invoke(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        runners = self._interpreters.get()
+    def _runners(self, deadline: float | None) -> dict:
+        """An interpreter's signature runners, waiting for one until `deadline` at most."""
+        try:
+            return self._interpreters.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded while waiting for a LiteRT "
+                               "interpreter") from None
+
+    def _invoke(self, signature_name: str, inputs: dict[str, np.ndarray], deadline: float | None
+                ) -> dict[str, np.ndarray]:
+        runners = self._runners(deadline)
         try:
             # Copied out: the runner's outputs alias interpreter memory that its next call overwrites.
             return {k: np.array(v) for k, v in runners[signature_name](**inputs).items()}
@@ -91,17 +106,19 @@ class LiteRTVersion(VersionLifecycle):
         finally:
             self._interpreters.put(runners)
 
-    def _invoke_per_image(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _invoke_per_image(self, inputs: dict[str, np.ndarray], deadline: float | None) -> dict[str, np.ndarray]:
         """The network one image at a time: XNNPACK is fastest per image on single images, whose activations stay
         in the caches (see image_retrain/image_module/litert_engine.py); a batch still takes one interpreter once."""
         count = len(next(iter(inputs.values())))
         if count == 0:
-            return self._invoke(NETWORK_SIGNATURE, inputs)
-        runners = self._interpreters.get()
+            return self._invoke(NETWORK_SIGNATURE, inputs, deadline)
+        runners = self._runners(deadline)
         try:
             network = runners[NETWORK_SIGNATURE]
-            rows = [{k: np.array(v) for k, v in network(**{k: v[i:i + 1] for k, v in inputs.items()}).items()}
-                    for i in range(count)]
+            rows = []
+            for i in range(count):
+                _check_deadline(deadline)
+                rows.append({k: np.array(v) for k, v in network(**{k: v[i:i + 1] for k, v in inputs.items()}).items()})
         finally:
             self._interpreters.put(runners)
         return {k: np.concatenate([row[k] for row in rows]) for k in rows[0]}
@@ -109,6 +126,11 @@ class LiteRTVersion(VersionLifecycle):
     def _close(self) -> None:
         while not self._interpreters.empty():
             self._interpreters.get()
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded while the LiteRT model ran")
 
 
 def _saved_model_steps(path: str, tags) -> tuple[dict, dict | None]:

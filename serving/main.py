@@ -87,6 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
          "body is late, 504 otherwise")
     flag("rest_api_idle_timeout_in_ms", int, "close a REST connection that has not sent a complete request head "
          "this long after connecting or after its last response")
+    flag("rest_api_body_timeout_in_ms", int, "our addition: the longest gap between a request body's bytes (408 "
+         "beyond); bodies are read before they take a worker thread")
+    flag("rest_api_max_connections", int, "our addition: REST connections open at once; more get 503 and are closed")
+    flag("rest_api_allowed_hosts", str, "our addition: Host names REST requests may give besides IP addresses, "
+         "localhost and this machine's name (others get 403: DNS rebinding); comma-separated, * = any")
     flag("rest_api_enable_cors_support", bool, "add CORS headers to REST responses")
     flag("rest_api_max_request_bytes", int, "largest accepted REST request body; larger ones get 413")
     flag("bind_address", str, "address both ports bind to (127.0.0.1 for local only)")
@@ -116,8 +121,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("num_tflite_interpreters_per_pool", int, "LiteRT interpreters per model version, each running one call at a "
          "time on CPUs / N XNNPACK threads")
     flag("shutdown_grace_seconds", float, "on SIGTERM, how long in-flight requests may take to finish")
-    flag("ssl_config_file", str, "SSLConfig text proto: TLS for gRPC (server_key, server_cert), mutual TLS with "
-         "client_verify + custom_ca")
+    flag("ssl_config_file", str, "SSLConfig text proto: TLS for gRPC and REST (server_key, server_cert), mutual TLS "
+         "with client_verify + custom_ca")
+    flag("max_total_request_memory_bytes", int, "our addition: memory all requests in flight may use (429 / "
+         "RESOURCE_EXHAUSTED beyond); 0 = a quarter of the machine's (or the container's) memory")
+    flag("max_request_memory_bytes", int, "our addition: memory one request may use (400 / INVALID_ARGUMENT beyond); "
+         "0 = half of --max_total_request_memory_bytes")
+    flag("request_memory_factor", int, "our addition: a request may use at most 64 MiB + this many bytes per byte "
+         "it sends (and --max_request_memory_bytes)")
+    flag("grpc_max_request_bytes", int, "our addition: largest gRPC request message (RESOURCE_EXHAUSTED beyond); "
+         "grpc.max_receive_message_length in --grpc_channel_arguments overrides it")
+    flag("grpc_max_concurrent_rpcs", int, "our addition: gRPC calls in progress or queued at once "
+         "(RESOURCE_EXHAUSTED beyond); 0 = 4 x the gRPC threads")
+    flag("enable_reload_config_rpc", bool, "our addition: allow ModelService/HandleReloadConfigRequest (TF Serving "
+         "always does); needs --reload_config_allowed_paths, and with TLS a client certificate")
+    flag("reload_config_allowed_paths", str, "our addition: comma-separated folders or bucket prefixes a reloaded "
+         "config's base paths and request-log prefixes must lie under")
     flag("max_request_batch_size", int, "our addition: most items (dim 0) of a request's string inputs (encoded "
          "images, tf.Examples); 0 = unlimited")
     flag("max_implied_tensor_elements", int, "our addition: most elements a TensorProto may declare beyond the "

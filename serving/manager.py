@@ -122,14 +122,23 @@ class ModelManager:
         self._config_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------------- config
-    def apply_config(self, config, *, startup: bool = False) -> None:
-        """Makes `config` (a ModelServerConfig) the served set; blocks until new models are AVAILABLE.
+    def apply_config(self, config, *, startup: bool = False, deadline: float | None = None,
+                     on_applied=lambda: None) -> None:
+        """Makes `config` (a ModelServerConfig) the served set; blocks until new models are AVAILABLE, or until
+        `deadline` (time.monotonic(); None: no limit) has passed between two load steps. `on_applied()` runs once the
+        config is in place, before the wait.
 
         The labels are checked first, as TF Serving's ServerCore::ReloadConfig does (UpdateModelVersionLabelMap before
         AddModelsViaModelConfigList): a config whose labels fail changes nothing, not even the versions it adds.
-        Raises ServingError: FAILED_PRECONDITION (labels), UNKNOWN (models that did not become available).
+        Raises ServingError: FAILED_PRECONDITION (labels), UNKNOWN (models that did not become available),
+        DEADLINE_EXCEEDED (another config was being applied, or the new models were still loading: the config is then
+        in place and they keep loading on the polls).
         """
-        with self._config_lock:
+        timeout = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._config_lock.acquire(timeout=timeout):
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded while another model config "
+                               "was being applied")
+        try:
             wanted = {c.name: c for c in config.model_config_list.config}
             with self._lock:
                 labels = self._checked_labels(wanted)
@@ -152,10 +161,13 @@ class ModelManager:
             for model in self.models.values():
                 if model.configured:
                     self.sync(model)
-            failures = self._wait_for_models(new_models, startup)
+            on_applied()
+            failures = self._wait_for_models(new_models, startup, deadline)
             if failures:
                 raise ServingError(grpc.StatusCode.UNKNOWN, f"{len(failures)} servable(s) did not become available: "
                                    + ", ".join(failures))
+        finally:
+            self._config_lock.release()
 
     def _checked_labels(self, wanted: dict) -> dict[str, dict[str, int]]:
         """{model: {label: version}} of the new config by TF Serving's rule (server_core.cc
@@ -177,12 +189,17 @@ class ModelManager:
             labels[name] = dict(model_config.version_labels)
         return labels
 
-    def _wait_for_models(self, models, startup: bool) -> list[str]:
+    def _wait_for_models(self, models, startup: bool, deadline: float | None) -> list[str]:
         """Waits until each model serves, or its versions settled without any serving; returns the failures."""
         failures = []
         for model in models:
             warned = False
             while not self._stop.is_set():
+                if deadline is not None and time.monotonic() > deadline:
+                    raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                       f"Deadline exceeded while model {model.name} was loading (base path "
+                                       f"{model.config.base_path}); the new config is applied and its models keep "
+                                       "loading")
                 versions = version_directories(model.config.base_path)
                 window, serve = aspired_versions(model.config, versions or {}, self._failed(model, versions or {}))
                 wanted = window | serve
@@ -353,6 +370,11 @@ class ModelManager:
             if loaded is None or not loaded.acquire():
                 raise not_found(f"Servable not found for request: {request}")
             return loaded
+
+    def is_configured(self, name: str) -> bool:
+        with self._lock:
+            model = self.models.get(name)
+            return model is not None and model.configured
 
     def status(self, name: str, version: int | None = None) -> list[VersionRecord]:
         with self._lock:

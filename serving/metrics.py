@@ -1,4 +1,10 @@
-"""TF Serving's request metrics in Prometheus text format (names as util/prometheus_exporter.cc writes them)."""
+"""TF Serving's request metrics in Prometheus text format (names as util/prometheus_exporter.cc writes them).
+
+Written here rather than by prometheus_client, whose writer names every counter `<name>_total` (TF Serving's lack the
+suffix); label values are escaped as the text format requires, so no value can end a line or a label. Requests for
+models the server does not serve are counted under one model_name, UNKNOWN_MODEL: names from URLs cannot grow the
+series without bound.
+"""
 from __future__ import annotations
 
 import bisect
@@ -7,6 +13,8 @@ import threading
 
 # Exponential(10, 1.8, 33) microsecond buckets, as /tensorflow/serving/request_latency uses.
 LATENCY_BUCKETS_US = [10 * 1.8 ** i for i in range(33)]
+# No served model can have this name (serving/config.py: names start with a letter or digit).
+UNKNOWN_MODEL = "_unknown_"
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 
 
@@ -64,19 +72,19 @@ class Metrics:
             # TF Serving's labels first, in its order; `version` is appended, so scrapers that know only the others
             # still find theirs.
             for (model, status, version), value in sorted(self.request_count.items()):
-                lines.append(f':tensorflow:serving:request_count{{model_name="{model}",status="{status}",'
-                             f'version="{version}"}} {value}')
+                labels = _labels(model_name=model, status=status, version=version)
+                lines.append(f":tensorflow:serving:request_count{{{labels}}} {value}")
             lines.append("# TYPE :tensorflow:serving:request_latency histogram")
             for (model, api, entrypoint, version), hist in sorted(self.request_latency.items()):
-                labels = f'model_name="{model}",API="{api}",entrypoint="{entrypoint}",version="{version}"'
+                labels = _labels(model_name=model, API=api, entrypoint=entrypoint, version=version)
                 lines.extend(_histogram_lines(":tensorflow:serving:request_latency", labels, hist))
             lines.append("# TYPE :tensorflow:serving:request_log_count counter")
             for (model, status_code), value in sorted(self.request_log_count.items()):
-                lines.append(f':tensorflow:serving:request_log_count{{model_name="{model}",'
-                             f'status_code="{status_code}"}} {value}')
+                labels = _labels(model_name=model, status_code=status_code)
+                lines.append(f":tensorflow:serving:request_log_count{{{labels}}} {value}")
             lines.append("# TYPE :tensorflow:serving:request_log_dropped_count counter")  # ours: the queue was full
             for model, value in sorted(self.request_log_dropped.items()):
-                lines.append(f':tensorflow:serving:request_log_dropped_count{{model_name="{model}"}} {value}')
+                lines.append(f":tensorflow:serving:request_log_dropped_count{{{_labels(model_name=model)}}} {value}")
             lines.append("# TYPE :tensorflow:serving:batching_session:processed_batch_size histogram")
             lines.extend(_histogram_lines(":tensorflow:serving:batching_session:processed_batch_size", "",
                                           self.batch_sizes))
@@ -84,6 +92,15 @@ class Metrics:
             lines.extend(_histogram_lines(":tensorflow:serving:batching_session:queuing_latency", "",
                                           self.queuing_latency))
         return "\n".join(lines) + "\n"
+
+
+def _labels(**values: str) -> str:
+    """name="value",... with the text format's escapes in each value: backslash, double quote, line feed."""
+    return ",".join(f'{name}="{_escaped(value)}"' for name, value in values.items())
+
+
+def _escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _histogram_lines(name: str, labels: str, hist: _Histogram) -> list[str]:

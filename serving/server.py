@@ -14,9 +14,11 @@ import os
 import threading
 
 from serving import config as config_files
+from serving import memory_budget, tls
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.errors import ConfigError, ServingError
 from serving.metrics import Metrics
+from serving.model_control import ModelControl
 
 log = logging.getLogger(__name__)
 MAX_DEFAULT_BATCHING_GRPC_THREADS = 256
@@ -31,6 +33,9 @@ class ServerOptions:
     rest_api_num_threads: int = 0  # REST worker threads; 0 = as many as gRPC's default pool
     rest_api_timeout_in_ms: int = 30000
     rest_api_idle_timeout_in_ms: int = 30000  # for a complete request head, after connecting or the last response
+    rest_api_body_timeout_in_ms: int = 10000  # the longest gap between a request body's bytes (client_body_timeout)
+    rest_api_max_connections: int = 1000
+    rest_api_allowed_hosts: str = ""  # Host names besides IP addresses, localhost and the machine's; "*" = any
     rest_api_enable_cors_support: bool = False
     rest_api_max_request_bytes: int = 64 * 1024 * 1024
     bind_address: str = "0.0.0.0"
@@ -59,6 +64,16 @@ class ServerOptions:
     ssl_config_file: str = ""
     # Our additions (tensorflow_model_server has no such flags).
     shutdown_grace_seconds: float = 30.0
+    # Memory per request and in total (serving/memory_budget.py); 0 = derived from the machine's memory (a quarter in
+    # total, half of that per request). A request may use min(max_request_memory_bytes, 64 MiB + factor x its bytes).
+    max_total_request_memory_bytes: int = 0
+    max_request_memory_bytes: int = 0
+    request_memory_factor: int = 128
+    grpc_max_request_bytes: int = 64 * 1024 * 1024  # as REST's; grpc.max_receive_message_length overrides it
+    grpc_max_concurrent_rpcs: int = 0  # 0 = 4 x the gRPC threads; beyond, RESOURCE_EXHAUSTED
+    # HandleReloadConfigRequest (serving/model_control.py): off unless enabled, and then confined to these prefixes.
+    enable_reload_config_rpc: bool = False
+    reload_config_allowed_paths: str = ""
     # Bounds on one request's cost, refused with INVALID_ARGUMENT before anything is allocated. Items per request in
     # string inputs (dim 0: encoded images, serialized tf.Examples; the examples of Classify/Regress), whose cost is
     # not bounded by their bytes (1000 small images made the served classifier allocate 6 GB); numeric inputs cost in
@@ -87,6 +102,7 @@ class ModelServer:
         self._model_config = None
         self._config_text = None
         self._ssl_config = None
+        self.budget: memory_budget.MemoryBudget | None = None
 
     # ------------------------------------------------------------------------------------------ configuration
     def _read_configs(self):
@@ -120,8 +136,18 @@ class ModelServer:
                 raise ConfigError(f"Invalid batching parameters: {error}") from None
         if o.ssl_config_file:
             self._ssl_config = config_files.read_ssl_config(o.ssl_config_file)
+            tls.check_ssl_config(self._ssl_config, o.ssl_config_file)
         if o.max_request_batch_size < 0 or o.max_implied_tensor_elements < 0:
             raise ConfigError("--max_request_batch_size and --max_implied_tensor_elements must be >= 0")
+        if min(o.max_total_request_memory_bytes, o.max_request_memory_bytes, o.request_memory_factor,
+               o.grpc_max_concurrent_rpcs) < 0 or min(o.grpc_max_request_bytes, o.rest_api_body_timeout_in_ms,
+                                                      o.rest_api_max_connections) < 1:
+            raise ConfigError("--max_total_request_memory_bytes, --max_request_memory_bytes, --request_memory_factor "
+                              "and --grpc_max_concurrent_rpcs must be >= 0; --grpc_max_request_bytes, "
+                              "--rest_api_body_timeout_in_ms and --rest_api_max_connections >= 1")
+        if o.enable_reload_config_rpc and not self._allowed_reload_paths():
+            raise ConfigError("--enable_reload_config_rpc needs --reload_config_allowed_paths: the folders (or bucket "
+                              "prefixes) a reloaded config may load models from and write request logs to")
         if min(o.request_log_max_file_bytes, o.request_log_max_files, o.request_log_max_queue_bytes) < 1:
             raise ConfigError("--request_log_max_file_bytes, --request_log_max_files and --request_log_max_queue_bytes "
                               "must be >= 1")
@@ -131,6 +157,16 @@ class ModelServer:
             if monitoring.prometheus_config.enable:
                 prometheus_path = monitoring.prometheus_config.path or config_files.DEFAULT_PROMETHEUS_PATH
         return batching, prometheus_path
+
+    def _allowed_reload_paths(self) -> list[str]:
+        return [path.strip() for path in self.options.reload_config_allowed_paths.split(",") if path.strip()]
+
+    def _memory_budget(self) -> memory_budget.MemoryBudget:
+        o = self.options
+        total = o.max_total_request_memory_bytes or memory_budget.default_total_bytes()
+        return memory_budget.MemoryBudget(
+            total_bytes=total, request_cap_bytes=o.max_request_memory_bytes or memory_budget.default_request_cap_bytes(
+                total), factor=o.request_memory_factor)
 
     # --------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> ModelServer:
@@ -143,6 +179,10 @@ class ModelServer:
 
         o = self.options
         batching, prometheus_path = self._read_configs()
+        self.budget = self._memory_budget()
+        log.info("Request memory budget: %d bytes in total, at most %d per request (%d MiB + %d x its bytes)",
+                 self.budget.total_bytes, self.budget.request_cap_bytes,
+                 memory_budget.REQUEST_MEMORY_FLOOR_BYTES >> 20, self.budget.factor)
         self.metrics = Metrics()
         if batching is not None:
             self.batcher = BatchScheduler(batching, self.metrics)
@@ -191,7 +231,7 @@ class ModelServer:
         loaded.warmup(self.inference.warmup_request, self.options.num_request_iterations_for_warmup)
 
     def _start_grpc(self):
-        from serving.grpc_service import build_server  # noqa: PLC0415 - imports TensorFlow: see start()
+        from serving.grpc_service import Services, build_server  # noqa: PLC0415 - imports TensorFlow: see start()
         o = self.options
         addresses = []
         if o.port:
@@ -200,9 +240,14 @@ class ModelServer:
             addresses.append(f"unix:{o.grpc_socket_path}")
         if not addresses:
             return
+        threads = o.grpc_max_threads or self._default_grpc_threads()
+        model_control = ModelControl(enabled=o.enable_reload_config_rpc, allowed_paths=self._allowed_reload_paths(),
+                                     tls=self._ssl_config is not None)
         try:
             self._grpc_server, ports = build_server(
-                self.inference, addresses=addresses, max_threads=o.grpc_max_threads or self._default_grpc_threads(),
+                Services(self.inference, self.budget, model_control), addresses=addresses, max_threads=threads,
+                max_request_bytes=o.grpc_max_request_bytes,
+                max_concurrent_rpcs=o.grpc_max_concurrent_rpcs or 4 * threads,
                 channel_arguments=o.grpc_channel_arguments, enable_health=o.enable_grpc_healthcheck_service,
                 ssl_config=self._ssl_config)
         except ValueError as error:
@@ -210,9 +255,7 @@ class ModelServer:
         self._grpc_server.start()
         if o.port:
             self.grpc_port = ports[0]
-            tls = " (TLS, client certificates required)" if self._ssl_config and self._ssl_config.client_verify else (
-                " (TLS)" if self._ssl_config else "")
-            print(f"Running gRPC ModelServer at {o.bind_address}:{self.grpc_port}{tls} ...", flush=True)
+            print(f"Running gRPC ModelServer at {o.bind_address}:{self.grpc_port}{self._tls_note()} ...", flush=True)
         if o.grpc_socket_path:
             print(f"Running gRPC ModelServer at UNIX socket {o.grpc_socket_path} ...", flush=True)
 
@@ -233,16 +276,24 @@ class ModelServer:
         from serving.rest import RestServer  # noqa: PLC0415 - imports TensorFlow: see start()
         o = self.options
         self._rest_server = RestServer(
-            o.bind_address, o.rest_api_port, self.inference,
+            o.bind_address, o.rest_api_port, self.inference, budget=self.budget,
             # REST workers block in batches like gRPC handler threads do, so the default pool is sized alike.
             num_threads=o.rest_api_num_threads or self._default_grpc_threads(), timeout_ms=o.rest_api_timeout_in_ms,
-            idle_timeout_ms=o.rest_api_idle_timeout_in_ms, max_body_bytes=o.rest_api_max_request_bytes,
-            enable_cors=o.rest_api_enable_cors_support, prometheus_path=prometheus_path, metrics=self.metrics,
-            model_names=lambda: [m.name for m in self.manager.models.values() if m.configured])
+            body_timeout_ms=o.rest_api_body_timeout_in_ms, idle_timeout_ms=o.rest_api_idle_timeout_in_ms,
+            max_body_bytes=o.rest_api_max_request_bytes, max_connections=o.rest_api_max_connections,
+            enable_cors=o.rest_api_enable_cors_support, allowed_hosts=o.rest_api_allowed_hosts.split(","),
+            prometheus_path=prometheus_path, metrics=self.metrics,
+            model_names=lambda: [m.name for m in self.manager.models.values() if m.configured],
+            ssl_context=tls.rest_ssl_context(self._ssl_config) if self._ssl_config is not None else None)
         self._rest_server.start()
         self.rest_port = self._rest_server.port
         host = "localhost" if o.bind_address in ("0.0.0.0", "::") else o.bind_address
-        print(f"Exporting HTTP/REST API at:{host}:{self.rest_port} ...", flush=True)
+        print(f"Exporting HTTP/REST API at:{host}:{self.rest_port}{self._tls_note()} ...", flush=True)
+
+    def _tls_note(self) -> str:
+        if self._ssl_config is None:
+            return ""
+        return " (TLS, client certificates required)" if self._ssl_config.client_verify else " (TLS)"
 
     def _poll_config_file(self):
         """Re-reads --model_config_file every --model_config_file_poll_wait_seconds; a changed one is applied, with

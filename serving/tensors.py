@@ -100,7 +100,7 @@ def to_numpy(proto: tensor_pb2.TensorProto, max_implied_elements: int) -> np.nda
         raise invalid(f"Invalid TensorProto: unsupported dtype {name}")
     try:
         return tensor_util.MakeNdarray(proto)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:  # OverflowError: an int_val out of the dtype's range
         raise invalid(f"Invalid TensorProto: {error}") from None
 
 

@@ -94,6 +94,24 @@ def test_overlapping_runs_are_prevented_by_the_lock(tmp_path, caplog):
         assert acquired
 
 
+def test_run_refuses_to_start_while_a_scheduled_run_holds_the_lock(tmp_path, capsys):
+    """`image-retrain run` on the output folder of a schedule whose run is going: both would push into, and record
+    in, the same folders; the run says so and stops before TFX starts."""
+    from pipelines.cli import main
+
+    (tmp_path / "data" / "circle").mkdir(parents=True)
+    output = tmp_path / "output"
+    output.mkdir()
+    with open(output / "schedule.lock", "a+") as scheduled_run:  # the scheduler's flock, as another process holds it
+        fcntl.flock(scheduled_run.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        started = time.monotonic()
+        code = main(["run", "--data-dir", str(tmp_path / "data"), "--output-dir", str(output)])
+        fcntl.flock(scheduled_run.fileno(), fcntl.LOCK_UN)
+    assert code == 1 and time.monotonic() - started < 30
+    assert f"another run (a scheduled one?) holds {output / 'schedule.lock'}" in capsys.readouterr().err
+    assert sorted(os.listdir(output)) == ["schedule.lock"]  # nothing of a pipeline run was written
+
+
 def test_schedule_cli_rejects_a_bad_cron_before_running(tmp_path, capsys):
     from pipelines.cli import main
 

@@ -268,6 +268,51 @@ def test_manifest_split_column_and_relative_paths(tmp_path):
         run_executor(ImageExampleGen(manifest=str(manifest_dir / "nolabel.csv")), tmp_path / "out_bad2")
 
 
+def test_manifest_paths_outside_its_folder_are_rejected_unless_allowed(tmp_path):
+    """A manifest names the files the pipeline reads and keeps in its examples: rows leading out of the manifest's
+    folder (absolute paths, `../`, a link pointing out, another bucket) are rejects, until the run allows them."""
+    from components.image_example_gen.sources import read_manifest
+
+    data, outside = tmp_path / "data", tmp_path / "secrets"
+    make_shapes_dataset(data / "pics", n_per_class=1, classes=("circle",))
+    outside.mkdir()
+    (outside / "key.png").write_bytes(b"private")
+    (data / "pics" / "link.png").symlink_to(outside / "key.png")
+    inside = sorted(p.relative_to(data).as_posix() for p in (data / "pics").rglob("*.jpg"))
+    leaving = ["/etc/passwd", "../secrets/key.png", "pics/../../secrets/key.png", "pics/link.png",
+               "gs://another-bucket/x.png", str(outside / "key.png")]
+    manifest = data / "labels.csv"
+    manifest.write_text("path,label\n" + "".join(f"{path},circle\n" for path in inside + leaving))
+
+    listing = read_manifest(str(manifest), ["train", "eval", "test"])
+    assert [c.path for c in listing.candidates] == inside
+    assert [r.path for r in listing.rejects] == leaving
+    assert all(r.reason.startswith("path_outside_manifest: row ") and "--allow-paths-outside-manifest" in r.reason
+               for r in listing.rejects)
+    allowed = read_manifest(str(manifest), ["train", "eval", "test"], allow_paths_outside=True)
+    assert [c.path for c in allowed.candidates] == inside + leaving and not allowed.rejects
+
+
+def test_the_allow_paths_outside_manifest_flag_reaches_the_component(tmp_path):
+    import argparse
+
+    from components.image_example_gen.executor import IngestionSettings
+    from pipelines import options as pipeline_options
+    from pipelines.local_runner import RunOptions
+    from pipelines.pipeline import create_pipeline
+
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path,label\na.png,x\n")
+    parser = argparse.ArgumentParser()
+    pipeline_options.add_arguments(parser, RunOptions)
+    for flags, allowed in (([], False), (["--allow-paths-outside-manifest"], True)):
+        fields = pipeline_options.from_args(parser.parse_args(["--manifest", str(manifest), *flags]))
+        options = RunOptions(**fields, output_dir=str(tmp_path / "out"))
+        example_gen = create_pipeline(options).components[0]
+        settings = IngestionSettings.from_exec_properties(example_gen.exec_properties)
+        assert settings.allow_paths_outside_manifest is allowed
+
+
 def test_manifest_header_is_checked_before_anything_runs(tmp_path):
     from components.image_example_gen.component import ImageExampleGen
     from pipelines.local_runner import RunOptions, check_inputs

@@ -541,3 +541,20 @@ def test_kfp_package_with_tuning_feeds_the_tuners_best_hyperparameters_to_the_tr
     assert {"learning_rate", "fine_tune_learning_rate"}.isdisjoint(spec["root"]["inputDefinitions"]["parameters"])
     assert {"epochs", "fine_tune_epochs"} <= set(spec["root"]["inputDefinitions"]["parameters"])
     assert "pipelines.models.tuner.tuner_fn" in check_imports(str(output))
+
+
+def test_artifact_uris_map_into_their_mount_only(tmp_path):
+    """component.LocalPathForURI's mapping (gs://B/K -> /gcs/B/K) for URIs an ExecutorInput may carry: one without a
+    bucket or climbing out of it must not become a path anywhere else in the pod (`gs:///etc` was /etc)."""
+    from kubeflow.container_entrypoint import adapt_executor_input, local_path_for_uri
+
+    assert local_path_for_uri("gs://b/root/x", str(tmp_path)) == str(tmp_path / "gcs" / "b" / "root" / "x")
+    assert local_path_for_uri("minio://mlpipeline/v2/a", "/") == "/minio/mlpipeline/v2/a"
+    assert local_path_for_uri("https://example.org/x", "/") is None
+    for uri in ("gs:///etc", "gs://b/../../etc", "s3://b/root/../../../etc/passwd", "minio:///root"):
+        with pytest.raises(ValueError, match="does not name a bucket object"):
+            local_path_for_uri(uri, str(tmp_path))
+    executor_input = {"inputs": {"artifacts": {"examples": {"artifacts": [
+        {"uri": "gs:///etc", "type": {"schemaTitle": "tfx.Examples"}}]}}}, "outputs": {"artifacts": {}}}
+    with pytest.raises(ValueError, match="gs:///etc"):
+        adapt_executor_input(executor_input, None, str(tmp_path))

@@ -376,3 +376,23 @@ def test_coreml_export_is_a_classifier_over_the_labels(imagenet_classifier, tmp_
     assert [o.name for o in spec.description.output] == ["classLabel", "classLabel_probs"]
     with open(os.path.join(imagenet_classifier, "assets", "labels.txt"), encoding="utf-8") as f:
         assert coreml_class_labels(spec) == f.read().splitlines()
+
+
+def test_litert_runs_stop_at_the_deadline(tiny_classifier, photos):
+    """A LiteRT invocation cannot be cancelled, so the served version checks the request's remaining time between
+    its steps and images (issue 25 item 9): a request whose deadline passes during the run stops there with
+    DEADLINE_EXCEEDED instead of running every image for a client that is gone."""
+    import grpc
+
+    from serving.errors import ServingError
+    from serving.litert_version import LiteRTVersion
+
+    version = LiteRTVersion("classifier", 1, tiny_classifier)
+    try:
+        images = np.array(list(photos.values()) * 16, dtype=object)
+        assert version.run("serving_default", {"image_bytes": images}, ["label"])["label"].shape == (len(images),)
+        with pytest.raises(ServingError) as error:
+            version.run("serving_default", {"image_bytes": images}, ["label"], timeout_ms=1)
+        assert error.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        version.unload()

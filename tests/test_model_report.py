@@ -423,13 +423,31 @@ def test_render_markdown():
     assert text.startswith("# Model report: test split\n\n- blessed: **False**\n")
     assert "- accuracy: **0.5000** on 4 examples\n- baseline accuracy: 0.6250\n- threshold: 0.6\n" in text
     assert "- note: class list changed\n" in text
-    assert "| cats & <dogs> | 3 | 0.5000 | 0.3333 |\n| plain | 1 | n/a | 0.0000 |\n" in text
+    # Labels and paths are text, never Markdown or HTML: what starts markup inside a line is backslash-escaped.
+    assert "| cats \\& \\<dogs\\> | 3 | 0.5000 | 0.3333 |\n| plain | 1 | n/a | 0.0000 |\n" in text
     assert "![confusion matrix](confusion_matrix.png)" in text
     assert "## Misclassified (2 of 4)" in text
-    assert ("- `cats & <dogs>/x<1>.png`: true **cats & <dogs>**, predicted **plain** (0.88) "
+    assert ("- `cats & <dogs>/x<1>.png`: true **cats \\& \\<dogs\\>**, predicted **plain** (0.88) "
             "![](misclassified/000.png)\n") in text
     plain = report_executor.render_markdown(_summary(baseline_accuracy=None, threshold=None))
     assert "- baseline accuracy: n/a\n- threshold: n/a\n" in plain and "note:" not in plain
+    # A label that would end a table cell, start a link or break the line stays inside its cell.
+    hostile = report_executor.render_markdown(_summary(per_class=[
+        {"label": "a | b](http://x)\n# c", "support": 1, "precision": 1.0, "recall": 1.0}]))
+    assert "| a \\| b\\](http://x) # c | 1 | 1.0000 | 1.0000 |\n" in hostile
+    # A path with backticks cannot end its code span.
+    ticked = report_executor.render_markdown(_summary(misclassified=[dict(_summary()["misclassified"][0],
+                                                                         path="a``b`.png")]))
+    assert "- ```a``b`.png```: true" in ticked
+
+
+def test_a_dollar_in_a_label_does_not_break_the_confusion_matrix_plot(tmp_path):
+    """matplotlib reads `$...$` as mathtext: `$x^$` failed the plot (and the run) before the labels were escaped."""
+    from PIL import Image
+
+    path = tmp_path / "matrix.png"
+    report_executor.plot_confusion_matrix(np.eye(3, dtype=np.int64), ["$x^$", "$\\frac$", "5 $"], str(path))
+    assert Image.open(path).size[0] > 100
 
 
 def test_the_markdown_summary_is_the_report_without_pictures():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from components.atomic_pusher.executor import next_version, publish
 from serving import versions
@@ -51,3 +52,23 @@ def test_publish_puts_a_complete_version_above_every_existing_one(tmp_path):
     others = [os.stat(os.path.join(root, name)).st_mtime_ns for root, _, names in os.walk(in_place)
               for name in names if name != "saved_model.pb"]
     assert os.stat(os.path.join(in_place, "saved_model.pb")).st_mtime_ns >= max(others)
+
+
+def test_publish_sweeps_staging_folders_a_dead_push_left(tmp_path):
+    """A push killed mid-copy leaves its hidden .staging-* folder behind (TF Serving ignores it, the disk does not):
+    the next push removes those in which nothing was written for an hour, and keeps a copy still in progress."""
+    from components.atomic_pusher.executor import STALE_STAGING_SECONDS, sweep_stale_staging
+
+    model, base = tmp_path / "trainer", tmp_path / "serving"
+    _saved_model(model)
+    dead, running = base / ".staging-100-dead0000", base / ".staging-200-live0000"
+    old = time.time() - STALE_STAGING_SECONDS - 60
+    for folder in (dead, running):
+        _saved_model(folder)
+        for root, dirs, files in os.walk(folder):
+            for entry in [".", *dirs, *files]:
+                os.utime(os.path.join(root, entry), (old, old))
+    os.utime(running / "saved_model.pb")  # started long ago, still writing: one file is fresh
+    path, _ = publish(str(model), str(base), atomic_rename=True)
+    assert sorted(os.listdir(base)) == sorted([running.name, os.path.basename(path)])
+    assert sweep_stale_staging(str(base), now=time.time() + 2 * STALE_STAGING_SECONDS) == [str(running)]

@@ -5,6 +5,7 @@ saved_model.pb last, since TF Serving only loads a version once that file is the
 - on a local filesystem the version is copied to a hidden sibling directory (not a number, so TF Serving ignores it)
   and renamed into place. A POSIX rename is atomic, so a polling server never sees the version incomplete (copied in
   place, the folder shows up first and the server may log failed load attempts until saved_model.pb arrives).
+  Staging folders a push left behind when it died are removed once nothing was written in them for an hour.
   Object stores have no atomic rename (on gs:// a rename is a copy and a delete per object, in no guaranteed order),
   so there the version is copied in place with saved_model.pb last, as TFX's Pusher does;
 - the version number is strictly greater than every existing one (TFX's Pusher skips a second push in one second);
@@ -14,6 +15,7 @@ saved_model.pb last, since TF Serving only loads a version once that file is the
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -29,6 +31,12 @@ from tfx.utils import io_utils, json_utils, proto_utils
 from image_retrain import rollout, step_results
 from image_retrain.paths import is_uri
 from serving import versions
+
+log = logging.getLogger(__name__)
+
+STAGING_PREFIX = ".staging-"
+# No push writes nothing into its staging folder for this long: one that did was killed (a pod, a full disk).
+STALE_STAGING_SECONDS = 3600
 
 # custom_config keys (the pipeline's rollout options), and the rollouts.
 ROLLOUT_KEY, MODEL_NAME_KEY, SERVING_URLS_KEY = "rollout", "model_name", "serving_urls"
@@ -47,6 +55,24 @@ def renames_atomically(path: str) -> bool:
     return not is_uri(path) or path.startswith("file://")
 
 
+def sweep_stale_staging(base_directory: str, now: float | None = None) -> list[str]:
+    """Removes the staging folders under `base_directory` in which nothing was written for STALE_STAGING_SECONDS
+    (the newest modification anywhere inside counts, so a copy still running is kept); returns their paths."""
+    now = time.time() if now is None else now
+    swept = []
+    for name in fileio.listdir(base_directory):
+        path = os.path.join(base_directory, name.rstrip("/"))
+        if not name.startswith(STAGING_PREFIX):
+            continue
+        newest = max(fileio.stat(os.path.join(folder, entry)).mtime_nsec / 1e9
+                     for folder, dirs, files in fileio.walk(path) for entry in [".", *dirs, *files])
+        if now - newest > STALE_STAGING_SECONDS:
+            fileio.rmtree(path)
+            swept.append(path)
+            log.info("Removed %s, left by a push that did not finish", path)
+    return swept
+
+
 def publish(model_path: str, base_directory: str, atomic_rename: bool | None = None) -> tuple[str, str]:
     """Copies `model_path` to `<base_directory>/<version>`: through a renamed staging directory where renames are
     atomic (`atomic_rename`, default: local paths), else in place with saved_model.pb last. Returns (path, version)."""
@@ -59,7 +85,8 @@ def publish(model_path: str, base_directory: str, atomic_rename: bool | None = N
         if fileio.exists(saved_model):
             io_utils.copy_file(saved_model, os.path.join(final, versions.SAVED_MODEL_FILE))
         return final, version
-    staging = os.path.join(base_directory, f".staging-{version}-{uuid.uuid4().hex[:8]}")
+    sweep_stale_staging(base_directory)
+    staging = os.path.join(base_directory, f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
     try:
         io_utils.copy_dir(model_path, staging)
         fileio.rename(staging, final)

@@ -54,6 +54,8 @@ class ImageExampleGen(FileBasedExampleGen):
 
     input_base, manifest and split_ratios may be RuntimeParameters (str; split ratios as 'train,eval,test'), set per
     Kubeflow run; their defaults are checked and configure what TFX's driver sees.
+    allow_paths_outside_manifest: read manifest rows whose paths lead out of the manifest's folder (rejected
+      otherwise).
 
     Besides the splits, the artifact holds contract.INGESTION_FILES: labels.txt, rejects.csv, ingestion_summary.json.
     Note on caching: the driver fingerprints the top-level entries (folder layout: the class folders' mtime and
@@ -69,7 +71,8 @@ class ImageExampleGen(FileBasedExampleGen):
                  manifest: str | os.PathLike | RuntimeParameter | None = None,
                  split_ratios: Sequence[int] | str | RuntimeParameter = DEFAULT_SPLIT_RATIOS,
                  min_image_side: int = DEFAULT_MIN_SIDE, max_image_pixels: int = DEFAULT_MAX_PIXELS,
-                 listing_fingerprint: placeholder.Placeholder | str | None = None):
+                 listing_fingerprint: placeholder.Placeholder | str | None = None,
+                 allow_paths_outside_manifest: bool = False):
         if (input_base is None) == (manifest is None):
             raise ValueError("ImageExampleGen needs exactly one of input_base (a folder-per-class image tree) or "
                              f"manifest (a CSV with path,label columns); got input_base={input_base!r}, "
@@ -109,7 +112,8 @@ class ImageExampleGen(FileBasedExampleGen):
 
         settings = struct_pb2.Struct()
         settings.update({executor.LAYOUT_KEY: layout, executor.MIN_SIDE_KEY: min_image_side,
-                         executor.MAX_PIXELS_KEY: max_image_pixels})
+                         executor.MAX_PIXELS_KEY: max_image_pixels,
+                         executor.ALLOW_OUTSIDE_MANIFEST_KEY: allow_paths_outside_manifest})
         custom_config = example_gen_pb2.CustomConfig()
         custom_config.custom_config.Pack(settings)
         # Hash buckets of the default ratios; the executor sets those of the run's split_ratios.

@@ -41,6 +41,7 @@ LAYOUT_FOLDERS = "folder_per_class"
 LAYOUT_MANIFEST = "manifest"
 MIN_SIDE_KEY = "min_image_side"
 MAX_PIXELS_KEY = "max_image_pixels"
+ALLOW_OUTSIDE_MANIFEST_KEY = "allow_paths_outside_manifest"
 
 # ImageExampleGen's own exec properties, beside FileBasedExampleGen's (component.py: ImageExampleGenSpec).
 MANIFEST_KEY = "manifest"                        # manifest layout: the CSV read
@@ -64,6 +65,7 @@ class ValidImage(NamedTuple):
 class IngestionSettings(NamedTuple):
     layout: str
     limits: v.ValidationLimits
+    allow_paths_outside_manifest: bool = False
 
     @classmethod
     def from_exec_properties(cls, exec_properties: dict[str, Any]) -> "IngestionSettings":
@@ -81,6 +83,7 @@ class IngestionSettings(NamedTuple):
                 min_side=int(values.get(MIN_SIDE_KEY, v.DEFAULT_MIN_SIDE)),
                 max_pixels=int(values.get(MAX_PIXELS_KEY, v.DEFAULT_MAX_PIXELS)),
             ),
+            allow_paths_outside_manifest=bool(values.get(ALLOW_OUTSIDE_MANIFEST_KEY, False)),
         )
 
 
@@ -99,8 +102,9 @@ def parse_split_ratios(text: str) -> tuple[int, ...]:
 def list_candidates(exec_properties: dict[str, Any], split_names: list[str]) -> sources.Listing:
     """Folder layout: the classes are the folders under input_base. Manifest layout: the manifest's rows (input_base
     and the input split's pattern, its folder and file name, only feed TFX's driver fingerprint)."""
-    if IngestionSettings.from_exec_properties(exec_properties).layout == LAYOUT_MANIFEST:
-        return sources.read_manifest(exec_properties[MANIFEST_KEY], split_names)
+    settings = IngestionSettings.from_exec_properties(exec_properties)
+    if settings.layout == LAYOUT_MANIFEST:
+        return sources.read_manifest(exec_properties[MANIFEST_KEY], split_names, settings.allow_paths_outside_manifest)
     return sources.list_folder_per_class(exec_properties[standard_component_specs.INPUT_BASE_KEY])
 
 

@@ -43,10 +43,11 @@ class Changes:
         return ", ".join(parts) or "no change"
 
 
-def take(data_dir: str | None = None, manifest: str | None = None) -> dict[str, FileState]:
+def take(data_dir: str | None = None, manifest: str | None = None, *,
+         allow_paths_outside_manifest: bool = False) -> dict[str, FileState]:
     """{location: FileState} of every image file the data source lists (rejected entries left out)."""
-    listing = sources.list_folder_per_class(data_dir) if data_dir else sources.read_manifest(manifest,
-                                                                                            list(SPLIT_NAMES))
+    listing = sources.list_folder_per_class(data_dir) if data_dir else sources.read_manifest(
+        manifest, list(SPLIT_NAMES), allow_paths_outside_manifest)
     return {candidate.location: FileState(candidate.label, candidate.split, *_stat(candidate.location))
             for candidate in listing.candidates}
 

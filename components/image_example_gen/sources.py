@@ -18,6 +18,7 @@ from typing import NamedTuple
 from components.image_example_gen import validation as v
 from image_retrain.ingestion_files import Reject
 from image_retrain.paths import is_uri
+from serving.path_confinement import is_within
 
 MANIFEST_PATH_COLUMN = "path"
 MANIFEST_LABEL_COLUMN = "label"
@@ -223,8 +224,10 @@ def check_manifest_header(manifest_path: str) -> None:
         raise error
 
 
-def read_manifest(manifest_path: str, split_names: list[str]) -> Listing:
-    """CSV with columns path,label and optional split (values = split names; empty = by hash)."""
+def read_manifest(manifest_path: str, split_names: list[str], allow_paths_outside: bool = False) -> Listing:
+    """CSV with columns path,label and optional split (values = split names; empty = by hash). A path leading out
+    of the manifest's folder (absolute, `../`, another bucket, a link out of it) is a reject unless
+    `allow_paths_outside`: a manifest from elsewhere must not make the pipeline read (and keep) any file it likes."""
     import pandas as pd  # noqa: PLC0415 - pandas only for manifests; the folder layout and CLI checks run without it
 
     check_manifest_header(manifest_path)
@@ -269,6 +272,12 @@ def read_manifest(manifest_path: str, split_names: list[str]) -> Listing:
                                                              f"{bad_label}"))
             continue
         split = record[MANIFEST_SPLIT_COLUMN] if has_split else ""
-        listing.candidates.append(ImageCandidate(path, label, resolve_manifest_path(manifest_dir, path), split))
+        location = resolve_manifest_path(manifest_dir, path)
+        if not allow_paths_outside and not is_within(location, manifest_dir):
+            listing.rejects.append(Reject(path, label, f"{v.PATH_OUTSIDE_MANIFEST}: row {row_number} leads outside "
+                                                       f"the manifest's folder {manifest_dir!r}; move the file in, "
+                                                       "or pass --allow-paths-outside-manifest"))
+            continue
+        listing.candidates.append(ImageCandidate(path, label, location, split))
         listing.files_per_label[label] += 1
     return listing

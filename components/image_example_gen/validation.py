@@ -43,6 +43,7 @@ NOT_IN_CLASS_FOLDER = "not_in_class_folder"
 INVALID_NAME = "invalid_name"
 INVALID_MANIFEST_ROW = "invalid_manifest_row"
 LINK_OUTSIDE_DATA_ROOT = "link_outside_data_root"
+PATH_OUTSIDE_MANIFEST = "path_outside_manifest"
 IMAGE_NAMED_FOLDER = "image_named_folder"
 
 DEFAULT_MIN_SIDE = 2  # 1-pixel-wide images carry no shape information; sklearn's 8x8 digits must still pass.

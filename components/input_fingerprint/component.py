@@ -16,7 +16,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.input_fingerprint import executor
-from components.input_fingerprint.executor import INPUT_BASE_KEY, MANIFEST_KEY
+from components.input_fingerprint.executor import ALLOW_OUTSIDE_MANIFEST_KEY, INPUT_BASE_KEY, MANIFEST_KEY
 from image_retrain.contract import FINGERPRINT_KEY
 
 
@@ -24,21 +24,23 @@ class InputFingerprintSpec(types.ComponentSpec):
     PARAMETERS = {
         INPUT_BASE_KEY: ExecutionParameter(type=str, optional=True),
         MANIFEST_KEY: ExecutionParameter(type=str, optional=True),
+        ALLOW_OUTSIDE_MANIFEST_KEY: ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {FINGERPRINT_KEY: ChannelParameter(type=standard_artifacts.String)}
 
 
 class InputFingerprint(base_component.BaseComponent):
-    """Exactly one of input_base (folder per class) or manifest (CSV), as given to ImageExampleGen."""
+    """Exactly one of input_base (folder per class) or manifest (CSV), and the manifest confinement, as given to
+    ImageExampleGen."""
 
     SPEC_CLASS = InputFingerprintSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, input_base: str | RuntimeParameter | None = None,
-                 manifest: str | RuntimeParameter | None = None):
+                 manifest: str | RuntimeParameter | None = None, allow_paths_outside_manifest: bool = False):
         if (input_base is None) == (manifest is None):
             raise ValueError("InputFingerprint needs exactly one of input_base or manifest")
         super().__init__(spec=InputFingerprintSpec(
-            input_base=input_base, manifest=manifest,
+            input_base=input_base, manifest=manifest, allow_paths_outside_manifest=int(allow_paths_outside_manifest),
             **{FINGERPRINT_KEY: types.Channel(type=standard_artifacts.String)}))

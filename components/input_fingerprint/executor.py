@@ -20,11 +20,13 @@ log = logging.getLogger(__name__)
 # Keys shared with component.py: the input, as ImageExampleGen takes it.
 INPUT_BASE_KEY = "input_base"
 MANIFEST_KEY = "manifest"
+ALLOW_OUTSIDE_MANIFEST_KEY = "allow_paths_outside_manifest"
 
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
-        fingerprint = snapshot.fingerprint(snapshot.take(exec_properties.get(INPUT_BASE_KEY) or None,
-                                                         exec_properties.get(MANIFEST_KEY) or None))
+        fingerprint = snapshot.fingerprint(snapshot.take(
+            exec_properties.get(INPUT_BASE_KEY) or None, exec_properties.get(MANIFEST_KEY) or None,
+            allow_paths_outside_manifest=bool(exec_properties.get(ALLOW_OUTSIDE_MANIFEST_KEY))))
         artifact_utils.get_single_instance(output_dict[FINGERPRINT_KEY]).write(fingerprint)
         log.info("input fingerprint: %s", fingerprint)

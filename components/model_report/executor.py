@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import matplotlib
@@ -92,7 +93,8 @@ def per_class_precision_recall(matrix: np.ndarray, labels: list[str]) -> list[di
 def plot_confusion_matrix(matrix: np.ndarray, labels: list[str], path: str) -> None:
     size = max(4.0, 0.45 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(matrix, display_labels=labels).plot(
+    # A `$` would start matplotlib mathtext: `$x^$` in a label failed the plot.
+    ConfusionMatrixDisplay(matrix, display_labels=[label.replace("$", r"\$") for label in labels]).plot(
         ax=axes, cmap="Blues", colorbar=False, xticks_rotation=60, values_format="d")
     axes.set_title("Confusion matrix (TFMA, test split)")
     figure.tight_layout()
@@ -151,6 +153,22 @@ def _threshold(summary: dict) -> str:
     return "n/a" if threshold is None else str(threshold)
 
 
+def _md(text: str) -> str:
+    """Text that Markdown shows as it is, inside a line (a table cell, a list item): the characters that start
+    markup there backslash-escaped (`|` ends a cell, `<` starts HTML, `&` an entity, `[`/`!` a link or image,
+    `*`/`_`/`~`/`` ` `` emphasis or code), line breaks as spaces."""
+    return re.sub(r"([\\`*_\[\]<>|!~&])", r"\\\1", " ".join(text.splitlines()))
+
+
+def _md_code(text: str) -> str:
+    """A code span showing `text` as it is (Markdown interprets nothing inside one): fenced by more backticks than
+    it holds in a row (CommonMark), padded when it starts or ends with one, line breaks as spaces."""
+    text = " ".join(text.splitlines())
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    padding = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{padding}{text}{padding}{fence}"
+
+
 def _summary_lines(summary: dict) -> list[str]:
     lines = [f"# Model report: {summary['split']} split", "",
              f"- blessed: **{summary['blessed']}**",
@@ -161,7 +179,7 @@ def _summary_lines(summary: dict) -> list[str]:
         lines.append(f"- note: {summary['baseline_note']}")
     lines += ["",
              "| class | support | precision | recall |", "|---|---|---|---|"]
-    lines += [f"| {row['label']} | {row['support']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} |"
+    lines += [f"| {_md(row['label'])} | {row['support']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} |"
               for row in summary["per_class"]]
     return lines
 
@@ -170,8 +188,8 @@ def render_markdown(summary: dict) -> str:
     lines = _summary_lines(summary)
     lines += ["", f"![confusion matrix]({contract.CONFUSION_MATRIX_FILE})", "",
               f"## Misclassified ({summary['misclassified_count']} of {summary['example_count']})", ""]
-    lines += [f"- `{m['path']}`: true **{m['true']}**, predicted **{m['predicted']}** ({m['score']:.2f}) "
-              f"![]({m['thumbnail']})" for m in summary["misclassified"]]
+    lines += [f"- {_md_code(m['path'])}: true **{_md(m['true'])}**, predicted **{_md(m['predicted'])}** "
+              f"({m['score']:.2f}) ![]({m['thumbnail']})" for m in summary["misclassified"]]
     return "\n".join(lines) + "\n"
 
 

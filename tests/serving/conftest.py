@@ -54,6 +54,28 @@ def prometheus_samples(rest_port: int, path: str = "/monitoring/prometheus/metri
     return samples
 
 
+def status_kb(pid: int, field: str) -> int:
+    """A field of /proc/<pid>/status in kB (VmRSS, VmHWM, ...)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_rise_bytes(pid: int, request) -> tuple[int, object]:
+    """Runs `request()`; returns (peak RSS of process `pid` during it minus its RSS before, the result or exception).
+    """
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    before = status_kb(pid, "VmRSS")
+    try:
+        outcome = request()
+    except Exception as error:  # the status is checked by the caller
+        outcome = error
+    return (status_kb(pid, "VmHWM") - before) * 1024, outcome
+
+
 def write(path, text: str) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)

@@ -50,7 +50,8 @@ model_config_list {{
     server = ModelServer(ServerOptions(port=free_port(), rest_api_port=free_port(), model_config_file=config,
                                        monitoring_config_file=monitoring, rest_api_max_request_bytes=1 << 20,
                                        rest_api_enable_cors_support=True,
-                                       allow_version_labels_for_unavailable_models=True))
+                                       allow_version_labels_for_unavailable_models=True,
+                                       enable_reload_config_rpc=True, reload_config_allowed_paths=str(models_dir)))
     server.start()
     yield server
     server.stop(grace_seconds=2)

@@ -133,8 +133,9 @@ MALFORMED = [
     ("batch_of_1000_images", "Predict", predict_request("classifier", image_bytes=images(
         *[solid_image_bytes(RED)] * 1000)), INVALID,
      "Request batch size 1000 is larger than the limit of 64 (--max_request_batch_size)"),
+    # Refused by the memory budget from its header, before the model's own pixel check would run.
     ("png_bomb", "Predict", predict_request("classifier", image_bytes=images(png_bomb())), INVALID,
-     "Image of 23000x23000 (529000000 pixels to decode) is larger than the limit of 100000000 pixels"),
+     "decoding the images of input image_bytes needs 8464000000 bytes"),
     ("not_an_image", "Predict", predict_request("classifier", image_bytes=images(b"hello")), INVALID, ""),
     ("classify_empty_input", "Classify", classify("half", "classify_x_to_y", 0), INVALID, "Input is empty."),
     ("classify_1000_examples", "Classify", classify("half", "classify_x_to_y", 1000), INVALID,
@@ -258,3 +259,30 @@ def test_unimplemented_flags_refuse_to_start():
                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert result.returncode == 1
     assert "--platform_config_file=/etc/platform.config: not implemented by this server" in result.stderr
+
+
+def test_a_server_bug_reaches_grpc_clients_as_internal_without_its_text(models_dir, make_server, tmp_path, caplog):
+    """A SavedModel whose signature names a tensor its graph lacks makes the server fail with a KeyError, not a
+    ServingError: before issue 25 grpc told the client "Exception calling application: ..." (UNKNOWN) with the
+    exception's text; now INTERNAL with a fixed message, the traceback in the server's log only."""
+    import shutil
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    broken = tmp_path / "broken" / "1"
+    shutil.copytree(models_dir / "half" / "123", broken)
+    saved_model = saved_model_pb2.SavedModel.FromString((broken / "saved_model.pb").read_bytes())
+    saved_model.meta_graphs[0].signature_def["serving_default"].outputs["y"].name = "no_such_tensor:0"
+    (broken / "saved_model.pb").write_bytes(saved_model.SerializeToString())
+    config = write(tmp_path / "models.config", "model_config_list { " + " ".join(
+        f'config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}'
+        for name, path in (("broken", broken.parent), ("half", models_dir / "half"))) + " }")
+    server = make_server(model_config_file=config)
+    with grpc.insecure_channel(f"localhost:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with caplog.at_level("ERROR", logger="serving.grpc_service"), pytest.raises(grpc.RpcError) as error:
+            stub.Predict(predict_request("broken", x=FLOAT_X), timeout=30)  # a deadline: TF_SessionRun's path
+        assert (error.value.code(), error.value.details()) == (grpc.StatusCode.INTERNAL,
+                                                               "Internal error while handling the request")
+        assert "no_such_tensor" in caplog.text and "Traceback" in caplog.text
+        assert list(stub.Predict(predict_request(x=FLOAT_X), timeout=30).outputs["y"].float_val) == [3.0]

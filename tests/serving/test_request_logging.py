@@ -214,7 +214,8 @@ def test_files_rotate_and_only_the_newest_are_kept(models_dir, tmp_path, make_se
 def test_logging_config_changes_on_reload_and_bad_ones_are_refused(models_dir, tmp_path, make_server, stubs_of):
     first, second = tmp_path / "first" / "requests", tmp_path / "second" / "requests"
     config = config_file(tmp_path, model_config("m", models_dir / "half"))
-    server = make_server(model_config_file=config, monitoring_config_file=monitoring_file(tmp_path))
+    server = make_server(model_config_file=config, monitoring_config_file=monitoring_file(tmp_path),
+                         enable_reload_config_rpc=True, reload_config_allowed_paths=f"{models_dir},{tmp_path}")
     predict, models = stubs_of(server)
 
     def reload(logging: str):

@@ -22,8 +22,10 @@ from serving.process import model_server
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_BODY = 1 << 20
 TIMEOUT_MS = 3000
+BODY_GAP_MS = 1500
 IDLE_MS = 1000
 THREADS = 2
+MAX_CONNECTIONS = 32
 SLACK_S = 1.5  # scheduling slack on a shared 2-core machine
 PREDICT = b"POST /v1/models/half:predict HTTP/1.1\r\nHost: localhost\r\n"
 VALID_BODY = b'{"instances": [2.0]}'
@@ -40,10 +42,13 @@ def _with_length(body: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def server(models_dir, tmp_path_factory):
     """`python -m serving` with small limits, so every limit and timeout is reached within seconds."""
-    with open(tmp_path_factory.mktemp("rest_hardening") / "server.log", "wb") as log_file, model_server(
-            "--model_name=half", f"--model_base_path={models_dir / 'half'}",
+    root = tmp_path_factory.mktemp("rest_hardening")
+    monitoring = write(root / "monitoring.config", 'prometheus_config { enable: true, path: "/metrics" }')
+    with open(root / "server.log", "wb") as log_file, model_server(
+            "--model_name=half", f"--model_base_path={models_dir / 'half'}", f"--monitoring_config_file={monitoring}",
             f"--rest_api_max_request_bytes={MAX_BODY}", f"--rest_api_timeout_in_ms={TIMEOUT_MS}",
-            f"--rest_api_idle_timeout_in_ms={IDLE_MS}", f"--rest_api_num_threads={THREADS}",
+            f"--rest_api_body_timeout_in_ms={BODY_GAP_MS}", f"--rest_api_idle_timeout_in_ms={IDLE_MS}",
+            f"--rest_api_num_threads={THREADS}", f"--rest_api_max_connections={MAX_CONNECTIONS}",
             cwd=REPO, stderr=log_file) as server:
         yield server
 
@@ -227,27 +232,52 @@ def test_keep_alive_connection_is_closed_when_idle(server):
     assert elapsed < IDLE_MS / 1000 + SLACK_S
 
 
-def test_short_body_gets_408_and_is_closed(server):
+def test_a_stalled_body_gets_408_after_the_gap_timeout_and_is_closed(server):
     responses, closed, elapsed = exchange(server.rest_port, _request(b"Content-Length: 100\r\n", b'{"inst'),
                                           wait_s=TIMEOUT_MS / 1000 + 5)
     assert len(responses) == 1 and closed
-    assert_json_error(*responses[0], 408, "--rest_api_timeout_in_ms")
+    assert_json_error(*responses[0], 408, "--rest_api_body_timeout_in_ms")
+    assert BODY_GAP_MS / 1000 - 0.2 < elapsed < BODY_GAP_MS / 1000 + SLACK_S
+
+
+def test_a_trickling_body_gets_408_at_the_request_deadline(server):
+    """A byte every half second never trips the gap timeout, but the whole body must arrive within the deadline."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.rest_port)) as connection:
+        connection.sendall(_request(b"Content-Length: 100\r\n"))
+        connection.settimeout(0.5)
+        received = b""
+        while time.monotonic() - started < TIMEOUT_MS / 1000 + 5 and not received.endswith(b"}"):
+            try:
+                connection.sendall(b" ")
+                received += connection.recv(1 << 16)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+    elapsed = time.monotonic() - started
+    [(status, headers, body)] = parse_responses(received)
+    assert_json_error(status, headers, body, 408, "--rest_api_timeout_in_ms")
     assert TIMEOUT_MS / 1000 - 0.2 < elapsed < TIMEOUT_MS / 1000 + SLACK_S
 
 
-def test_requests_wait_for_one_of_num_threads_workers(server):
-    """Both workers are held by stalled uploads: a valid request waits for one, then succeeds."""
-    stalled = [threading.Thread(target=exchange, args=(server.rest_port, _request(b"Content-Length: 100\r\n", b"{"),
-                                                         TIMEOUT_MS / 1000 + 5)) for _ in range(THREADS)]
+def test_stalled_uploads_hold_no_worker(server):
+    """Six times as many stalled uploads as workers: bodies are read before a worker is taken, so a valid request is
+    answered at once (before issue 25 it waited for the uploads to time out), and each upload gets its 408."""
+    outcomes = []
+    stalled = [threading.Thread(target=lambda: outcomes.append(exchange(
+        server.rest_port, _request(b"Content-Length: 100\r\n", b"{"), TIMEOUT_MS / 1000 + 5)))
+        for _ in range(6 * THREADS)]
     for thread in stalled:
         thread.start()
-    time.sleep(TIMEOUT_MS / 2000)
+    time.sleep(0.5)
     started = time.monotonic()
     assert_still_serving(server)
     waited = time.monotonic() - started
     for thread in stalled:
         thread.join()
-    assert waited > TIMEOUT_MS / 2000 - 0.5  # it was served only once the stalled uploads timed out
+    assert waited < SLACK_S
+    assert [responses[0][0] for responses, _, _ in outcomes] == [408] * len(stalled)
 
 
 # ----------------------------------------------------------------------------------------- bounded memory
@@ -300,3 +330,111 @@ def test_bad_rest_flags_are_config_errors(models_dir, options):
                                        model_base_path=str(models_dir / "half"), **options))
     with pytest.raises(ConfigError, match="--rest_api_num_threads must be >= 0"):
         server.start()
+
+
+# ------------------------------------------------------------------------------------------------ issue 25
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(server):
+    """HTTP/1.1 lets a client shut down its sending side once its request is sent; before, it got no answer."""
+    responses, closed, _ = exchange(server.rest_port, _with_length(VALID_BODY), half_close=True)
+    assert [(status, json.loads(body)) for status, _, body in responses] == [(200, {"predictions": [3.0]})]
+    assert closed
+
+
+def test_connections_beyond_the_cap_get_503_and_are_closed(server):
+    held = [socket.create_connection(("127.0.0.1", server.rest_port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.2)
+        responses, closed, elapsed = exchange(server.rest_port, _with_length(VALID_BODY))
+        assert closed and elapsed < SLACK_S
+        [(status, headers, body)] = responses
+        assert_json_error(status, headers, body, 503, f"at most {MAX_CONNECTIONS} at once (--rest_api_max_connections)")
+    finally:
+        for connection in held:
+            connection.close()
+    time.sleep(0.5)
+    assert_still_serving(server)
+
+
+@pytest.mark.parametrize("host,status", [
+    ("attacker.example", 403), ("attacker.example:8501", 403), ("localhost.attacker.example", 403),
+    ("localhost", 200), ("localhost:8501", 200), ("LOCALHOST.", 200), ("app.localhost", 200), ("127.0.0.1:1", 200),
+    ("[::1]:8501", 200), ("10.1.2.3", 200), (socket.gethostname(), 200)])
+def test_the_host_header_must_name_this_server(server, host, status):
+    """DNS rebinding: a page on attacker.example, re-resolved to 127.0.0.1, reaches the server with its own name."""
+    for path in ("/v1/models/half", "/", "/metrics"):
+        response = requests.get(f"http://127.0.0.1:{server.rest_port}{path}", headers={"Host": host}, timeout=30)
+        assert response.status_code == status, (host, path)
+        if status == 403:
+            assert_json_error(403, {k.lower(): v for k, v in response.headers.items()}, response.content, 403,
+                              "--rest_api_allowed_hosts")
+
+
+def test_other_web_pages_cannot_post_to_the_api(server):
+    """A cross-site form or fetch with a "simple" content type (text/plain) needs no CORS preflight; the browser sends
+    its Origin, and without --rest_api_enable_cors_support only this server's own origin is answered."""
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/half:predict"
+    for origin in ("http://attacker.example", "null", f"https://127.0.0.1:{server.rest_port}"):
+        response = requests.post(url, data=VALID_BODY, headers={"Content-Type": "text/plain", "Origin": origin},
+                                 timeout=30)
+        assert_json_error(response.status_code, {k.lower(): v for k, v in response.headers.items()},
+                          response.content, 403, "--rest_api_enable_cors_support is off")
+    own = requests.post(url, data=VALID_BODY, headers={"Origin": f"http://127.0.0.1:{server.rest_port}"}, timeout=30)
+    assert (own.status_code, own.json()) == (200, {"predictions": [3.0]})
+
+
+def test_responses_carry_nosniff_no_framing_and_the_page_a_policy_for_its_own_script(server):
+    import base64
+    import hashlib
+    import re
+
+    api = requests.get(f"http://127.0.0.1:{server.rest_port}/v1/models/half", timeout=30)
+    assert api.headers["X-Content-Type-Options"] == "nosniff" and api.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in api.headers["Content-Security-Policy"]
+    page = requests.get(f"http://127.0.0.1:{server.rest_port}/", timeout=30)
+    policy = page.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy and "unsafe-inline" not in policy
+    # The hashes are those of the page as served (the model list filled in), so its script and style run.
+    for kind in ("script", "style"):
+        text = re.search(rf"<{kind}>(.*?)</{kind}>", page.text, re.S).group(1)
+        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        assert f"{kind}-src 'sha256-{digest}'" in policy
+    assert " style=" not in page.text  # inline style attributes would need 'unsafe-inline'
+
+
+def test_a_version_of_5000_digits_is_a_400(server):
+    """Before, int() refused it with a ValueError: a 500 and a traceback in the log for every such request."""
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/half/versions"
+    response = requests.post(f"{url}/{'9' * 5000}:predict", data=VALID_BODY, timeout=30)
+    assert_json_error(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content,
+                      400, "Failed to convert version: 99999")
+    response = requests.post(f"{url}/٣:predict", data=VALID_BODY, timeout=30)  # a digit, not an ASCII one
+    assert_json_error(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content,
+                      400, "Malformed request")
+    response = requests.post(f"{url}/{'0' * 30}123:predict", data=VALID_BODY, timeout=30)  # SimpleAtoi's reading
+    assert (response.status_code, response.json()) == (200, {"predictions": [3.0]})
+
+
+def test_model_names_cannot_inject_metric_lines_nor_grow_the_series(server):
+    import random
+    import re
+    import string
+
+    url = f"http://127.0.0.1:{server.rest_port}"
+
+    def unknown_count() -> int:
+        text = requests.get(f"{url}/metrics", timeout=30).text
+        return int(next((line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(
+            ':tensorflow:serving:request_count{model_name="_unknown_",status="NOT_FOUND"')), 0))
+
+    before = unknown_count()
+    requests.post(f"{url}/v1/models/x%22%7D%201e9%0Afake_metric%7Ba%3D%22:predict", data=VALID_BODY, timeout=30)
+    for _ in range(300):
+        name = "".join(random.choices(string.ascii_lowercase, k=12))
+        requests.post(f"{url}/v1/models/{name}:predict", data=VALID_BODY, timeout=30)
+    assert_still_serving(server)
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    assert not [line for line in text.splitlines() if line.startswith("fake_metric")]
+    names = {re.search(r'model_name="([^"]*)"', line).group(1) for line in text.splitlines()
+             if line.startswith(":tensorflow:serving:request_")}
+    assert names == {"_unknown_", "half"}  # one series for every name the server does not serve
+    assert unknown_count() == before + 301

@@ -1,14 +1,16 @@
-"""--ssl_config_file as tensorflow_model_server reads it: TLS for gRPC, mutual TLS with client_verify. Real
+"""--ssl_config_file as tensorflow_model_server reads it: TLS for gRPC, mutual TLS with client_verify; and, beyond it
+(issue 25 item 8), HTTPS on the REST port from the same pair and unsafe pairs refused at start. Real
 certificates are generated here (a CA, a server certificate for localhost, client certificates from that CA and from a
 stranger's CA) and real grpc secure channels connect."""
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 
 import grpc
 import pytest
-from conftest import write
+from conftest import free_port, write
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -139,3 +141,90 @@ def test_bad_ssl_config_is_a_start_up_error(models_dir, tmp_path, pki):
         with pytest.raises(ConfigError, match=words):
             ModelServer(ServerOptions(model_name="half", model_base_path=str(models_dir / "half"),
                                       ssl_config_file=config)).start()
+
+
+# ------------------------------------------------------------------------------------ REST on the same SSLConfig
+def _https(port: int, pki: Pki, client=None):
+    """(status, JSON) of GET /v1/models/half over HTTPS, trusting the test CA; `client`: (cert, key) PEM pair."""
+    import json
+    import ssl
+    import tempfile
+    import urllib.request
+
+    context = ssl.create_default_context(cadata=pki.ca)
+    if client is not None:
+        folder = tempfile.mkdtemp()
+        for name, text in (("cert.pem", client[0]), ("key.pem", client[1])):
+            with open(os.path.join(folder, name), "w") as f:
+                f.write(text)
+        context.load_cert_chain(os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem"))
+    with urllib.request.urlopen(f"https://localhost:{port}/v1/models/half", context=context, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_rest_serves_https_from_the_ssl_config_and_no_clear_text(models_dir, tmp_path, make_server, pki):
+    import urllib.error
+    import urllib.request
+
+    server = make_server(model_name="half", model_base_path=str(models_dir / "half"),
+                         ssl_config_file=_ssl_config(tmp_path, pki, client_verify=False))
+    status, body = _https(server.rest_port, pki)
+    assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
+    with pytest.raises((urllib.error.URLError, ConnectionError)):  # what TF Serving would answer in clear
+        urllib.request.urlopen(f"http://localhost:{server.rest_port}/v1/models/half", timeout=10)
+
+
+def test_rest_mutual_tls_requires_a_client_certificate_from_custom_ca(models_dir, tmp_path, make_server, pki):
+    import ssl
+    import urllib.error
+
+    server = make_server(model_name="half", model_base_path=str(models_dir / "half"),
+                         ssl_config_file=_ssl_config(tmp_path, pki, client_verify=True))
+    assert _https(server.rest_port, pki, client=(pki.client_cert, pki.client_key))[0] == 200
+    for client in (None, (pki.rogue_cert, pki.rogue_key)):  # no certificate, or one from a stranger's CA
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            _https(server.rest_port, pki, client)
+
+
+def _self_signed(key, days: int) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)  # valid from a month ago for `days` from now (< 0: expired)
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=30))
+            .not_valid_after(now + datetime.timedelta(days=days)).sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM).decode())
+
+
+def test_unsafe_key_pairs_refuse_to_start_with_a_clear_message(models_dir, tmp_path, pki):
+    """As a process: exit 1 and one line naming the problem, no traceback, no PEM text (before issue 25 a mismatched
+    pair crashed with a traceback, and weak or expired pairs served)."""
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from google.protobuf import text_format
+
+    from serving.config import SSLConfig
+
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    good = ec.generate_private_key(ec.SECP256R1())
+    cases = {
+        "server_key does not match server_cert": (pki.client_key, pki.server_cert),
+        "server_key is a 1024-bit RSA key; at least 2048 bits are needed": (_pem_key(weak), _self_signed(weak, 1)),
+        "server_cert expired on": (_pem_key(good), _self_signed(good, -1)),
+        "server_key is not an unencrypted PEM private key": ("-----BEGIN PRIVATE KEY-----\nnot base64\n"
+                                                              "-----END PRIVATE KEY-----\n", pki.server_cert),
+    }
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for words, (key, cert) in cases.items():
+        config = write(tmp_path / "ssl.config", text_format.MessageToString(SSLConfig(server_key=key,
+                                                                                      server_cert=cert)))
+        result = subprocess.run([sys.executable, "-m", "serving", f"--port={free_port()}", "--model_name=half",
+                                 f"--model_base_path={models_dir / 'half'}", f"--ssl_config_file={config}"],
+                                capture_output=True, text=True, timeout=120, check=False, cwd=repo)
+        assert result.returncode == 1 and words in result.stderr, (words, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr and "BEGIN" not in result.stderr, words

@@ -125,7 +125,8 @@ class Server:
     """One `python -m serving` process with upstream RunServer's command line."""
 
     def __init__(self, tmp, key, model_name=None, model_path=None, model_config_file=None, monitoring_config_file=None,
-                 batching_parameters_file=None, grpc_channel_arguments="", model_config_file_poll_period=None):
+                 batching_parameters_file=None, grpc_channel_arguments="", model_config_file_poll_period=None,
+                 flags=()):
         self.port, self.rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
         self.socket_path = str(tmp / f"{key}.sock")
         command = [sys.executable, "-m", "serving", f"--port={self.port}", f"--rest_api_port={self.rest_port}",
@@ -142,6 +143,7 @@ class Server:
             command += ["--enable_batching", f"--batching_parameters_file={batching_parameters_file}"]
         if grpc_channel_arguments:
             command.append(f"--grpc_channel_arguments={grpc_channel_arguments}")
+        command += flags
         self.stderr_path = tmp / f"{key}.stderr"
         with open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(["nice", "-n", "10", *command], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -223,8 +225,10 @@ def upstream(tmp_path_factory):
         "bad_config": Server(tmp, "bad_config", model_config_file=write("bad_model_config.txt", BAD_MODEL_CONFIG)),
         "reload": Server(tmp, "reload", model_config_file=write("reload_config.txt", two_config),
                          model_config_file_poll_period=1),
+        # Upstream's test calls HandleReloadConfigRequest, which this server answers only when enabled.
         "no_reload": Server(tmp, "no_reload", model_config_file=write("no_reload_config.txt", two_config),
-                            model_config_file_poll_period=0),
+                            model_config_file_poll_period=0,
+                            flags=["--enable_reload_config_rpc", f"--reload_config_allowed_paths={tmp}"]),
         "saved": Server(tmp, "saved", "default", saved),
         "saved_multi": Server(tmp, "saved_multi", "default", saved_multi),
     }

@@ -128,7 +128,8 @@ def test_startup_config_with_labels_needs_the_flag(base_path, tmp_path, make_ser
 def test_reload_labels_only_on_available_versions(base_path, models_dir, make_server, tmp_path):
     config = tmp_path / "models.config"
     publish(config, config_text(base_path, [1], {}))
-    clients = Clients(make_server(model_config_file=str(config)))
+    clients = Clients(make_server(model_config_file=str(config), enable_reload_config_rpc=True,
+                                  reload_config_allowed_paths=f"{tmp_path},{models_dir}"))
 
     # Adding version 2 and pointing a label at it in one config fails, and nothing of that config is applied:
     # version 2 is not loaded, the model it adds is not added, the label does not exist.
@@ -159,7 +160,9 @@ def test_flag_allows_new_labels_on_unavailable_versions_but_never_moves_one(base
     shutil.copytree(models_dir / "half" / "123", base_path / "3")
     config = tmp_path / "models.config"
     publish(config, config_text(base_path, [1], {}))
-    clients = Clients(make_server(model_config_file=str(config), allow_version_labels_for_unavailable_models=True))
+    clients = Clients(make_server(model_config_file=str(config), allow_version_labels_for_unavailable_models=True,
+                                  enable_reload_config_rpc=True,
+                                  reload_config_allowed_paths=f"{tmp_path},{models_dir}"))
 
     # A new label may point at a version this same config adds.
     clients.models.HandleReloadConfigRequest(reload_request(config_text(base_path, [1, 2], {"canary": 2})), timeout=60)
