@@ -308,7 +308,7 @@ def test_the_allow_paths_outside_manifest_flag_reaches_the_component(tmp_path):
     for flags, allowed in (([], False), (["--allow-paths-outside-manifest"], True)):
         fields = pipeline_options.from_args(parser.parse_args(["--manifest", str(manifest), *flags]))
         options = RunOptions(**fields, output_dir=str(tmp_path / "out"))
-        example_gen = create_pipeline(options).components[0]
+        (example_gen,) = [c for c in create_pipeline(options).components if c.id == "ImageExampleGen"]
         settings = IngestionSettings.from_exec_properties(example_gen.exec_properties)
         assert settings.allow_paths_outside_manifest is allowed
 
