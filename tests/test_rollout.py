@@ -140,6 +140,13 @@ class Clients:
                 if not response.ok:
                     self.errors.append(("rest", label, response.text))
 
+    def wait_for_answers(self, label: str, version: int, count: int, timeout_s: float = 60) -> None:
+        """Until `count` gRPC answers under `label` have come from `version` (a machine under load is slow)."""
+        deadline = time.monotonic() + timeout_s
+        while sum(1 for _, api, lab, v in self.answers if api == "grpc" and lab == label and v == version) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} answers from {version} under {label}"
+            time.sleep(0.05)
+
     def wait_for(self, label: str, version: int, timeout_s: float) -> float:
         """Seconds until gRPC answers under `label` come from `version` (and keep coming from it)."""
         started = time.monotonic()
@@ -187,7 +194,7 @@ def test_canary_promote_and_rollback_under_load_fail_no_request(tmp_path, capsys
             second = _push(good, base, server.rest_url)
             assert clients.wait_for("canary", second, 2 * POLL_S + 1) < 2 * POLL_S + 1
             assert clients.wait_for("stable", first, 1) < 0.5  # stable traffic never moved
-            time.sleep(1)  # traffic on both
+            clients.wait_for_answers("canary", second, 40)  # enough traffic on both to judge the canary by
             assert cli(["promote", "--model-base-path", base, "--server", server.rest_url, "--if-healthy",
                         "--min-requests", "5"]) == 0
             assert clients.wait_for("stable", second, 2 * POLL_S + 1) < 2 * POLL_S + 1
