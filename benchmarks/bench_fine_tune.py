@@ -50,7 +50,7 @@ def main() -> None:
     from pipelines import configs
     from pipelines.models.fine_tune import fine_tune
     from pipelines.models.head import build_head
-    from pipelines.models.trainer import with_input_size
+    from pipelines.models.image_size import with_input_size
 
     with tempfile.TemporaryDirectory() as scratch:
         os.makedirs(os.path.join(scratch, "Split-train"))

@@ -16,6 +16,9 @@ LABEL_NAME_KEY = "label_name"  # the class name, for humans and the report
 PATH_KEY = "path"              # path relative to the data root / manifest; the hash split partitions on it
 SHA256_KEY = "sha256"          # hex digest of IMAGE_KEY: de-duplication and the embedding cache key
 EMBEDDING_KEY = "embedding"    # float list: the image module's feature vector (the head's input)
+# int64 1/0: the embedding came from the cache, i.e. an earlier run saw the image; a warm-started Trainer trains on
+# the images new to it (0) and a replay sample of the others (pipelines/models/warm_start.py).
+EMBEDDING_CACHED_KEY = "embedding_cached"
 
 # Output splits of ImageExampleGen, in the order of the split ratios.
 TRAIN_SPLIT = "train"

@@ -57,6 +57,11 @@ HYPERPARAMETERS = {
     # or rotated views of each image, 1 (off), 2, 4 or 8, at that many times the inference cost. Only for data whose
     # meaning survives the flips and rotations trained with (solar cells, not digits).
     "test_time_views": 1,              # one of TEST_TIME_VIEWS
+    # Warm start (pipelines/models/warm_start.py): a retraining over the same classes continues the served (or latest
+    # blessed) model, fine-tuning it on the new training images and a replay sample of the others.
+    "from_scratch": False,             # always train from the image module instead
+    "warm_start_epochs": 2,            # fine-tuning epochs when continuing
+    "replay_fraction": 0.1,            # share of the earlier training images replayed (at least as many as new)
     "seed": 42,
 }
 

@@ -91,6 +91,7 @@ class RunResult:
     run_id: str  # the pipeline_run context in ML Metadata
     mobile_exports: list[str] = dataclasses.field(default_factory=list)
     data_changes: str | None = None  # since the last run; None: the first run
+    training: str | None = None  # continued which model, or trained from the image module, and why
     nothing_changed: bool = False  # so nothing ran: same images, same settings as the last run
 
     def to_dict(self) -> dict:
@@ -106,7 +107,7 @@ class RunResult:
 
 # The components whose outputs make up a run's result (their ids in the pipeline, see pipelines/pipeline.py).
 INGEST_NODE, EMBED_NODE, REPORT_NODE, PUSH_NODE = "ImageExampleGen", "ImageEmbedder", "ModelReport", "AtomicPusher"
-VALIDATE_NODE = "ServingValidator"
+VALIDATE_NODE, TRAIN_NODE = "ServingValidator", "Trainer"
 
 
 def run_outputs(metadata_path: str, pipeline_name: str, run_id: str | None = None
@@ -130,7 +131,7 @@ def run_outputs(metadata_path: str, pipeline_name: str, run_id: str | None = Non
         if run is None:
             raise ValueError(f"no pipeline run {run_id or ''} of {pipeline_name!r} in {metadata_path}")
         outputs = {}
-        for node_id in (INGEST_NODE, EMBED_NODE, REPORT_NODE, VALIDATE_NODE, PUSH_NODE):
+        for node_id in (INGEST_NODE, EMBED_NODE, TRAIN_NODE, REPORT_NODE, VALIDATE_NODE, PUSH_NODE):
             node = handle.store.get_context_by_type_and_name(
                 compiler_constants.NODE_CONTEXT_TYPE_NAME, compiler_utils.node_context_name(pipeline_name, node_id))
             if node is None:
@@ -167,6 +168,7 @@ def collect_result(options: RunOptions, metadata_path: str, run_id: str | None =
     embedded = output(EMBED_NODE, contract.EMBEDDED_EXAMPLES_KEY)
     ingested = output(INGEST_NODE, standard_component_specs.EXAMPLES_KEY)
     validated = output(VALIDATE_NODE, standard_component_specs.BLESSING_KEY)
+    model_run = output(TRAIN_NODE, standard_component_specs.MODEL_RUN_KEY)
     was_pushed = bool(int_property(pushed, contract.PUSHED_PROPERTY))
     return RunResult(
         blessed=bool(int_property(scalars, contract.BLESSED_PROPERTY)),
@@ -184,9 +186,26 @@ def collect_result(options: RunOptions, metadata_path: str, run_id: str | None =
         embeddings_computed=int_property(embedded, contract.EMBEDDINGS_COMPUTED_PROPERTY),
         embeddings_cached=int_property(embedded, contract.EMBEDDINGS_CACHED_PROPERTY),
         rejects=int_property(ingested, contract.NUM_REJECTS_PROPERTY),
+        training=how_trained(model_run.uri) if model_run is not None else None,
         serving_model_dir=options.serving_model_dir,
         run_id=run_id,
     )
+
+
+def how_trained(model_run_uri: str) -> str | None:
+    """The Trainer's own account (training_summary.json, pipelines/models/trainer.py run_fn)."""
+    import tensorflow as tf
+
+    path = os.path.join(model_run_uri, contract.TRAINING_SUMMARY_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        summary = json.load(f)
+    start, warm = summary.get("start", {}), summary.get("warm_start")
+    if warm:
+        return (f"continued {start.get('warm_start_from')} on {warm['new_images']} new and "
+                f"{warm['replayed_images']} replayed images ({start.get('why')})")
+    return f"from the image module: {start.get('why')}" if start else None
 
 
 def run_pipeline(options: RunOptions) -> RunResult:
@@ -284,6 +303,7 @@ def format_result(result: RunResult) -> str:
         f"pushed:             {result.pushed_path or 'no (not blessed)'}",
         f"data:               {result.data_changes or 'first run'}" + (" since the last run" if result.data_changes
                                                                          else ""),
+        f"training:           {result.training or 'n/a'}",
         f"embeddings:         {result.embeddings_computed} computed, {result.embeddings_cached} from cache",
         f"rejected images:    {result.rejects}",
         f"report:             {result.report_path}",

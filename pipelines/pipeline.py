@@ -105,8 +105,24 @@ def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
         for name, kind in contract.RUN_HYPERPARAMETERS.items()
         # What the Tuner searches is its to choose unless set: a value here would always win over its choice.
         if not (options.tune and name in configs.TUNER_SEARCH_SPACE and name not in options.hyperparameters)}
+    # What a retraining continues (warm start, pipelines/models/warm_start.py): the latest blessed model, or what is
+    # served. Open-source KFP cannot run TFX resolver executors: there it is what is actually being served.
+    if options.resolved_baseline == "latest_blessed":
+        resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        components.append(resolver)
+        base_model = resolver.outputs["model"]
+    else:
+        served_before = ServedModelBaseline(
+            serving_model_dir=options.serving_model_dir).with_id("ServedModelToContinue")
+        components.append(served_before)
+        base_model = served_before.outputs["baseline_model"]
     trainer = HyperparameterTrainer(
         run_fn=configs.RUN_FN,
+        base_model=base_model,
         examples=embedder.outputs[contract.EMBEDDED_EXAMPLES_KEY],
         hyperparameters=tuned,
         train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN_SPLIT]),
@@ -117,15 +133,9 @@ def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
     components.append(trainer)
 
     if options.resolved_baseline == "latest_blessed":
-        resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        ).with_id("latest_blessed_model_resolver")
-        components.append(resolver)
-        baseline_model = resolver.outputs["model"]
+        baseline_model = base_model
     else:
-        # Open-source KFP cannot run TFX resolver executors: compare against what is actually being served.
+        # Compared with what is served right before evaluation (the candidate orders it after the Trainer).
         served = ServedModelBaseline(serving_model_dir=options.serving_model_dir,
                                      candidate_model=trainer.outputs["model"],
                                      when_nothing_served=options.WHEN_NOTHING_SERVED)

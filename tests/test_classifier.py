@@ -15,8 +15,8 @@ from pipelines.models.augment import augment
 from pipelines.models.fine_tune import fine_tune, fine_tuned_variables
 from pipelines.models.head import balanced_class_weights, build_head
 from pipelines.models.hparams import hyperparameters_from
+from pipelines.models.image_size import with_input_size
 from pipelines.models.saved_model_export import export_serving_model
-from pipelines.models.trainer import with_input_size
 from pipelines.models.training_data import decoded_images, embed_images, model_inputs
 from pipelines.models.views import check_test_time_views, dihedral_views, mean_over_views
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ def test_pipeline_trains_blesses_pushes_and_reuses_embeddings(tmp_path):
     assert first.embeddings_computed == 60 and first.embeddings_cached == 0
     assert first.blessed and first.pushed and first.accuracy >= 0.8
     assert first.baseline_accuracy is None  # nothing blessed before
+    assert first.training == "from the image module: no model has been blessed or served yet"
     version_dir = Path(first.pushed_path)
     assert version_dir.parent == Path(options.serving_model_dir) and version_dir.name.isdigit()
     assert (version_dir / "saved_model.pb").is_file() and (version_dir / "assets" / "labels.txt").is_file()
@@ -86,4 +88,7 @@ def test_pipeline_trains_blesses_pushes_and_reuses_embeddings(tmp_path):
     make_shapes_dataset(data, n_per_class=1, seed=7, start_index=100)
     third = run_pipeline(options)
     assert third.data_changes == "3 new"
+    # Same classes: the blessed model is continued on the new images and a replay sample, not trained again.
+    assert re.fullmatch(r"continued \S+/Trainer/model/\d+/Format-Serving on \d+ new and \d+ replayed images \(the "
+                        r"classes are those of the model it continues\)", third.training), third.training
     assert third.embeddings_computed == 3 and third.embeddings_cached == 60

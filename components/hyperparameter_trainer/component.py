@@ -38,12 +38,14 @@ class HyperparameterTrainer(base_component.BaseComponent):
     def __init__(self, examples: types.BaseChannel, run_fn: str, train_args: trainer_pb2.TrainArgs,
                  eval_args: trainer_pb2.EvalArgs, custom_config: dict[str, Any],
                  hyperparameters: types.BaseChannel | None = None,
+                 base_model: types.BaseChannel | None = None,
                  hyperparameter_values: Mapping[str, int | float | RuntimeParameter] | None = None):
         unknown = set(hyperparameter_values or {}) - set(RUN_HYPERPARAMETERS)
         if unknown:
             raise ValueError(f"not settable per run: {sorted(unknown)}; these are: {sorted(RUN_HYPERPARAMETERS)}")
         super().__init__(spec=HyperparameterTrainerSpec(
-            examples=examples, hyperparameters=hyperparameters, run_fn=run_fn, train_args=train_args,
+            examples=examples, hyperparameters=hyperparameters, base_model=base_model, run_fn=run_fn,
+            train_args=train_args,
             eval_args=eval_args, custom_config=json_utils.dumps(custom_config),
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),

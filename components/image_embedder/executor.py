@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from components.image_embedder import cache as embedding_cache
 from image_retrain import contract, step_results
-from image_retrain.contract import EMBEDDING_KEY, IMAGE_KEY, PATH_KEY, SHA256_KEY
+from image_retrain.contract import EMBEDDING_CACHED_KEY, EMBEDDING_KEY, IMAGE_KEY, PATH_KEY, SHA256_KEY
 from image_retrain.image_decoding import preprocess_batch
 from image_retrain.image_module import load_image_module
 from image_retrain.image_module.litert_engine import LiteRTImageModule, litert_module_path
@@ -75,14 +75,15 @@ class JoinWithCache(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(self.ENTRY, (sha, cached[0]))
             CACHED.inc(len(examples))
             for split, serialized in examples:
-                yield split, _with_embedding(serialized, cached[0])
+                yield split, _with_embedding(serialized, cached[0], from_cache=True)
         elif examples:
             yield beam.pvalue.TaggedOutput(self.MISS, (sha, examples))
 
 
-def _with_embedding(serialized: bytes, embedding: np.ndarray) -> bytes:
+def _with_embedding(serialized: bytes, embedding: np.ndarray, from_cache: bool) -> bytes:
     example = tf.train.Example.FromString(serialized)
     example.features.feature[EMBEDDING_KEY].float_list.value[:] = np.asarray(embedding, np.float32).tolist()
+    example.features.feature[EMBEDDING_CACHED_KEY].int64_list.value[:] = [int(from_cache)]
     return example.SerializeToString()
 
 
@@ -156,7 +157,7 @@ class EmbedImages(beam.DoFn):
             if not sha.startswith(_UNKEYED):
                 yield beam.pvalue.TaggedOutput(self.ENTRY, (sha, embedding))
             for split, serialized in examples:
-                yield split, _with_embedding(serialized, embedding)
+                yield split, _with_embedding(serialized, embedding, from_cache=False)
         if self._progress is not None:
             self._progress.update(len(batch))
 

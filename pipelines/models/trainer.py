@@ -2,7 +2,6 @@
 embeddings, then optionally the module fine-tuned with it, exported so the served model takes raw image bytes."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -12,11 +11,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from image_retrain import step_results
 from image_retrain.contract import TRAINING_SUMMARY_FILE
 from image_retrain.image_module import load_image_module
 from pipelines import configs
 from pipelines.models.fine_tune import fine_tune
 from pipelines.models.head import balanced_class_weights, build_head
+from pipelines.models import warm_start
+from pipelines.models.image_size import with_input_size
 from pipelines.models.hparams import hyperparameters_from
 from pipelines.models.saved_model_export import export_serving_model
 from pipelines.models.training_data import (
@@ -30,18 +32,6 @@ from pipelines.models.training_data import (
 from pipelines.models.views import check_test_time_views
 
 log = logging.getLogger(__name__)
-
-
-def with_input_size(image_module, image_size: int):
-    """The module at `image_size` x `image_size` pixels (0: its own size); a clear error if it takes only its own."""
-    if image_size <= 0 or (image_size, image_size) == tuple(image_module.input_size):
-        return image_module
-    try:
-        image_module(tf.zeros([1, image_size, image_size, 3]))
-    except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
-        raise ValueError(f"image module {image_module.handle!r} takes only {image_module.input_size} images, not "
-                         f"image_size={image_size}: {error}") from error
-    return dataclasses.replace(image_module, input_size=(image_size, image_size))
 
 
 def train(hp: dict[str, Any], module_handle: str, train_files: list[str], eval_files: list[str],
@@ -71,7 +61,7 @@ def train(hp: dict[str, Any], module_handle: str, train_files: list[str], eval_f
         x_aug, y_aug = embed_images(train_files, image_module, hp, copies=hp["augment_copies"])
         x_train, y_train = np.concatenate([x_train, x_aug]), np.concatenate([y_train, y_aug])
     log.info("training head on %d examples (%d classes), early stopping on %d eval examples",
-                len(y_train), num_classes, len(y_eval))
+             len(y_train), num_classes, len(y_eval))
 
     head = build_head(x_train.shape[1], num_classes, hp)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp["early_stopping_patience"],
@@ -95,12 +85,47 @@ def train(hp: dict[str, Any], module_handle: str, train_files: list[str], eval_f
         "final": {k: float(v[-1]) for k, v in history.history.items()}}}
 
 
+def continue_training(base_model_dir: str, hp: dict[str, Any], module_handle: str, train_files: list[str],
+                      eval_files: list[str], work_dir: str) -> dict[str, Any]:
+    """Warm start (pipelines/models/warm_start.py): the base model's module and head fine-tuned for
+    `warm_start_epochs` on the new training images and a replay sample of the others. Returns what `train` returns."""
+    keras.utils.set_random_seed(hp["seed"])
+    num_classes = len(read_vocabulary(examples_uri(train_files)))
+    image_module, head = warm_start.restore(base_model_dir, load_image_module(module_handle), num_classes, hp)
+    check_test_time_views(hp["test_time_views"], image_module.input_size)
+    subset, new, replayed = warm_start.training_subset(
+        train_files, hp, os.path.join(work_dir, "warm_start", "Split-train", "data.gz"))
+    log.info("warm start from %s: fine-tuning on %d new and %d replayed training images", base_model_dir, new, replayed)
+    class_weights = None
+    if hp["class_weights"]:
+        class_weights = balanced_class_weights(load_embeddings([subset], embedding_dim([subset]))[1], num_classes)
+    fine_tuning = fine_tune(image_module, head, [subset], eval_files, num_classes,
+                            dict(hp, fine_tune_epochs=hp["warm_start_epochs"]), class_weights)
+    return {"image_module": image_module, "head": head, "summary": {
+        "hyperparameters": hp, "module_handle": module_handle, "fine_tuning": fine_tuning,
+        "warm_start": {"new_images": new, "replayed_images": replayed},
+        "eval_accuracy": fine_tuning["best_eval_accuracy"]}}
+
+
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point."""
+    """TFX Trainer entry point: continues the base model when it can (warm start), else trains from the module."""
     hp = hyperparameters_from(fn_args.custom_config, getattr(fn_args, "hyperparameters", None))
     module_handle = (fn_args.custom_config or {}).get("module_handle", configs.MODULE_HANDLE)
-    trained = train(hp, module_handle, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
     labels = read_vocabulary(examples_uri(fn_args.train_files))
+    base, why = warm_start.base_to_continue(fn_args.base_model, labels, hp)
+    trained = None
+    if base:
+        try:
+            trained = continue_training(base, hp, module_handle, fn_args.train_files, fn_args.eval_files,
+                                        fn_args.model_run_dir)
+        except ValueError as error:
+            why = f"{base} cannot be continued: {error}"
+    if trained is None:
+        trained = train(hp, module_handle, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
+    trained["summary"]["start"] = {"warm_start_from": base if trained["summary"].get("warm_start") else None,
+                                   "why": why}
+    step_results.report("train", (f"continued the served model ({why})" if trained["summary"].get("warm_start")
+                                  else f"from the image module: {why}"))
     export_serving_model(trained["image_module"], trained["head"], labels, fn_args.serving_model_dir,
                          test_time_views=hp["test_time_views"], warmup_images=held_out_images(fn_args.eval_files))
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE), "w") as f:
