@@ -26,6 +26,7 @@ from components.image_example_gen.component import ImageExampleGen
 from components.input_fingerprint.component import InputFingerprint
 from components.model_report.component import ModelReport
 from components.served_model_baseline.component import ServedModelBaseline
+from components.served_model_baseline.executor import EMPTY
 from components.serving_validator.component import ServingValidator
 from components.vocabulary_checked_evaluator.component import VocabularyCheckedEvaluator
 from image_retrain import contract
@@ -116,8 +117,8 @@ def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
         components.append(resolver)
         base_model = resolver.outputs["model"]
     else:
-        served_before = ServedModelBaseline(
-            serving_model_dir=options.serving_model_dir).with_id("ServedModelToContinue")
+        served_before = ServedModelBaseline(serving_model_dir=options.serving_model_dir,
+                                            when_nothing_served=EMPTY).with_id("ServedModelToContinue")
         components.append(served_before)
         base_model = served_before.outputs["baseline_model"]
     trainer = HyperparameterTrainer(

@@ -370,3 +370,12 @@ def test_use_candidate_when_nothing_served_switches_every_baseline_of_a_pipeline
     with pytest.raises(ValueError, match="needs candidate_model"):
         use_candidate_when_nothing_served(pipeline(unordered))
     assert unordered.exec_properties["when_nothing_served"] == "no_baseline"  # left as it was
+
+
+def test_empty_mode_publishes_an_artifact_with_no_model_when_nothing_is_served(tmp_path):
+    """What a warm start reads on a first run (KFP records the artifact; TFX's entrypoint needs exactly one)."""
+    from serving import versions
+
+    [published] = _run_executor(tmp_path, str(tmp_path / "nothing"), "empty")
+    assert published.get_string_custom_property("baseline_source") == "nothing"
+    assert not versions.is_complete(os.path.join(published.uri, "Format-Serving"))

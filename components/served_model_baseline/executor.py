@@ -24,7 +24,8 @@ BASELINE_MODEL_KEY = "baseline_model"
 # What to do on the first run, when the serving directory holds no loadable version yet.
 NO_BASELINE = "no_baseline"  # publish no artifact: the Evaluator validates the value thresholds only
 CANDIDATE = "candidate"      # publish the candidate itself (for orchestrators that always publish declared outputs)
-WHEN_NOTHING_SERVED_CHOICES = (NO_BASELINE, CANDIDATE)
+EMPTY = "empty"              # publish an artifact holding no model (what a warm start reads as "nothing to continue")
+WHEN_NOTHING_SERVED_CHOICES = (NO_BASELINE, CANDIDATE, EMPTY)
 
 # Custom properties on the produced Model artifact, so a run's lineage says what it was compared with.
 BASELINE_SOURCE_PROPERTY = "baseline_source"  # "served" or "candidate"
@@ -87,8 +88,15 @@ class Executor(base_executor.BaseExecutor):
             # Evaluator's baseline_model input is optional (min_count 0), so it runs with has_baseline=False, which
             # drops change thresholds and validates the value thresholds only ("rubber stamp").
             log.info("Baseline: nothing served under %s yet; publishing no baseline (value thresholds only)",
-                         serving_model_dir)
+                     serving_model_dir)
             output_dict[BASELINE_MODEL_KEY].clear()
+            return
+        if when_nothing_served == EMPTY:
+            # Every orchestrator records it (KFP's launcher records declared outputs anyway; TFX's entrypoint wants
+            # exactly one artifact), and a reader finds no SavedModel in it.
+            log.info("Baseline: nothing served under %s yet; publishing an empty model artifact", serving_model_dir)
+            baseline.set_string_custom_property(BASELINE_SOURCE_PROPERTY, "nothing")
+            baseline.set_int_custom_property(SERVED_VERSION_PROPERTY, -1)
             return
 
         # CANDIDATE: the KFP v2 launcher records every declared output artifact even when the executor reports an
