@@ -307,7 +307,7 @@ def test_the_executor_validates_when_nothing_served_and_the_candidate_count(tmp_
     _fake_version(serving / "1", b"v1")
     # Checked before looking at the server, so a typo fails on the first run and on every later one alike.
     for base_path in (str(serving), str(tmp_path / "nothing-served")):
-        with pytest.raises(ValueError, match=r"when_nothing_served must be one of \('no_baseline', 'candidate'\), "
+        with pytest.raises(ValueError, match=r"when_nothing_served must be one of \('no_baseline', 'candidate', 'empty'\), "
                                              r"got 'served'"):
             _run_executor(tmp_path, base_path, "served")
 
@@ -334,7 +334,7 @@ def test_the_component_validates_its_arguments_and_declares_its_spec():
     candidate = ToyTrainer(decision_threshold=0.0).outputs["model"]
     with pytest.raises(ValueError, match="non-empty path"):
         ServedModelBaseline(serving_model_dir="", candidate_model=candidate)
-    with pytest.raises(ValueError, match=r"must be one of \('no_baseline', 'candidate'\), got 'latest'"):
+    with pytest.raises(ValueError, match=r"must be one of \('no_baseline', 'candidate', 'empty'\), got 'latest'"):
         ServedModelBaseline(serving_model_dir="/models/flowers", when_nothing_served="latest")
     with pytest.raises(ValueError, match="needs candidate_model"):
         ServedModelBaseline(serving_model_dir="/models/flowers", when_nothing_served="candidate")
