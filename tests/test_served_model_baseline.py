@@ -307,8 +307,8 @@ def test_the_executor_validates_when_nothing_served_and_the_candidate_count(tmp_
     _fake_version(serving / "1", b"v1")
     # Checked before looking at the server, so a typo fails on the first run and on every later one alike.
     for base_path in (str(serving), str(tmp_path / "nothing-served")):
-        with pytest.raises(ValueError, match=r"when_nothing_served must be one of \('no_baseline', 'candidate', 'empty'\), "
-                                             r"got 'served'"):
+        with pytest.raises(ValueError, match=r"when_nothing_served must be one of "
+                                             r"\('no_baseline', 'candidate', 'empty'\), got 'served'"):
             _run_executor(tmp_path, base_path, "served")
 
     candidates = []
