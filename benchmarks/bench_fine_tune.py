@@ -1,10 +1,13 @@
 """Fine-tuning cost: seconds per epoch per 1,000 training images, by input size and by how much of the module
-trains, measured with the trainer's own `fine_tune` (decode, augment, forward, backward, update; eval excluded).
+trains, measured with the trainer's own `fine_tune` (decode, augment, forward, backward, update; eval excluded), and
+the FLOP rate that is as a fraction of the machine's FP32 peak (benchmarks/bench_peak.py). FLOPs per image are
+counted on the step's own graph (benchmarks/training_flops.py).
 
 Images are random 300x300 PNGs: the cost does not depend on what they show. The first epoch includes tracing, so
-the figure is the second epoch's.
+the figure is the best of the later epochs.
 
-    .venv/bin/python benchmarks/bench_fine_tune.py [--images 256]
+    .venv/bin/python benchmarks/bench_fine_tune.py [--images 256] [--epochs 3] [--settings 224-whole ...]
+        [--batch-size 32]
 """
 from __future__ import annotations
 
@@ -17,13 +20,13 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import describe  # noqa: E402
+from machine import describe, fraction_of_peak, load_average  # noqa: E402
 
-SETTINGS = (  # (label, image_size, fine_tune_variables)
-    ("224 px, whole module", 224, -1),
-    ("300 px, whole module", 300, -1),
-    ("224 px, top 40 variables", 224, 40),
-)
+SETTINGS = {  # name: (label, image_size, fine_tune_variables)
+    "224-whole": ("224 px, whole module", 224, -1),
+    "300-whole": ("300 px, whole module", 300, -1),
+    "224-top40": ("224 px, top 40 variables", 224, 40),
+}
 
 
 def write_examples(path: str, count: int, side: int) -> None:
@@ -44,8 +47,12 @@ def write_examples(path: str, count: int, side: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=3, help="the first includes tracing and is not counted")
+    parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--batch-size", type=int, default=0, help="0: the trainer's default")
     args = parser.parse_args()
     print(describe(), flush=True)
+    from benchmarks.training_flops import step_gflops_per_image
     from image_retrain.image_module import load_image_module
     from pipelines import configs
     from pipelines.models.fine_tune import fine_tune
@@ -56,14 +63,22 @@ def main() -> None:
         os.makedirs(os.path.join(scratch, "Split-train"))
         write_examples(os.path.join(scratch, "Split-train", "data.gz"), args.images, 300)
         files = [os.path.join(scratch, "Split-train", "*")]
-        for label, size, variables in SETTINGS:
+        for name in args.settings:
+            label, size, variables = SETTINGS[name]
             image_module = with_input_size(load_image_module(configs.MODULE_HANDLE), size)
-            hp = dict(configs.HYPERPARAMETERS, fine_tune_variables=variables, fine_tune_epochs=2)
+            hp = dict(configs.HYPERPARAMETERS, fine_tune_variables=variables, fine_tune_epochs=args.epochs)
+            if args.batch_size:
+                hp["fine_tune_batch_size"] = args.batch_size
             head = build_head(image_module.feature_dim, 2, hp)
+            gflop, _ = step_gflops_per_image(image_module, head, 2, hp)
+            load = load_average()
             summary = fine_tune(image_module, head, files, files, 2, hp)
-            seconds = summary["epochs"][-1]["seconds_per_1000_images"]
-            print(f"{label:28s} batch {hp['fine_tune_batch_size']}: {seconds:6.0f} s per epoch per 1,000 images "
-                  f"({1000 / seconds:.1f} images/s)", flush=True)
+            seconds = min(epoch["seconds_per_1000_images"] for epoch in summary["epochs"][1:])
+            gflops = 1000 / seconds * gflop
+            print(f"{label:26s} batch {hp['fine_tune_batch_size']}: {seconds:5.1f} s per "
+                  f"epoch per 1,000 images ({1000 / seconds:.1f} images/s x {gflop:.2f} GFLOP = {gflops:.0f} "
+                  f"GFLOP/s, {fraction_of_peak(gflops):.2f} of FP32 peak); load before {load}, after "
+                  f"{load_average()}", flush=True)
 
 
 if __name__ == "__main__":
