@@ -93,6 +93,7 @@ class RunResult:
     data_changes: str | None = None  # since the last run; None: the first run
     training: str | None = None  # continued which model, or trained from the image module, and why
     nothing_changed: bool = False  # so nothing ran: same images, same settings as the last run
+    step_seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # wall time per step, in run order
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -149,6 +150,8 @@ def collect_result(options: RunOptions, metadata_path: str, run_id: str | None =
     """What one run (the newest when `run_id` is None) produced, from its artifacts' properties in ML Metadata."""
     from tfx.types import standard_component_specs
 
+    from pipelines.step_times import step_seconds
+
     run_id, outputs = run_outputs(metadata_path, options.pipeline_name, run_id)
 
     def output(node_id: str, key: str):
@@ -189,6 +192,7 @@ def collect_result(options: RunOptions, metadata_path: str, run_id: str | None =
         training=how_trained(model_run.uri) if model_run is not None else None,
         serving_model_dir=options.serving_model_dir,
         run_id=run_id,
+        step_seconds=step_seconds(metadata_path, run_id),
     )
 
 
@@ -308,6 +312,9 @@ def format_result(result: RunResult) -> str:
         f"rejected images:    {result.rejects}",
         f"report:             {result.report_path}",
         f"model base path:    {result.serving_model_dir}",
+        # Steps under half a second (the resolvers, SchemaGen, the pusher's copy) left out.
+        "step times:         " + (", ".join(f"{node_id} {seconds:.0f} s" for node_id, seconds
+                                            in result.step_seconds.items() if seconds >= 0.5) or "n/a"),
     ]
     lines += [f"for apps:           {path}" for path in result.mobile_exports]
     return "\n".join(lines)

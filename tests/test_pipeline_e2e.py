@@ -43,6 +43,13 @@ def test_pipeline_trains_blesses_pushes_and_reuses_embeddings(tmp_path):
     assert first.blessed and first.pushed and first.accuracy >= 0.8
     assert first.baseline_accuracy is None  # nothing blessed before
     assert first.training == "from the image module: no model has been blessed or served yet"
+    # Every step's wall time, from ML Metadata, in the order the steps ran; the summary's last line shows them.
+    ran = list(first.step_seconds)
+    steps = ["ImageExampleGen", "ImageEmbedder", "Trainer", "Evaluator", "ServingValidator", "AtomicPusher"]
+    assert [ran.index(step) for step in steps] == sorted(ran.index(step) for step in steps)
+    assert all(seconds >= 0 for seconds in first.step_seconds.values()) and first.step_seconds["Trainer"] > 1
+    step_line = next(line for line in format_result(first).splitlines() if line.startswith("step times:"))
+    assert f"Trainer {first.step_seconds['Trainer']:.0f} s" in step_line
     version_dir = Path(first.pushed_path)
     assert version_dir.parent == Path(options.serving_model_dir) and version_dir.name.isdigit()
     assert (version_dir / "saved_model.pb").is_file() and (version_dir / "assets" / "labels.txt").is_file()
