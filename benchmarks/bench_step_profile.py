@@ -8,6 +8,11 @@ Ops run one at a time here (inter-op parallelism 1), so their times add up to th
 which is a few per cent faster. Bytes are each op's inputs and outputs once: the least it has to move.
 
     .venv/bin/python benchmarks/bench_step_profile.py [--batch-size 32] [--image-size 224] [--steps 3]
+        [--jit-compile | --onednn-bfloat16]
+
+--jit-compile times the same step compiled by XLA; --onednn-bfloat16 with Grappler's oneDNN auto mixed precision
+(convolutions and matmuls rewritten to bfloat16: AMX / AVX512_BF16 only), whose deny list
+TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_DENYLIST_ADD extends (e.g. the depthwise ops). Both print the untraced time only.
 """
 from __future__ import annotations
 
@@ -72,6 +77,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=3)
+    variant = parser.add_mutually_exclusive_group()
+    variant.add_argument("--jit-compile", action="store_true", help="the step compiled by XLA")
+    variant.add_argument("--onednn-bfloat16", action="store_true", help="oneDNN's bfloat16 auto mixed precision")
     args = parser.parse_args()
     print(describe(), flush=True)
     import numpy as np
@@ -85,6 +93,8 @@ def main() -> None:
     from pipelines.models.trainer import with_input_size
 
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    if args.onednn_bfloat16:
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     hp = dict(configs.HYPERPARAMETERS)
     image_module = with_input_size(load_image_module(configs.MODULE_HANDLE), args.image_size)
     head = build_head(image_module.feature_dim, 2, hp)
@@ -95,6 +105,8 @@ def main() -> None:
     step = train_step(image_module, head, variables, optimizer, None, 2, hp, None)
     graph = inlined_step_graph(step, args.batch_size, image_module.input_size)
     flops, moved = flops_by_op_type(graph), tensor_bytes_by_type(graph)
+    if args.jit_compile:
+        step = tf.function(step.python_function, jit_compile=True)
 
     images = tf.random.stateless_uniform([args.batch_size, args.image_size, args.image_size, 3], seed=[1, 2])
     labels = tf.constant(np.arange(args.batch_size) % 2)
@@ -104,6 +116,11 @@ def main() -> None:
     for _ in range(args.steps):
         float(step(images, labels))
     untraced = (time.perf_counter() - started) / args.steps
+    if args.jit_compile or args.onednn_bfloat16:
+        print(f"step at batch {args.batch_size}, {args.image_size} px, "
+              f"{'XLA' if args.jit_compile else 'oneDNN bfloat16 auto mixed precision'}: {untraced:.3f} s untraced "
+              f"({1000 * untraced / args.batch_size:.1f} s per 1,000 images)")
+        return
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         for _ in range(args.steps):
