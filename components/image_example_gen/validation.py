@@ -161,7 +161,8 @@ def _check_size(size: int, limits: ValidationLimits) -> None:
 _TF_MESSAGE_NOISE = re.compile(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]|name: ?$")
 
 
-def _clean_tf_message(message: str) -> str:
+def clean_tf_message(message: str) -> str:
+    """A TensorFlow error message without its graph-node and op annotations: the part that says what was wrong."""
     lines = [_TF_MESSAGE_NOISE.sub("", line).strip() for line in message.splitlines()]
     return " ".join(line for line in lines if line and not line.startswith("[[")) or "decoder error"
 
@@ -190,7 +191,7 @@ def check_image_bytes(data: bytes, limits: ValidationLimits) -> CheckedImage:
         pixels = decode_rgb(tf.constant(data), limits.max_pixels)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError) as exc:
         raise ImageRejected(UNDECODABLE, f"TensorFlow cannot decode this {image_format}: "
-                                         f"{_clean_tf_message(exc.message)}") from None
+                                         f"{clean_tf_message(exc.message)}") from None
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
     _check_pixels(width, height, limits)
     if min(height, width) < limits.min_side:
