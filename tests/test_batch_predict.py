@@ -17,6 +17,7 @@ import pytest
 import requests
 import tensorflow as tf
 from image_fixtures import png_bomb
+from test_portable_runner import beam_services  # noqa: F401 - a fixture: Beam's job service and a worker pool
 
 from components.atomic_pusher.executor import publish
 from image_retrain import rollout
@@ -68,10 +69,10 @@ def noise_jpeg() -> bytes:
 def images(tmp_path_factory):
     """A folder per class of small JPEGs and PNGs in shades of each colour, plus files no model should be fed:
     {path as listed: bytes} of the good ones, {path: reason code} of the bad ones, and the folder."""
-    data = tmp_path_factory.mktemp("images")
+    data = tmp_path_factory.mktemp("inputs") / "images"
     good, bad = {}, {}
     for label, unit in COLOURS.items():
-        (data / label).mkdir()
+        (data / label).mkdir(parents=True)
         for i in range(PER_CLASS):
             rgb = tuple(40 + 30 * i if c else 10 * i for c in unit)
             fmt, ext = ("JPEG", "jpg") if i % 2 else ("PNG", "png")
@@ -159,16 +160,17 @@ def test_a_manifest_to_csv_with_the_stable_label(pushed, images, tmp_path):
     columns."""
     base_path, older, _ = pushed
     data_dir, good, _ = images
-    manifest = os.path.join(data_dir, "unlabelled.csv")
-    pd.DataFrame({"path": sorted(good)}).to_csv(manifest, index=False)
+    manifest = os.path.join(os.path.dirname(data_dir), "unlabelled.csv")  # beside the folder: not one of its files
+    listed = {f"images/{path}": data for path, data in good.items()}
+    pd.DataFrame({"path": sorted(listed)}).to_csv(manifest, index=False)
     output = str(tmp_path / "preds.csv")
     outcome = job.run(base_path, output, manifest=manifest, label="stable", top_k=2, batch_size=5)
     assert (outcome.model.version, outcome.predicted, outcome.rejected) == (older, len(good), 0)
     frame = pd.read_csv(output)
     assert list(frame.columns) == ["path", "label_1", "score_1", "label_2", "score_2", "model", "version"]
     assert set(frame["version"]) == {older}
-    assert_as_served(frame, signature_of(base_path, older), good, top_k=2)
-    assert all(row.label_1 == row.path.split("/")[0] for row in frame.itertuples())  # the older labels by colour
+    assert_as_served(frame, signature_of(base_path, older), listed, top_k=2)
+    assert all(row.label_1 == row.path.split("/")[1] for row in frame.itertuples())  # the older labels by colour
     assert list(pd.read_csv(tmp_path / "preds.rejects.csv").columns) == ["path", "reason"]
 
 
@@ -224,3 +226,16 @@ def test_bad_requests_say_what_is_wrong(pushed, images, tmp_path, capsys):
                 str(tmp_path / "preds.parquet")]) == 2
     assert "unsupported output extension '.parquet'" in capsys.readouterr().err
     assert not os.path.exists(output)
+
+
+def test_on_beam_s_portable_runner_the_answers_are_the_direct_runner_s(jsonl_run, base_path, images, tmp_path,
+                                                                       beam_services):  # noqa: F811
+    """The Fn API protocol Flink, Spark and Dataflow workers speak: the DoFn runs in an EXTERNAL worker pool's
+    process, loads the model there, and the output is the DirectRunner's, row for row."""
+    data_dir, good, bad = images
+    output = str(tmp_path / "preds.jsonl")
+    outcome = job.run(base_path, output, data_dir=data_dir, batch_size=4, beam_args=beam_services)
+    assert (outcome.predicted, outcome.rejected) == (len(good), len(bad))
+    portable = pd.read_json(output, lines=True, dtype=False).sort_values("path", ignore_index=True)
+    direct = pd.read_json(jsonl_run, lines=True, dtype=False).sort_values("path", ignore_index=True)
+    pd.testing.assert_frame_equal(portable, direct)
