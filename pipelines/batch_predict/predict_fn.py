@@ -2,7 +2,8 @@
 
 Each worker loads the pushed SavedModel once (`setup`) and calls its serving signature (serving/model_format.py:
 `serving_default`, `image_bytes` -> `scores`, `classes`) on the raw file bytes, as TF Serving would: the model's own
-graph decodes and resizes, so the answers are the served ones. Before that, what ingestion checks without decoding
+graph decodes and resizes, so the answers are the served ones, ranked as the clients rank them (serving/client.py
+`top_k_pairs`). Before that, what ingestion checks without decoding
 (components/image_example_gen/validation.py): the file is a regular file of at most 256 MiB (a FIFO is never
 opened), its content a supported format, its headers claiming at most MAX_IMAGE_PIXELS pixels
 (image_retrain/image_limits.py). A file failing a check, or that the model cannot decode, goes to the rejects with
@@ -17,13 +18,13 @@ memory budget counts them).
 from __future__ import annotations
 
 import apache_beam as beam
-import numpy as np
 import tensorflow as tf
 
 from components.image_example_gen import validation as v
 from components.image_example_gen.sources import ImageCandidate
 from pipelines.batch_predict import rows
 from pipelines.batch_predict.model_version import ModelVersion
+from serving.client import as_text, top_k_pairs
 from serving.model_format import CLASSES_OUTPUT, IMAGE_BYTES_INPUT, PREDICT_SIGNATURE, SCORES_OUTPUT
 
 MAX_BATCH_BYTES = 64 * 1024 * 1024
@@ -80,8 +81,7 @@ class PredictImagesFn(beam.DoFn):
             return
         scores, classes = outputs[SCORES_OUTPUT].numpy(), outputs[CLASSES_OUTPUT].numpy()
         for (candidate, _), image_scores, image_classes in zip(items, scores, classes):
-            top = np.argsort(-image_scores, kind="stable")[:self._top_k]  # ties: the lower index first, as argmax
-            ranked = [(image_classes[i].decode("utf-8"), float(image_scores[i])) for i in top]
+            ranked = top_k_pairs(image_scores, [as_text(label) for label in image_classes], self._top_k)
             yield rows.prediction_row(candidate.path, candidate.label, self._labelled, ranked, self._model.name,
                                       self._model.version)
 
