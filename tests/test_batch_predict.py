@@ -143,16 +143,28 @@ def test_each_image_gets_the_newest_version_s_served_answer_and_broken_files_are
 
 
 @pytest.mark.timeout(120)
-def test_the_answers_are_our_model_server_s(jsonl_run, base_path, images):
+def test_the_answers_are_our_model_server_s_over_rest_and_grpc(jsonl_run, base_path, images):
+    from serving.grpc_client import GrpcClient
+
     _, good, _ = images
     frame = pd.read_json(jsonl_run, lines=True, dtype=False).set_index("path")
+    paths = sorted(good)[::3]
     with model_server(f"--model_name={MODEL}", f"--model_base_path={base_path}") as server:
-        for path in sorted(good)[::4]:
+        for path in paths:
             body = {"instances": [{"b64": base64.b64encode(good[path]).decode()}]}
             response = requests.post(f"{server.rest_url}/v1/models/{MODEL}:predict", json=body, timeout=30)
             (answer,) = response.json()["predictions"]
             assert frame.loc[path, "label_1"] == answer["label"]
             assert frame.loc[path, "score_1"] == pytest.approx(max(answer["scores"]), abs=1e-6)
+        client = GrpcClient(server.grpc_address)
+        try:
+            answers = client.predict_images(MODEL, [good[path] for path in paths], top_k=3)
+        finally:
+            client.close()
+    for path, answer in zip(paths, answers):
+        assert [frame.loc[path, f"label_{rank}"] for rank in (1, 2, 3)] == [label for label, _ in answer.top_k]
+        assert [frame.loc[path, f"score_{rank}"] for rank in (1, 2, 3)] == pytest.approx(
+            [score for _, score in answer.top_k], abs=1e-6)
 
 
 def test_a_manifest_to_csv_with_the_stable_label(pushed, images, tmp_path):
