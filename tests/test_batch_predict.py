@@ -223,12 +223,15 @@ def test_bad_requests_say_what_is_wrong(pushed, images, tmp_path, capsys):
     cases = [
         (dict(model_dir=str(tmp_path / "nowhere")), "no model directory"),
         (dict(model_dir=str(tmp_path / "empty")), "holds no complete version"),
+        (dict(model_dir=os.path.join(base_path, str(older))), "is a version folder: give --model-dir its parent"),
         (dict(model_dir=base_path, label="beta"),
          rf"unknown label 'beta' .*stable \(version {older}\), canary \(version {newer}\)"),
         (dict(model_dir=str(tmp_path / "empty"), label="stable"), "unknown label 'stable': .* has no version labels"),
         (dict(model_dir=base_path, version=7), f"version 7 is not a complete version .* versions: {older}, {newer}"),
         (dict(model_dir=base_path, output=str(tmp_path / "preds.txt")), "unsupported output extension '.txt'"),
         (dict(model_dir=base_path, top_k=0), "--top-k and --batch-size must be at least 1"),
+        (dict(model_dir=base_path, data_dir=str(tmp_path / "no images")), "does not exist or is not a directory"),
+        (dict(model_dir=base_path, data_dir=None, manifest=str(tmp_path / "none.csv")), "does not exist"),
     ]
     for arguments, message in cases:
         request = {"output": output, "data_dir": data_dir, **arguments}

@@ -37,6 +37,9 @@ def resolve(model_dir: str, version: int | None = None, label: str | None = None
     if version is None:
         newest = versions.newest_complete_version(base)
         if newest is None:
+            if versions.is_complete(base):
+                raise ValueError(f"{base} is a version folder: give --model-dir its parent (the model's base path), "
+                                 "and --version to choose it")
             raise ValueError(f"{base} holds no complete version (a numeric folder with {SAVED_MODEL_FILE}): has the "
                              "pipeline pushed a model there?")
         return ModelVersion(name, *newest)
