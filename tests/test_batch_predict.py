@@ -254,3 +254,24 @@ def test_on_beam_s_portable_runner_the_answers_are_the_direct_runner_s(jsonl_run
     portable = pd.read_json(output, lines=True, dtype=False).sort_values("path", ignore_index=True)
     direct = pd.read_json(jsonl_run, lines=True, dtype=False).sort_values("path", ignore_index=True)
     pd.testing.assert_frame_equal(portable, direct)
+
+
+@pytest.mark.e2e
+def test_a_model_the_trainer_exported_answers_as_its_signature(images, tmp_path):
+    """The builtin EfficientNet-Lite0 with a tiny head, exported by the trainer's own export_serving_model (LiteRT
+    file, warmup records and all) and pushed: batch-predict gives its signature's answers."""
+    from image_retrain.image_module import load_image_module
+    from pipelines import configs
+    from pipelines.models.head import build_head
+    from pipelines.models.saved_model_export import export_serving_model
+
+    data_dir, good, _ = images
+    module = load_image_module("efficientnet_lite0")
+    tf.keras.utils.set_random_seed(1)
+    head = build_head(module.feature_dim, len(COLOURS), dict(configs.HYPERPARAMETERS, hidden_units=8))
+    export_serving_model(module, head, sorted(COLOURS), str(tmp_path / "export"), warmup_images=list(good.values())[:2])
+    base = str(tmp_path / "serving" / "lite0")
+    version = int(publish(str(tmp_path / "export"), base)[1])
+    outcome = job.run(base, str(tmp_path / "preds.csv"), data_dir=data_dir, batch_size=8)
+    assert (outcome.model.version, outcome.predicted) == (version, len(good))
+    assert_as_served(pd.read_csv(tmp_path / "preds.csv"), signature_of(base, version), good, top_k=3)
