@@ -3,11 +3,10 @@
 Each worker loads the pushed SavedModel once (`setup`) and calls its serving signature (serving/model_format.py:
 `serving_default`, `image_bytes` -> `scores`, `classes`) on the raw file bytes, as TF Serving would: the model's own
 graph decodes and resizes, so the answers are the served ones, ranked as the clients rank them (serving/client.py
-`top_k_pairs`). Before that, what ingestion checks without decoding
-(components/image_example_gen/validation.py): the file is a regular file of at most 256 MiB (a FIFO is never
-opened), its content a supported format, its headers claiming at most MAX_IMAGE_PIXELS pixels
-(image_retrain/image_limits.py). A file failing a check, or that the model cannot decode, goes to the rejects with
-its reason; the job goes on.
+`top_k_pairs`). Before that, what ingestion checks without decoding (components/image_example_gen/validation.py):
+the file is a regular file of at most 256 MiB (a FIFO is never opened), its content a supported format, its headers
+claiming at most MAX_IMAGE_PIXELS pixels (image_retrain/image_limits.py). A file failing a check, or that the model
+cannot decode, goes to the rejects with its reason; the job goes on.
 
 Memory: a call holds at most MAX_BATCH_BYTES of encoded files and MAX_BATCH_PIXELS claimed pixels (the decoder
 allocates what the headers claim); one image over either runs alone. So a worker's peak is about

@@ -78,14 +78,14 @@ def _publish(lines: Iterator[bytes], path: str, extension: str, empty_columns: l
     temporary = _hidden_beside(path, "tmp")
     try:
         with FileSystems.create(temporary) as stream:
-            count = (_write_jsonl if extension == JSONL else _write_csv)(lines, stream, empty_columns)
+            count = _write_jsonl(lines, stream) if extension == JSONL else _write_csv(lines, stream, empty_columns)
         FileSystems.rename([temporary], [path])
     finally:
         remove(temporary)
     return count
 
 
-def _write_jsonl(lines: Iterator[bytes], stream, empty_columns: list[str]) -> int:
+def _write_jsonl(lines: Iterator[bytes], stream) -> int:
     count = 0
     for line in lines:
         stream.write(line.rstrip(b"\r\n") + b"\n")
