@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "run": ("pipelines.local_runner", "Run the pipeline locally: ingest, embed, train, evaluate, push."),
     "serve": ("serving.main", "Serve pushed models over TF Serving's gRPC and REST APIs (its flags)."),
     "predict": ("serving.predict_cli", "Classify image files with a running model server (gRPC or REST)."),
+    "batch-predict": ("pipelines.batch_predict.cli",
+                      "Classify a folder or manifest of images with a pushed model, as a Beam job (JSONL or CSV)."),
     "schedule": ("pipelines.schedule", "Retrain locally on a cron schedule as new images arrive."),
     "promote": ("pipelines.rollout_cli", "Make a staged rollout's canary the stable version (--if-healthy: if it is)."),
     "rollback": ("pipelines.rollout_cli", "Withdraw the canary, or send the stable label back a version."),

@@ -23,6 +23,10 @@ SPLIT_RATIOS = contract.DEFAULT_SPLIT_RATIOS
 # Embedding stage.
 EMBEDDING_BATCH_SIZE = contract.DEFAULT_EMBEDDING_BATCH_SIZE
 
+# Batch prediction (`image-retrain batch-predict`): labels per image, and images per model call at most.
+BATCH_PREDICT_TOP_K = 3
+BATCH_PREDICT_BATCH_SIZE = 32
+
 # Head training hyperparameters (overridable from the CLI / custom_config).
 HYPERPARAMETERS = {
     "epochs": 100,

@@ -194,22 +194,25 @@ def resolve_manifest_path(manifest_dir: str, path: str) -> str:
     return os.path.join(manifest_dir, path)
 
 
-def _missing_columns_error(manifest_path: str, columns: list[str]) -> ValueError | None:
-    missing = [c for c in (MANIFEST_PATH_COLUMN, MANIFEST_LABEL_COLUMN) if c not in columns]
+def _missing_columns_error(manifest_path: str, columns: list[str], label_required: bool = True) -> ValueError | None:
+    needed = (MANIFEST_PATH_COLUMN, MANIFEST_LABEL_COLUMN) if label_required else (MANIFEST_PATH_COLUMN,)
+    missing = [c for c in needed if c not in columns]
     if not missing:
         return None
+    wanted = "'path,label' (and optionally 'split')" if label_required else "'path' (and optionally 'label')"
     return ValueError(f"Manifest {manifest_path!r} lacks column(s) {missing}; it needs a header row with "
-                      f"'path,label' (and optionally 'split'), found columns {columns}.")
+                      f"{wanted}, found columns {columns}.")
 
 
 def _header_columns(header: list[str]) -> list[str]:
     return [str(c).strip().lower() for c in header]
 
 
-def check_manifest_header(manifest_path: str) -> None:
+def check_manifest_header(manifest_path: str, label_required: bool = True) -> None:
     """Reads only the header row of a local manifest and fails at once, with a clear message, when the file is
     missing, not UTF-8 text, or lacks the path/label columns (so a run stops in a second, not after the pipeline
-    has started). Object-store manifests are checked when the executor reads them."""
+    has started). Object-store manifests are checked when the executor reads them. Without `label_required` (images
+    to classify, not to train on) only `path` is needed."""
     if is_uri(manifest_path):
         return
     try:
@@ -219,18 +222,20 @@ def check_manifest_header(manifest_path: str) -> None:
         raise ValueError(f"Manifest {manifest_path!r} does not exist.") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"Manifest {manifest_path!r} is not a readable UTF-8 CSV file: {exc}") from None
-    error = _missing_columns_error(manifest_path, _header_columns(header))
+    error = _missing_columns_error(manifest_path, _header_columns(header), label_required)
     if error:
         raise error
 
 
-def read_manifest(manifest_path: str, split_names: list[str], allow_paths_outside: bool = False) -> Listing:
+def read_manifest(manifest_path: str, split_names: list[str], allow_paths_outside: bool = False,
+                  label_required: bool = True) -> Listing:
     """CSV with columns path,label and optional split (values = split names; empty = by hash). A path leading out
     of the manifest's folder (absolute, `../`, another bucket, a link out of it) is a reject unless
-    `allow_paths_outside`: a manifest from elsewhere must not make the pipeline read (and keep) any file it likes."""
+    `allow_paths_outside`: a manifest from elsewhere must not make the pipeline read (and keep) any file it likes.
+    Without `label_required` the label column may be missing or a cell empty: the candidate's label is then ''."""
     import pandas as pd  # noqa: PLC0415 - pandas only for manifests; the folder layout and CLI checks run without it
 
-    check_manifest_header(manifest_path)
+    check_manifest_header(manifest_path, label_required)
     try:
         if is_uri(manifest_path):
             import tensorflow as tf  # noqa: PLC0415 - only object-store paths need TF; local listings and CLI checks run without it
@@ -244,9 +249,10 @@ def read_manifest(manifest_path: str, split_names: list[str], allow_paths_outsid
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"Manifest {manifest_path!r} is not a readable UTF-8 CSV file: {exc}") from None
     frame.columns = _header_columns(list(frame.columns))
-    error = _missing_columns_error(manifest_path, list(frame.columns))
+    error = _missing_columns_error(manifest_path, list(frame.columns), label_required)
     if error:
         raise error
+    has_label = MANIFEST_LABEL_COLUMN in frame.columns
     has_split = MANIFEST_SPLIT_COLUMN in frame.columns
     if has_split:
         values = frame[MANIFEST_SPLIT_COLUMN].str.strip().str.lower()
@@ -261,8 +267,8 @@ def read_manifest(manifest_path: str, split_names: list[str], allow_paths_outsid
     for row_number, row in enumerate(frame.itertuples(index=False), start=2):  # row 1 is the header
         record = row._asdict()
         path = record[MANIFEST_PATH_COLUMN].strip()
-        label = record[MANIFEST_LABEL_COLUMN].strip()
-        if not path or not label:
+        label = record[MANIFEST_LABEL_COLUMN].strip() if has_label else ""
+        if not path or (label_required and not label):
             listing.rejects.append(Reject(path, label, f"{v.INVALID_MANIFEST_ROW}: row {row_number} has an empty "
                                                        f"{'path' if not path else 'label'}"))
             continue

@@ -67,6 +67,16 @@ class ValidationLimits:
 
 
 @dataclass(frozen=True)
+class ClaimedImage:
+    """What an image's headers claim, before any pixel is decoded."""
+
+    image_format: str
+    height: int
+    width: int
+    pixels: int
+
+
+@dataclass(frozen=True)
 class CheckedImage:
     image_format: str
     height: int
@@ -161,16 +171,25 @@ def _check_size(size: int, limits: ValidationLimits) -> None:
 _TF_MESSAGE_NOISE = re.compile(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]|name: ?$")
 
 
-def _clean_tf_message(message: str) -> str:
+def clean_tf_message(message: str) -> str:
+    """A TensorFlow error message without its graph-node and op annotations: the part that says what was wrong."""
     lines = [_TF_MESSAGE_NOISE.sub("", line).strip() for line in message.splitlines()]
     return " ".join(line for line in lines if line and not line.startswith("[[")) or "decoder error"
 
 
-def check_image_bytes(data: bytes, limits: ValidationLimits) -> CheckedImage:
-    """Validates encoded image bytes by decoding them with the pipeline's own `decode_rgb`."""
+def decode_errors() -> tuple[type[Exception], ...]:
+    """The TensorFlow errors a decode fails with: a corrupt file, or decode_rgb's pixel-limit assertion."""
     import tensorflow as tf  # noqa: PLC0415 - only reading and decoding need TF; the limits and CLI checks run without it
 
-    from image_retrain.image_decoding import GIF_MAX_STEPS, SUPPORTED_FORMATS, claimed_size, decode_rgb  # noqa: PLC0415 - imports TF
+    return tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError
+
+
+def check_header(data: bytes, limits: ValidationLimits) -> ClaimedImage:
+    """The checks that decode no pixel: a supported format (sniffed from the bytes) whose headers, read as the served
+    model reads them, claim at most `limits.max_pixels` pixels. A decompression bomb costs nothing past this."""
+    import tensorflow as tf  # noqa: PLC0415 - only reading and decoding need TF; the limits and CLI checks run without it
+
+    from image_retrain.image_decoding import GIF_MAX_STEPS, SUPPORTED_FORMATS, claimed_size  # noqa: PLC0415 - imports TF
 
     if not data:
         raise ImageRejected(EMPTY_FILE, "file is 0 bytes")
@@ -179,18 +198,31 @@ def check_image_bytes(data: bytes, limits: ValidationLimits) -> CheckedImage:
         raise ImageRejected(UNSUPPORTED_FORMAT,
                             f"content is {image_format}, supported: {', '.join(SUPPORTED_FORMATS)}")
     try:
-        # The served model's own header check (no pixels decoded), so a bomb costs nothing here either.
         claimed_height, claimed_width, claimed_pixels = (int(x) for x in claimed_size(tf.constant(data)).numpy())
-        if claimed_pixels < 0:
-            raise ImageRejected(TOO_MANY_PIXELS, f"GIF with more than {GIF_MAX_STEPS} blocks: too many to check its "
-                                                 "size before decoding")
-        if claimed_pixels > limits.max_pixels:
-            raise ImageRejected(TOO_MANY_PIXELS, f"{claimed_width}x{claimed_height}: {claimed_pixels} pixels to "
-                                                 f"decode, more than the limit of {limits.max_pixels}")
-        pixels = decode_rgb(tf.constant(data), limits.max_pixels)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError) as exc:
+    except decode_errors() as exc:
         raise ImageRejected(UNDECODABLE, f"TensorFlow cannot decode this {image_format}: "
-                                         f"{_clean_tf_message(exc.message)}") from None
+                                         f"{clean_tf_message(exc.message)}") from None
+    if claimed_pixels < 0:
+        raise ImageRejected(TOO_MANY_PIXELS, f"GIF with more than {GIF_MAX_STEPS} blocks: too many to check its "
+                                             "size before decoding")
+    if claimed_pixels > limits.max_pixels:
+        raise ImageRejected(TOO_MANY_PIXELS, f"{claimed_width}x{claimed_height}: {claimed_pixels} pixels to "
+                                             f"decode, more than the limit of {limits.max_pixels}")
+    return ClaimedImage(image_format, claimed_height, claimed_width, claimed_pixels)
+
+
+def check_image_bytes(data: bytes, limits: ValidationLimits) -> CheckedImage:
+    """Validates encoded image bytes by decoding them with the pipeline's own `decode_rgb`, after `check_header`."""
+    import tensorflow as tf  # noqa: PLC0415 - only reading and decoding need TF; the limits and CLI checks run without it
+
+    from image_retrain.image_decoding import decode_rgb  # noqa: PLC0415 - imports TF
+
+    image_format = check_header(data, limits).image_format
+    try:
+        pixels = decode_rgb(tf.constant(data), limits.max_pixels)
+    except decode_errors() as exc:
+        raise ImageRejected(UNDECODABLE, f"TensorFlow cannot decode this {image_format}: "
+                                         f"{clean_tf_message(exc.message)}") from None
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
     _check_pixels(width, height, limits)
     if min(height, width) < limits.min_side:
