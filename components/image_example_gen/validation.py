@@ -14,6 +14,7 @@ grouped by code and still say precisely what was wrong.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -184,12 +185,25 @@ def decode_errors() -> tuple[type[Exception], ...]:
     return tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError
 
 
+@functools.cache
+def _compiled(function_name: str, max_pixels: int | None = None):
+    """`image_decoding.<function_name>` as one traced graph per process (and pixel limit): run eagerly, its conds and
+    loops cost a Python dispatch per op, several milliseconds a file; traced, one call."""
+    import tensorflow as tf  # noqa: PLC0415 - only reading and decoding need TF; the limits and CLI checks run without it
+
+    from image_retrain import image_decoding  # noqa: PLC0415 - imports TF
+
+    function = getattr(image_decoding, function_name)
+    return tf.function(function if max_pixels is None else functools.partial(function, max_pixels=max_pixels),
+                       input_signature=[tf.TensorSpec([], tf.string)])
+
+
 def check_header(data: bytes, limits: ValidationLimits) -> ClaimedImage:
     """The checks that decode no pixel: a supported format (sniffed from the bytes) whose headers, read as the served
     model reads them, claim at most `limits.max_pixels` pixels. A decompression bomb costs nothing past this."""
     import tensorflow as tf  # noqa: PLC0415 - only reading and decoding need TF; the limits and CLI checks run without it
 
-    from image_retrain.image_decoding import GIF_MAX_STEPS, SUPPORTED_FORMATS, claimed_size  # noqa: PLC0415 - imports TF
+    from image_retrain.image_decoding import GIF_MAX_STEPS, SUPPORTED_FORMATS  # noqa: PLC0415 - imports TF
 
     if not data:
         raise ImageRejected(EMPTY_FILE, "file is 0 bytes")
@@ -198,7 +212,8 @@ def check_header(data: bytes, limits: ValidationLimits) -> ClaimedImage:
         raise ImageRejected(UNSUPPORTED_FORMAT,
                             f"content is {image_format}, supported: {', '.join(SUPPORTED_FORMATS)}")
     try:
-        claimed_height, claimed_width, claimed_pixels = (int(x) for x in claimed_size(tf.constant(data)).numpy())
+        claimed = _compiled("claimed_size")(tf.constant(data)).numpy()
+        claimed_height, claimed_width, claimed_pixels = (int(x) for x in claimed)
     except decode_errors() as exc:
         raise ImageRejected(UNDECODABLE, f"TensorFlow cannot decode this {image_format}: "
                                          f"{clean_tf_message(exc.message)}") from None
@@ -215,11 +230,9 @@ def check_image_bytes(data: bytes, limits: ValidationLimits) -> CheckedImage:
     """Validates encoded image bytes by decoding them with the pipeline's own `decode_rgb`, after `check_header`."""
     import tensorflow as tf  # noqa: PLC0415 - only reading and decoding need TF; the limits and CLI checks run without it
 
-    from image_retrain.image_decoding import decode_rgb  # noqa: PLC0415 - imports TF
-
     image_format = check_header(data, limits).image_format
     try:
-        pixels = decode_rgb(tf.constant(data), limits.max_pixels)
+        pixels = _compiled("decode_rgb", limits.max_pixels)(tf.constant(data))
     except decode_errors() as exc:
         raise ImageRejected(UNDECODABLE, f"TensorFlow cannot decode this {image_format}: "
                                          f"{clean_tf_message(exc.message)}") from None
