@@ -8,6 +8,8 @@ Rows, images per second:
   batch-predict  `image-retrain batch-predict` end to end on the same files in a folder (DirectRunner, one worker):
                  listing, Beam start-up, the model's load in the DoFn, reading and checking each file, the same
                  signature calls, and writing the JSONL; and its share of the engine's rate.
+  per image      the same job on `--images` and on 4x as many files: the extra files over the extra time is the
+                 job's steady rate (what a large batch gets), the rest of the first job's time its fixed start-up.
 Default model: the builtin EfficientNet-Lite0 with a 5-class head cut from its own ImageNet classifier, exported by
 the trainer's export_serving_model (bench_serving_litert.py's). Default image: as bench_serving.py, `--image chelsea`.
 """
@@ -67,25 +69,31 @@ def measure(args: argparse.Namespace, tmp: str) -> int:
         write_imagenet_subset_classifier(os.path.join(base_path, "1"))
     version_dir = versions.version_folder(base_path)
     image, description = test_image(args.image, args.image_size)
-    folder = os.path.join(tmp, "images", "photos")
-    os.makedirs(folder)
-    for i in range(args.images):
-        with open(os.path.join(folder, f"{i:05d}.jpg"), "wb") as f:
-            f.write(image)
     print(f"model {version_dir}; {args.images} images: {description}, {len(image)} bytes; batch {args.batch_size}")
 
     engine = engine_rate(version_dir, [image] * args.images, args.batch_size)
     print(f"engine         {engine:8.1f} images/s")
-    started = time.perf_counter()
-    outcome = job.run(base_path, os.path.join(tmp, "preds.jsonl"), data_dir=os.path.dirname(folder),
-                      batch_size=args.batch_size)
-    batch = outcome.predicted / (time.perf_counter() - started)
-    if (outcome.predicted, outcome.rejected) != (args.images, 0):
-        print(f"batch-predict predicted {outcome.predicted} and rejected {outcome.rejected} of {args.images} images",
-              file=sys.stderr)
-        return 1
-    print(f"batch-predict  {batch:8.1f} images/s  ({batch / engine:.0%} of the engine's, start-up and model load "
-          "included)")
+    seconds = {}
+    for count in (args.images, 4 * args.images):
+        data_dir = os.path.join(tmp, f"images-{count}")
+        os.makedirs(os.path.join(data_dir, "photos"))
+        for i in range(count):
+            with open(os.path.join(data_dir, "photos", f"{i:05d}.jpg"), "wb") as f:
+                f.write(image)
+        started = time.perf_counter()
+        outcome = job.run(base_path, os.path.join(tmp, f"preds-{count}.jsonl"), data_dir=data_dir,
+                          batch_size=args.batch_size)
+        seconds[count] = time.perf_counter() - started
+        if (outcome.predicted, outcome.rejected) != (count, 0):
+            print(f"batch-predict predicted {outcome.predicted} and rejected {outcome.rejected} of {count} images",
+                  file=sys.stderr)
+            return 1
+        rate = count / seconds[count]
+        print(f"batch-predict  {rate:8.1f} images/s  ({rate / engine:.0%} of the engine's) on {count} images, "
+              "start-up and model load included")
+    steady = 3 * args.images / (seconds[4 * args.images] - seconds[args.images])
+    print(f"per image      {steady:8.1f} images/s  ({steady / engine:.0%} of the engine's) once running; fixed "
+          f"start-up {seconds[args.images] - args.images / steady:.1f} s")
     return 0
 
 
