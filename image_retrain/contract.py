@@ -50,6 +50,8 @@ REPORT_HTML_FILE = "report.html"
 REPORT_MARKDOWN_FILE = "report.md"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 MISCLASSIFIED_DIR = "misclassified"
+LABEL_ISSUES_FILE = "label_issues.csv"  # every training image, least consistent with its given label first
+LABEL_ISSUES_DIR = "label_issues"       # thumbnails of the top ones the report shows
 
 # TFMA metric names: the eval config's SparseCategoricalAccuracy (blessing) and ExampleCount.
 ACCURACY_METRIC_CLASS = "SparseCategoricalAccuracy"
@@ -94,3 +96,4 @@ DEFAULT_MODULE_HANDLE = "efficientnet_lite0"  # the builtin image module (image_
 DEFAULT_SPLIT_RATIOS = (8, 1, 1)     # train, eval, test hash-bucket weights
 DEFAULT_EMBEDDING_BATCH_SIZE = 32    # images per module call in the embedding stage
 DEFAULT_MAX_MISCLASSIFIED = 48       # misclassified test images shown in the report
+DEFAULT_MAX_LABEL_ISSUES = 48        # likely-mislabelled training images shown in the report (the CSV has them all)

@@ -11,6 +11,7 @@ from components.model_report import executor
 from image_retrain import artifact_types
 from image_retrain.contract import (
     CONFUSION_MATRIX_KEY,
+    DEFAULT_MAX_LABEL_ISSUES,
     DEFAULT_MAX_MISCLASSIFIED,
     METRICS_KEY,
     REPORT_HTML_KEY,
@@ -35,6 +36,7 @@ class ModelReportSpec(types.ComponentSpec):
         # Also copy the report here (e.g. next to the run's outputs), under a folder named after the run.
         "report_dir": ExecutionParameter(type=str, optional=True),
         "max_misclassified": ExecutionParameter(type=int, optional=True),
+        "max_label_issues": ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
@@ -51,8 +53,8 @@ class ModelReport(base_component.BaseComponent):
 
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel, evaluation: types.BaseChannel,
                  blessing: types.BaseChannel, split: str = TEST_SPLIT, report_dir: str | None = None,
-                 max_misclassified: int = DEFAULT_MAX_MISCLASSIFIED):
+                 max_misclassified: int = DEFAULT_MAX_MISCLASSIFIED, max_label_issues: int = DEFAULT_MAX_LABEL_ISSUES):
         super().__init__(spec=ModelReportSpec(
             examples=examples, model=model, evaluation=evaluation, blessing=blessing, split=split,
-            report_dir=report_dir or "", max_misclassified=max_misclassified,
+            report_dir=report_dir or "", max_misclassified=max_misclassified, max_label_issues=max_label_issues,
             **{key: types.Channel(type=kind) for key, kind in OUTPUT_TYPES.items()}))

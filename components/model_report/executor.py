@@ -2,7 +2,8 @@
 
 Accuracy and the confusion matrix come from TFMA (per-class precision and recall are derived from that matrix); the
 misclassified images come from running the exported serving signature on the raw test images, exactly as a client
-would see them. Besides the report's folder, the same results go out as the Kubeflow Pipelines types its UI renders:
+would see them; the likely-mislabelled training images from confident learning on the cached embeddings
+(label_issues.py). Besides the report's folder, the same results go out as the Kubeflow Pipelines types its UI renders:
 scalar metrics, the confusion matrix, the page (images inline) and a Markdown summary.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
+from components.model_report.label_issues import ranked_label_issues, read_training_examples, to_csv
 from image_retrain import contract
 from image_retrain.contract import IMAGE_KEY, LABEL_NAME_KEY, PATH_KEY
 from image_retrain.ingestion_files import read_label_vocabulary
@@ -190,7 +192,19 @@ def render_markdown(summary: dict) -> str:
               f"## Misclassified ({summary['misclassified_count']} of {summary['example_count']})", ""]
     lines += [f"- {_md_code(m['path'])}: true **{_md(m['true'])}**, predicted **{_md(m['predicted'])}** "
               f"({m['score']:.2f}) ![]({m['thumbnail']})" for m in summary["misclassified"]]
+    issues = summary.get("label_issues")
+    if issues is not None:
+        lines += ["", f"## Likely mislabelled training images ({_label_issues_count(issues)})", "",
+                  f"All {issues['training_images']} ranked in [{contract.LABEL_ISSUES_FILE}]"
+                  f"({contract.LABEL_ISSUES_FILE}), least consistent with their label first.", ""]
+        lines += [f"- {_md_code(m['path'])}: labelled **{_md(m['given_label'])}**, looks like "
+                  f"**{_md(m['suggested_label'])}** (label quality {m['label_quality']:.2f}) ![]({m['thumbnail']})"
+                  for m in issues["shown"]]
     return "\n".join(lines) + "\n"
+
+
+def _label_issues_count(issues: dict) -> str:
+    return f"{issues['flagged']} of {issues['training_images']} flagged by confident learning"
 
 
 def render_markdown_summary(summary: dict) -> str:
@@ -198,6 +212,9 @@ def render_markdown_summary(summary: dict) -> str:
     lines = _summary_lines(summary)
     lines += ["", f"Misclassified: {summary['misclassified_count']} of {summary['example_count']} (shown in the HTML "
                   "report)."]
+    if summary.get("label_issues") is not None:
+        lines += ["", f"Likely mislabelled training images: {_label_issues_count(summary['label_issues'])} (shown "
+                      "in the HTML report)."]
     return "\n".join(lines) + "\n"
 
 
@@ -214,6 +231,16 @@ def render_html(summary: dict, images: dict[str, bytes]) -> str:
     wrong = "".join(f"<figure><img src='{_data_uri(images[m['thumbnail']])}' alt='{esc(m['path'])}'><figcaption>"
                     f"true <b>{esc(m['true'])}</b><br>predicted <b>{esc(m['predicted'])}</b> ({m['score']:.2f})"
                     f"<br><small>{esc(m['path'])}</small></figcaption></figure>" for m in summary["misclassified"])
+    issues = summary.get("label_issues")
+    suspects = "".join(f"<figure><img src='{_data_uri(images[m['thumbnail']])}' alt='{esc(m['path'])}'><figcaption>"
+                       f"labelled <b>{esc(m['given_label'])}</b><br>looks like <b>{esc(m['suggested_label'])}</b> "
+                       f"({m['label_quality']:.2f})<br><small>{esc(m['path'])}</small></figcaption></figure>"
+                       for m in (issues or {}).get("shown", []))
+    suspects_section = (
+        f"<h2>Likely mislabelled training images ({esc(_label_issues_count(issues))})</h2><p>Ranked by label quality "
+        f"(out-of-fold probability of the given label), lowest first; all {issues['training_images']} in "
+        f"{esc(contract.LABEL_ISSUES_FILE)} beside this page.</p>{suspects or '<p>none</p>'}"
+        if issues is not None else "")
     verdict = "blessed" if summary["blessed"] else "NOT blessed"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model report</title><style>
 body{{font-family:sans-serif;margin:2em;max-width:70em}} table{{border-collapse:collapse}}
@@ -227,6 +254,7 @@ baseline {_fmt(summary['baseline_accuracy'])}; threshold {_threshold(summary)}.<
 <h2>Per class</h2><table><tr><th>class</th><th>support</th><th>precision</th><th>recall</th></tr>{rows}</table>
 <h2>Confusion matrix</h2><img src="{_data_uri(images[contract.CONFUSION_MATRIX_FILE])}" alt="confusion matrix">
 <h2>Misclassified ({summary['misclassified_count']} of {summary['example_count']})</h2>{wrong or '<p>none</p>'}
+{suspects_section}
 </body></html>
 """
 
@@ -258,6 +286,27 @@ def accuracy_threshold(evaluation_uri: str) -> float | None:
     return None
 
 
+def write_label_issues(report_uri: str, examples, labels: list[str], limit: int, images: dict[str, bytes]
+                       ) -> dict[str, Any] | None:
+    """Ranks the training images (label_issues.py) into LABEL_ISSUES_FILE and thumbnails of the flagged ones among
+    the first `limit` (added to `images`); the report's summary of them, None when there are too few to judge."""
+    rows = ranked_label_issues(read_training_examples(_split_files(examples, contract.TRAIN_SPLIT)), labels)
+    if rows is None:
+        return None
+    with tf.io.gfile.GFile(os.path.join(report_uri, contract.LABEL_ISSUES_FILE), "w") as f:
+        f.write(to_csv(rows))
+    tf.io.gfile.makedirs(os.path.join(report_uri, contract.LABEL_ISSUES_DIR))
+    shown = []
+    for row in (row for row in rows[:limit] if row["flagged"]):
+        row = {key: value for key, value in row.items() if key != "image"} | {
+            "thumbnail": f"{contract.LABEL_ISSUES_DIR}/{len(shown):03d}.png", "png": _thumbnail_png(row["image"])}
+        images[row["thumbnail"]] = row.pop("png")
+        with tf.io.gfile.GFile(os.path.join(report_uri, row["thumbnail"]), "wb") as f:
+            f.write(images[row["thumbnail"]])
+        shown.append(row)
+    return {"training_images": len(rows), "flagged": sum(row["flagged"] for row in rows), "shown": shown}
+
+
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
         examples = artifact_utils.get_single_instance(input_dict["examples"])
@@ -267,6 +316,7 @@ class Executor(base_executor.BaseExecutor):
         report = artifact_utils.get_single_instance(output_dict[contract.REPORT_KEY])
         split = exec_properties["split"]
         limit = int(exec_properties.get("max_misclassified") or contract.DEFAULT_MAX_MISCLASSIFIED)
+        issues_limit = int(exec_properties.get("max_label_issues") or contract.DEFAULT_MAX_LABEL_ISSUES)
 
         labels = read_label_vocabulary(examples.uri)
         by_model = load_metrics(evaluation.uri)
@@ -284,6 +334,7 @@ class Executor(base_executor.BaseExecutor):
             images[item["thumbnail"]] = _thumbnail_png(item.pop("image"))
             with tf.io.gfile.GFile(os.path.join(report.uri, item["thumbnail"]), "wb") as f:
                 f.write(images[item["thumbnail"]])
+        label_issues = write_label_issues(report.uri, examples, labels, issues_limit, images)
         plot_confusion_matrix(matrix, labels, os.path.join(report.uri, contract.CONFUSION_MATRIX_FILE))
         with tf.io.gfile.GFile(os.path.join(report.uri, contract.CONFUSION_MATRIX_FILE), "rb") as f:
             images[contract.CONFUSION_MATRIX_FILE] = f.read()
@@ -300,6 +351,7 @@ class Executor(base_executor.BaseExecutor):
             "confusion_matrix": matrix.tolist(),
             "misclassified_count": int(matrix.sum() - np.trace(matrix)) if matrix.sum() else len(wrong),
             "misclassified": wrong,
+            "label_issues": label_issues,
             "model_uri": model.uri,
         }
         files = {contract.REPORT_METRICS_FILE: json.dumps(summary, indent=2),
