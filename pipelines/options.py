@@ -125,15 +125,21 @@ def bool_flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def add_arguments(parser: argparse.ArgumentParser, options_class: type[PipelineOptions]) -> None:
-    """Every PipelineOptions field as a flag; defaults that differ between runners come from `options_class`."""
+def add_image_source_arguments(parser: argparse.ArgumentParser, manifest_columns: str) -> None:
+    """--data-dir or --manifest (one required), and the manifest's path confinement: where a job's images come from,
+    for the pipeline and for batch prediction alike."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="Images in folder-per-class layout: DIR/<label>/<image files>.")
-    source.add_argument("--manifest", help="CSV with columns path,label[,split]; relative paths are resolved "
+    source.add_argument("--manifest", help=f"CSV with columns {manifest_columns}; relative paths are resolved "
                                            "against the CSV's folder.")
     parser.add_argument("--allow-paths-outside-manifest", action="store_true",
                         help="Read manifest rows naming files outside the manifest's folder (absolute paths, ../, "
                              "other buckets); by default they are rejected.")
+
+
+def add_arguments(parser: argparse.ArgumentParser, options_class: type[PipelineOptions]) -> None:
+    """Every PipelineOptions field as a flag; defaults that differ between runners come from `options_class`."""
+    add_image_source_arguments(parser, "path,label[,split]")
     parser.add_argument("--module", default=configs.MODULE_HANDLE,
                         help="Image feature-vector module: TF Hub URL, SavedModel dir, or builtin name "
                              "(default: %(default)s).")

@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from pipelines import configs
+from pipelines.options import add_image_source_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,13 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, help="This version (default: the newest complete one).")
     which.add_argument("--label", help="The version this staged-rollout label names (stable, canary).")
-    images = parser.add_mutually_exclusive_group(required=True)
-    images.add_argument("--data-dir", help="A folder per class of images (<dir>/<label>/**/<file>).")
-    images.add_argument("--manifest", help="A CSV with a `path` column (relative to its folder) and optionally "
-                                           "`label`.")
-    parser.add_argument("--allow-paths-outside-manifest", action="store_true",
-                        help="Read manifest rows naming files outside the manifest's folder (absolute paths, ../, "
-                             "other buckets); by default they are rejected.")
+    add_image_source_arguments(parser, "path[,label]")
     parser.add_argument("--output", required=True, help="preds.jsonl or preds.csv (rejects beside it).")
     parser.add_argument("--top-k", type=int, default=configs.BATCH_PREDICT_TOP_K,
                         help="Labels per image (default: %(default)s).")
