@@ -27,8 +27,10 @@ from pipelines.beam_args import with_cluster_workers_image
 
 log = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
+    """What a batch prediction did: which version it ran, where its files are, how many images each holds."""
     model: ModelVersion
     output: str
     rejects: str
