@@ -3,9 +3,10 @@ embeddings, so a user can fix labels before the next retraining.
 
 Each training image gets a probability for every class from a linear softmax classifier trained on the *other* folds'
 embeddings (scikit-learn's multinomial logistic regression on standardised embeddings: the default head,
-`hidden_units` 0, as a convex fit that takes a second per fold instead of a Keras run per fold). cleanlab's label quality score (the out-of-fold probability
-of the given label, "self-confidence") ranks them, worst first, and `find_label_issues` flags the ones whose given
-label confident learning judges wrong, with the class the model suggests instead.
+`hidden_units` 0, as a convex fit that takes a second per fold instead of a Keras run per fold). cleanlab's label
+quality score (the out-of-fold probability of the given label, "self-confidence") ranks them, worst first, and
+`find_label_issues` flags the ones whose given label confident learning judges wrong, with the class the model
+suggests instead.
 """
 from __future__ import annotations
 
