@@ -70,7 +70,7 @@ def ranked_label_issues(examples: dict[str, np.ndarray], label_names: list[str],
     if probabilities is None:
         return None
     quality = get_label_quality_scores(labels, probabilities, method="self_confidence")
-    flagged = find_label_issues(labels, probabilities)
+    flagged = find_label_issues(labels, probabilities, n_jobs=1)  # its worker pool fails in a spawned process
     suggested = probabilities.argmax(axis=1)
     return [{"rank": rank, "path": examples[PATH_KEY][index].decode(errors="replace"),
              "given_label": label_names[labels[index]], "suggested_label": label_names[suggested[index]],
