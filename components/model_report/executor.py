@@ -222,19 +222,24 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _figure(images: dict[str, bytes], item: dict, caption: str) -> str:
+    """One image of the report's lists: its thumbnail inline, the (already escaped) caption, then its path."""
+    path = html.escape(item["path"])
+    return (f"<figure><img src='{_data_uri(images[item['thumbnail']])}' alt='{path}'><figcaption>{caption}"
+            f"<br><small>{path}</small></figcaption></figure>")
+
+
 def render_html(summary: dict, images: dict[str, bytes]) -> str:
     """A self-contained page: `images` (report-relative file name -> PNG bytes) inline as data: URIs, so it shows the
     same wherever it is opened, KFP's sandboxed viewer included (frontend/src/components/viewers/HTMLViewer.tsx)."""
     esc = html.escape
     rows = "".join(f"<tr><td>{esc(r['label'])}</td><td>{r['support']}</td><td>{_fmt(r['precision'])}</td>"
                    f"<td>{_fmt(r['recall'])}</td></tr>" for r in summary["per_class"])
-    wrong = "".join(f"<figure><img src='{_data_uri(images[m['thumbnail']])}' alt='{esc(m['path'])}'><figcaption>"
-                    f"true <b>{esc(m['true'])}</b><br>predicted <b>{esc(m['predicted'])}</b> ({m['score']:.2f})"
-                    f"<br><small>{esc(m['path'])}</small></figcaption></figure>" for m in summary["misclassified"])
+    wrong = "".join(_figure(images, m, f"true <b>{esc(m['true'])}</b><br>predicted <b>{esc(m['predicted'])}</b> "
+                                       f"({m['score']:.2f})") for m in summary["misclassified"])
     issues = summary.get("label_issues")
-    suspects = "".join(f"<figure><img src='{_data_uri(images[m['thumbnail']])}' alt='{esc(m['path'])}'><figcaption>"
-                       f"labelled <b>{esc(m['given_label'])}</b><br>looks like <b>{esc(m['suggested_label'])}</b> "
-                       f"({m['label_quality']:.2f})<br><small>{esc(m['path'])}</small></figcaption></figure>"
+    suspects = "".join(_figure(images, m, f"labelled <b>{esc(m['given_label'])}</b><br>looks like "
+                                          f"<b>{esc(m['suggested_label'])}</b> ({m['label_quality']:.2f})")
                        for m in (issues or {}).get("shown", []))
     suspects_section = (
         f"<h2>Likely mislabelled training images ({esc(_label_issues_count(issues))})</h2><p>Ranked by label quality "
@@ -286,6 +291,14 @@ def accuracy_threshold(evaluation_uri: str) -> float | None:
     return None
 
 
+def save_thumbnail(report_uri: str, name: str, image_bytes: bytes, images: dict[str, bytes]) -> str:
+    """Writes the image's thumbnail as the report-relative file `name`, keeps its PNG in `images`; returns `name`."""
+    images[name] = _thumbnail_png(image_bytes)
+    with tf.io.gfile.GFile(os.path.join(report_uri, name), "wb") as f:
+        f.write(images[name])
+    return name
+
+
 def write_label_issues(report_uri: str, examples, labels: list[str], limit: int, images: dict[str, bytes]
                        ) -> dict[str, Any] | None:
     """Ranks the training images (label_issues.py) into LABEL_ISSUES_FILE and thumbnails of the flagged ones among
@@ -298,12 +311,9 @@ def write_label_issues(report_uri: str, examples, labels: list[str], limit: int,
     tf.io.gfile.makedirs(os.path.join(report_uri, contract.LABEL_ISSUES_DIR))
     shown = []
     for row in (row for row in rows[:limit] if row["flagged"]):
-        row = {key: value for key, value in row.items() if key != "image"} | {
-            "thumbnail": f"{contract.LABEL_ISSUES_DIR}/{len(shown):03d}.png", "png": _thumbnail_png(row["image"])}
-        images[row["thumbnail"]] = row.pop("png")
-        with tf.io.gfile.GFile(os.path.join(report_uri, row["thumbnail"]), "wb") as f:
-            f.write(images[row["thumbnail"]])
-        shown.append(row)
+        thumbnail = save_thumbnail(report_uri, f"{contract.LABEL_ISSUES_DIR}/{len(shown):03d}.png", row["image"],
+                                   images)
+        shown.append({key: value for key, value in row.items() if key != "image"} | {"thumbnail": thumbnail})
     return {"training_images": len(rows), "flagged": sum(row["flagged"] for row in rows), "shown": shown}
 
 
@@ -330,10 +340,8 @@ class Executor(base_executor.BaseExecutor):
         tf.io.gfile.makedirs(os.path.join(report.uri, contract.MISCLASSIFIED_DIR))
         images = {}  # report-relative file name -> PNG bytes: the folder's pictures, inline in the page
         for number, item in enumerate(wrong):
-            item["thumbnail"] = f"{contract.MISCLASSIFIED_DIR}/{number:03d}.png"
-            images[item["thumbnail"]] = _thumbnail_png(item.pop("image"))
-            with tf.io.gfile.GFile(os.path.join(report.uri, item["thumbnail"]), "wb") as f:
-                f.write(images[item["thumbnail"]])
+            item["thumbnail"] = save_thumbnail(report.uri, f"{contract.MISCLASSIFIED_DIR}/{number:03d}.png",
+                                               item.pop("image"), images)
         label_issues = write_label_issues(report.uri, examples, labels, issues_limit, images)
         plot_confusion_matrix(matrix, labels, os.path.join(report.uri, contract.CONFUSION_MATRIX_FILE))
         with tf.io.gfile.GFile(os.path.join(report.uri, contract.CONFUSION_MATRIX_FILE), "rb") as f:
